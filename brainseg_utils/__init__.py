@@ -1,0 +1,1 @@
+"""brainseg_utils"""

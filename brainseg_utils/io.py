@@ -1,0 +1,74 @@
+"""Atomic file writes and content hashing shared by every module that writes artefacts.
+
+Every artefact is written to a temporary file in the same folder and moved into place with
+``os.replace``, so a reader never sees a half-written file, even after a crash or a Colab
+disconnect mid-write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` atomically.
+
+    ``suffix`` keeps extensions that writers look at (nibabel needs ``.nii.gz``).
+    The temporary file is removed when ``write`` raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return atomic_write(path, _write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def canonical_sha256(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """Cheap identity of a file: name, size and modification time (ns).
+
+    Used for cache keys over real BraTS (~33 GB), where hashing contents on every run
+    would cost minutes; any rewrite of a file changes its size or mtime.
+    """
+    st = Path(path).stat()
+    return {"name": Path(path).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
