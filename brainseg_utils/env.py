@@ -1,0 +1,33 @@
+"""Where are we running: Colab, Kaggle or a plain machine; and what accelerator is there."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def platform() -> str:
+    """"colab", "kaggle" or "local"."""
+    if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+        return "kaggle"
+    return "local"
+
+
+def default_output_root() -> str:
+    """Writable output folder: /kaggle/working on Kaggle (input is read-only), else ./outputs."""
+    return "/kaggle/working/outputs" if platform() == "kaggle" else "outputs"
+
+
+def device_summary() -> dict:
+    """Accelerator facts for logs and result files (imports torch lazily)."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None, "device": "cpu"}
+    info = {"torch": torch.__version__, "device": "cpu", "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        cap = torch.cuda.get_device_capability(0)
+        info.update(device="cuda", gpu=torch.cuda.get_device_name(0), capability=f"{cap[0]}.{cap[1]}")
+    return info
