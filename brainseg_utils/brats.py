@@ -276,6 +276,23 @@ def audit_cases(cases: list[Case], skip_bad: bool = False, progress: bool = True
     return good, reports, skipped
 
 
+def audit_frame(reports: list[CaseReport], skipped: list[dict] | None = None):
+    """One row per case: status, shape, dtypes, labels, brain and tumour volume (mL)."""
+    import pandas as pd
+
+    rows = []
+    for r in reports:
+        ml = float(np.prod(r.voxel_mm)) / 1000.0
+        rows.append({"case_id": r.case_id, "status": "ok", "shape": "x".join(map(str, r.shape)),
+                     "image_dtype": r.dtypes.get("flair", ""), "labels": " ".join(map(str, r.labels)) or "(none)",
+                     "brain_ml": round(r.brain_voxels * ml, 1), "tumour_ml": round(r.tumour_voxels * ml, 2),
+                     "reason": ""})
+    for s in skipped or []:
+        rows.append({"case_id": s["case_id"], "status": "skipped", "reason": s["reason"]})
+    cols = ["case_id", "status", "shape", "image_dtype", "labels", "brain_ml", "tumour_ml", "reason"]
+    return pd.DataFrame(rows, columns=cols).sort_values("case_id", ignore_index=True)
+
+
 # ----------------------------------------------------------------------------- loading
 def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5) -> np.ndarray:
     """float32 in [0, 1]: clip brain voxels (!= 0) to their [lower, upper] percentiles, rescale; background 0."""

@@ -31,3 +31,17 @@ def device_summary() -> dict:
         cap = torch.cuda.get_device_capability(0)
         info.update(device="cuda", gpu=torch.cuda.get_device_name(0), capability=f"{cap[0]}.{cap[1]}")
     return info
+
+
+def enter_project_root() -> str:
+    """chdir to the brainseg checkout that holds the cwd (a notebook opened in notebooks/
+    then writes to <repo>/outputs like run_all.sh does). Returns the cwd; no-op when not found."""
+    from pathlib import Path
+
+    here = Path.cwd()
+    for cand in (here, *here.parents):
+        pp = cand / "pyproject.toml"
+        if pp.is_file() and 'name = "brainseg"' in pp.read_text(errors="ignore"):
+            os.chdir(cand)
+            return str(cand)
+    return str(here)

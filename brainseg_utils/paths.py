@@ -14,6 +14,7 @@ class RunDir:
         <root>/data/slices/          slice cache (images.f16, masks.u8, index.csv, manifest.json)
         <root>/data/splits.json      patient-level split (written once)
         <root>/data/audit.csv        per-case validation report (notebook 01)
+        <root>/data/dataset.json     dataset name ("synthetic"/"brats2020"), root, case counts
         <root>/unet/                 U-Net checkpoints and history
         <root>/sam/<variant>/        SAM decoder checkpoints and history
         <root>/results/              metrics.json, per_case.csv, per_slice.csv, results.md
@@ -47,6 +48,10 @@ class RunDir:
     @property
     def audit(self) -> Path:
         return self.data / "audit.csv"
+
+    @property
+    def dataset(self) -> Path:
+        return self.data / "dataset.json"
 
     @property
     def unet(self) -> Path:

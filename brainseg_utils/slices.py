@@ -284,3 +284,14 @@ def load_split(path: str | os.PathLike) -> dict:
                 raise ValueError(f"{path}: case {cid} is in both {seen[cid]} and {k}")
             seen[cid] = k
     return split
+
+
+def split_summary(split: dict, index: pd.DataFrame) -> pd.DataFrame:
+    """Cases, slices and tumour slices per split part (rows: train, val, test)."""
+    rows = []
+    for k in SPLIT_NAMES:
+        part = index[index["case_id"].isin(set(split[k]))]
+        rows.append({"split": k, "cases": len(split[k]), "slices": len(part),
+                     "tumour_slices": int(part["has_tumour"].sum()),
+                     "tumour_free_slices": int((~part["has_tumour"].astype(bool)).sum())})
+    return pd.DataFrame(rows).set_index("split")
