@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Shared set-up for run_all.sh and run_tests.sh. Source it: `source scripts/setup_env.sh [--dev]`.
+# Exports PY (the interpreter to use). Safe to re-run: installs only what is missing or changed.
+#
+#  * Colab / Kaggle (or BRAINSEG_NO_VENV=1): installs into the running Python, whose torch has CUDA.
+#  * Elsewhere: a project virtual environment at ${BRAINSEG_VENV:-.venv}, so nothing touches
+#    the system Python. torch comes from requirements.txt's range unless already installed.
+set -euo pipefail
+
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_dev=0
+[[ "${1:-}" == "--dev" ]] && _dev=1
+
+_base_python="${PYTHON:-python3}"
+if ! command -v "$_base_python" >/dev/null 2>&1; then
+    echo "error: $_base_python not found; install Python >= 3.10 or set PYTHON=/path/to/python" >&2
+    return 1 2>/dev/null || exit 1
+fi
+if ! "$_base_python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "error: Python >= 3.10 needed, found $("$_base_python" --version 2>&1)" >&2
+    return 1 2>/dev/null || exit 1
+fi
+
+if [[ -n "${COLAB_RELEASE_TAG:-}" || -n "${KAGGLE_KERNEL_RUN_TYPE:-}" || "${BRAINSEG_NO_VENV:-0}" == "1" ]]; then
+    PY="$_base_python"
+    _editable=()
+else
+    _venv="${BRAINSEG_VENV:-$_root/.venv}"
+    if [[ ! -x "$_venv/bin/python" ]]; then
+        echo "setup: creating virtual environment $_venv"
+        "$_base_python" -m venv "$_venv"
+    fi
+    PY="$_venv/bin/python"
+    _editable=(-e)
+fi
+export PY
+
+# Stamp = hash of everything that decides what gets installed; skip pip when unchanged.
+_files=("$_root/requirements.txt" "$_root/pyproject.toml")
+(( _dev )) && _files+=("$_root/requirements-dev.txt")
+_stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.brainseg-setup-$(( _dev ))"
+_stamp="$(cat "${_files[@]}" | sha256sum | cut -c1-16)-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
+if [[ -f "$_stamp_file" && "$(cat "$_stamp_file")" == "$_stamp" ]] \
+        && "$PY" -c 'import brainseg_utils, torch, papermill' >/dev/null 2>&1; then
+    echo "setup: environment up to date ($PY)"
+else
+    echo "setup: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)') (first run takes a few minutes)"
+    _reqs=(-r "$_root/requirements.txt")
+    (( _dev )) && _reqs+=(-r "$_root/requirements-dev.txt")
+    "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$PY" -m pip install -q "${_reqs[@]}" "${_editable[@]}" "$_root" 2>&1 | grep -vE "is ignored: it is neither" || true
+    "$PY" -c 'import brainseg_utils, torch, papermill' || {
+        echo "error: installation failed (see pip output above)" >&2; return 1 2>/dev/null || exit 1; }
+    # A kernel for papermill that runs this same interpreter (not whatever "python3" points at).
+    "$PY" -m ipykernel install --sys-prefix --name brainseg --display-name "Python (brainseg)" >/dev/null
+    echo "$_stamp" > "$_stamp_file"
+fi
+export NO_ALBUMENTATIONS_UPDATE=1  # no version check over the network

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny synthetic BraTS-layout datasets (240 x 240 x 32) built once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+
+TINY_DEPTH = 32
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """5 clean cases; treat as read-only (copy it before changing anything)."""
+    return generate_dataset(tmp_path_factory.mktemp("synth") / "ds", SyntheticConfig(cases=5, seed=3, depth=TINY_DEPTH),
+                            workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def quirky_root(tmp_path_factory):
+    """4 cases with every quirk planted: .nii.gz case 001, float32 case 002, case 355 alias."""
+    cfg = SyntheticConfig(cases=4, seed=5, depth=TINY_DEPTH, quirks=("alias355", "gz", "float32"))
+    return generate_dataset(tmp_path_factory.mktemp("quirky") / "ds", cfg, workers=1, progress=False)
+
+
+@pytest.fixture
+def synth_copy(synth_root, tmp_path):
+    """A writable copy of ``synth_root``."""
+    dst = tmp_path / "copy"
+    shutil.copytree(synth_root, dst)
+    return dst

@@ -1,0 +1,90 @@
+"""Notebook hygiene, and each notebook executed headless through papermill on tiny synthetic data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+KERNEL = "brainseg"
+
+
+def test_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS][:1] == ["01_eda.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_hygiene(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [c for c in code if c.outputs or c.execution_count], "commit notebooks without outputs"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    # literals only: every non-comment line is NAME: type = literal
+    for line in params[0].source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            assert name.strip().split(":")[0].isupper(), line
+            compile(value.split("#")[0].strip() or "None", "<param>", "eval")
+    defs = [c for c in code if any(ln.lstrip().startswith(("def ", "class ")) for ln in c.source.splitlines())]
+    assert not defs, "logic belongs in brainseg_utils, not in notebooks"
+    assert nb.cells[0].cell_type == "markdown" and "Bootstrap" in code[0].source
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL], check=True)
+    return KERNEL
+
+
+@pytest.fixture(scope="session")
+def nb_run(tmp_path_factory, kernel):
+    """Runs notebooks in order into one output folder; later notebooks read what earlier ones wrote."""
+    import papermill as pm
+
+    base = tmp_path_factory.mktemp("nbrun")
+    params = {"OUTPUT_DIR": str(base / "outputs"), "SYNTHETIC_DIR": str(base / "synthetic"), "SYNTHETIC_CASES": 6,
+              "SYNTHETIC_DEPTH": 48, "IMG_SIZE": 64, "INTERACTIVE": False, "SEED": 1}
+
+    def run(name: str, **extra):
+        out = base / f"{name}.out.ipynb"
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters={**params, **extra},
+                            kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
+        return nbformat.read(out, as_version=4)
+
+    run.params = params
+    run.base = base
+    return run
+
+
+@pytest.mark.notebook
+def test_01_eda(nb_run):
+    nb = nb_run("01_eda")
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    audit = pd.read_csv(out / "data" / "audit.csv")
+    assert len(audit) == 6 and set(audit.status) == {"ok"} and (audit.tumour_ml > 0).all()
+    ds = json.loads((out / "data" / "dataset.json").read_text())
+    assert ds["name"] == "synthetic" and ds["n_cases"] == 6
+    split = json.loads((out / "data" / "splits.json").read_text())
+    assert ds["split_sha256"] == split["sha256"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(audit.case_id)
+    manifest = json.loads((out / "data" / "slices" / "manifest.json").read_text())
+    assert manifest["config"]["img_size"] == 64 and manifest["n_cases"] == 6
+    for fig in ("eda_distributions", "eda_flair_histograms", "eda_examples", "eda_cache_samples", "eda_explorer_static"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert images >= 5, "figures are shown inline in the executed notebook"
+    # Re-running reuses the split and the cache.
+    mtime = (out / "data" / "slices" / "images.f16").stat().st_mtime_ns
+    nb_run("01_eda")
+    assert json.loads((out / "data" / "splits.json").read_text()) == split
+    assert (out / "data" / "slices" / "images.f16").stat().st_mtime_ns == mtime

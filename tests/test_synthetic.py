@@ -1,0 +1,126 @@
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainseg_utils import synthetic
+from brainseg_utils.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
+
+TINY_DEPTH = 32  # depth of the conftest datasets
+
+
+def _load(root, cid, name):
+    return nib.load(root / cid / f"{cid}_{name}.nii")
+
+
+def test_layout_names_shapes_and_dtypes(synth_root):
+    cids = sorted(p.name for p in synth_root.iterdir() if p.is_dir())
+    assert cids == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
+    for cid in cids:
+        files = sorted(p.name for p in (synth_root / cid).iterdir())
+        assert files == sorted(f"{cid}_{m}.nii" for m in (*MODALITIES, "seg"))
+        for m in MODALITIES:
+            img = _load(synth_root, cid, m)
+            assert img.shape == (240, 240, TINY_DEPTH)
+            assert img.get_data_dtype() == np.int16
+            assert img.header.get_zooms() == (1.0, 1.0, 1.0)
+            np.testing.assert_array_equal(img.affine, synthetic.BRATS_AFFINE)
+        seg = np.asarray(_load(synth_root, cid, "seg").dataobj)
+        assert set(np.unique(seg)) <= {0, 1, 2, 4}
+        assert (seg == 2).any(), "every case has edema"
+
+
+def test_name_mapping_and_marker(synth_root):
+    rows = list(csv.DictReader(open(synth_root / "name_mapping.csv")))
+    assert list(rows[0]) == ["Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID", "TCGA_TCIA_subject_ID",
+                             "BraTS_2019_subject_ID", "BraTS_2020_subject_ID"]
+    assert [r["BraTS_2020_subject_ID"] for r in rows] == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
+    for r in rows:  # grade follows from the labels: HGG iff an enhancing rim exists
+        seg = np.asarray(_load(synth_root, r["BraTS_2020_subject_ID"], "seg").dataobj)
+        assert r["Grade"] == ("HGG" if (seg == 4).any() else "LGG")
+    marker = json.loads((synth_root / synthetic.MARKER).read_text())
+    assert marker["dataset"] == "synthetic" and marker["config"]["cases"] == 5
+    assert synthetic.is_synthetic(synth_root) and synthetic.is_synthetic(synth_root / "BraTS20_Training_001")
+
+
+def test_deterministic_for_a_seed():
+    cfg = SyntheticConfig(cases=2, seed=11, depth=24)
+    a, b = generate_case(cfg, 1), generate_case(cfg, 1)
+    for k in (*MODALITIES, "seg"):
+        np.testing.assert_array_equal(a[k], b[k])
+    c = generate_case(SyntheticConfig(cases=2, seed=12, depth=24), 1)
+    assert not np.array_equal(a["flair"], c["flair"])
+
+
+def test_contrasts_point_the_right_way():
+    """Edema bright on FLAIR and T2, rim bright on T1ce, CSF dark on FLAIR and bright on T2."""
+    cfg = SyntheticConfig(cases=1, seed=1, depth=64)
+    d = generate_case(cfg, 0)
+    seg = d["seg"]
+    brain = d["flair"] > 0
+    normal = brain & (seg == 0)
+    for m in ("flair", "t2"):
+        assert d[m][seg == 2].mean() > 1.3 * d[m][normal].mean(), m
+    assert (seg == 4).any(), "seed 1 case 0 is high grade (has an enhancing rim)"
+    rim_t1ce = d["t1ce"][seg == 4].mean() / d["t1ce"][normal].mean()
+    rim_t1 = d["t1"][seg == 4].mean() / d["t1"][normal].mean()
+    assert rim_t1ce > 1.3 and rim_t1ce > 1.5 * rim_t1
+    # darkest decile of normal brain on FLAIR is CSF: it is among the brightest on T2
+    dark = normal & (d["flair"] < np.percentile(d["flair"][normal], 5))
+    assert d["t2"][dark].mean() > np.percentile(d["t2"][normal], 75)
+
+
+def test_tumour_free_slices_above_and_below():
+    d = generate_case(SyntheticConfig(cases=1, seed=1, depth=155), 0)
+    tumour_z = np.flatnonzero(d["seg"].any((0, 1)))
+    brain_z = np.flatnonzero(d["flair"].any((0, 1)))
+    assert brain_z.min() < tumour_z.min() and tumour_z.max() < brain_z.max()
+    assert d["flair"][:, :, 0].max() == 0, "no brain in the very first slice"
+
+
+def test_quirks_are_planted(quirky_root):
+    names = {p.name: sorted(q.name for q in p.iterdir()) for p in quirky_root.iterdir() if p.is_dir()}
+    assert set(names) == {"BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_003", "BraTS20_Training_355"}
+    assert all(n.endswith(".nii.gz") for n in names["BraTS20_Training_001"])
+    assert "W39_1998.09.19_Segm.nii" in names["BraTS20_Training_355"]
+    assert "BraTS20_Training_355_seg.nii" not in names["BraTS20_Training_355"]
+    assert nib.load(quirky_root / "BraTS20_Training_002" / "BraTS20_Training_002_flair.nii").get_data_dtype() == np.float32
+
+
+def test_reuse_and_regenerate(tmp_path):
+    cfg = SyntheticConfig(cases=1, seed=0, depth=16)
+    out = generate_dataset(tmp_path / "d", cfg, workers=1, progress=False)
+    f = out / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii"
+    mtime = f.stat().st_mtime_ns
+    generate_dataset(out, cfg, workers=1, progress=False)
+    assert f.stat().st_mtime_ns == mtime, "same config: files are reused"
+    generate_dataset(out, SyntheticConfig(cases=1, seed=1, depth=16), workers=1, progress=False)
+    assert json.loads((out / synthetic.MARKER).read_text())["config"]["seed"] == 1
+    assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
+
+
+def test_refuses_to_overwrite_foreign_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a synthetic dataset"):
+        generate_dataset(tmp_path, SyntheticConfig(cases=1, depth=16), workers=1, progress=False)
+    assert (tmp_path / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cases": 0}, "cases must be >= 1"),
+    ({"depth": 8}, "depth must be in"),
+    ({"quirks": ("nope",)}, "unknown quirk"),
+    ({"cases": 2, "quirks": ("gz",)}, "needs >= 3 cases"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticConfig(**kwargs)
+
+
+def test_cli_gz(tmp_path, capsys):
+    assert synthetic.main(["--out", str(tmp_path / "o"), "--cases", "1", "--depth", "16", "--gz", "--workers", "1"]) == 0
+    files = sorted(p.name for p in (tmp_path / "o" / "BraTS20_Training_001").iterdir())
+    assert files == sorted(f"BraTS20_Training_001_{m}.nii.gz" for m in (*MODALITIES, "seg"))
+    assert "1 cases" in capsys.readouterr().out
