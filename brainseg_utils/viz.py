@@ -149,7 +149,7 @@ def cache_samples(cache, dataset: str, n: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(cache), size=min(n, len(cache)), replace=False))
     fig, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 2.6), squeeze=False)
-    for ax, row in zip(axes[0], rows):
+    for ax, row in zip(axes[0], rows, strict=True):
         img = np.asarray(cache.images[row, 0], np.float32)
         mask = np.asarray(cache.masks[row])
         ax.imshow(_display(img), cmap="gray", vmin=0, vmax=1)

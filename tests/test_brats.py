@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from brainseg_utils import brats
-from brainseg_utils.brats import CaseValidationError, discover_cases, load_case, normalise_volume, validate_case
+from brainseg_utils.brats import (
+    CaseValidationError,
+    discover_cases,
+    load_case,
+    normalise_volume,
+    validate_case,
+)
 
 CID = "BraTS20_Training_001"
 

@@ -6,7 +6,14 @@ import pytest
 
 from brainseg_utils import slices
 from brainseg_utils.brats import discover_cases, load_case
-from brainseg_utils.slices import SliceCache, SliceConfig, build_cache, make_split, select_slices, write_split_once
+from brainseg_utils.slices import (
+    SliceCache,
+    SliceConfig,
+    build_cache,
+    make_split,
+    select_slices,
+    write_split_once,
+)
 
 
 def test_select_slices_by_hand():
