@@ -72,17 +72,17 @@ def main() -> None:
 
         def from_cache(i):
             r = rows[i]
-            np.asarray(cache.images[r], np.float32), np.asarray(cache.masks[r])
+            return np.asarray(cache.images[r], np.float32), np.asarray(cache.masks[r])
 
         def from_nifti_slice(i):
             case, z = pick[i]
-            np.asarray(nib.load(case.images["flair"]).dataobj[:, :, z], np.float32)
-            np.asarray(nib.load(case.seg).dataobj[:, :, z]) > 0
+            img = np.asarray(nib.load(case.images["flair"]).dataobj[:, :, z], np.float32)
+            return img, np.asarray(nib.load(case.seg).dataobj[:, :, z]) > 0
 
         def from_nifti_volume(i):
             case, z = pick[i]
             vol = load_case(case)
-            vol["image"][..., z], vol["wt"][..., z]
+            return vol["image"][..., z], vol["wt"][..., z]
 
         res["read_slices_per_s"] = {"cache": round(_rate(from_cache, 5000), 1),
                                     "nifti_slice": round(_rate(from_nifti_slice, 200), 1),
