@@ -248,3 +248,29 @@ class SliceExplorer:
             ctl.observe(redraw, names="value")
         redraw()
         return w.VBox([w.HBox([case, modality]), w.HBox([z, overlay, alpha]), out])
+
+
+def training_curves(histories: dict[str, list[dict]], dataset: str, title: str = "Training curves"):
+    """Loss (train solid, validation dashed), validation Dice and learning rate per epoch, one colour per model."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for i, (name, hist) in enumerate(histories.items()):
+        if not hist:
+            continue
+        colour = f"C{i}"
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["train_loss"] for h in hist], color=colour, label=f"{name} train")
+        axes[0].plot(ep, [h["val_loss"] for h in hist], color=colour, ls="--", label=f"{name} val")
+        axes[1].plot(ep, [h["val_dice"] for h in hist], color=colour, label=f"{name} all val slices")
+        axes[1].plot(ep, [h["val_dice_tumour"] for h in hist], color=colour, ls=":", label=f"{name} tumour slices")
+        axes[2].plot(ep, [h["lr"] for h in hist], color=colour, label=name)
+    axes[0].set_ylabel("focal + Dice loss")
+    axes[1].set_ylabel("validation Dice (per slice, mean)")
+    axes[1].set_ylim(0, 1)
+    axes[2].set_ylabel("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{title} ({dataset} data)")
+    fig.tight_layout()
+    return fig

@@ -34,3 +34,16 @@ def synth_copy(synth_root, tmp_path):
     dst = tmp_path / "copy"
     shutil.copytree(synth_root, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(synth_root, tmp_path_factory):
+    """(SliceCache at 64 px, split) over ``synth_root``."""
+    from brainseg_utils.brats import discover_cases
+    from brainseg_utils.slices import SliceConfig, build_cache, write_split_once
+
+    base = tmp_path_factory.mktemp("tinycache")
+    cases = discover_cases(synth_root)
+    cache = build_cache(cases, base / "slices", SliceConfig(img_size=64, tumour_free_fraction=0.3), progress=False)
+    split = write_split_once(base / "splits.json", [c.case_id for c in cases], (0.6, 0.2, 0.2), seed=0)
+    return cache, split

@@ -15,7 +15,7 @@ KERNEL = "brainseg"
 
 
 def test_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS][:1] == ["01_eda.ipynb"]
+    assert [p.name for p in NOTEBOOKS][:2] == ["01_eda.ipynb", "02_train_unet.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -66,9 +66,14 @@ def nb_run(tmp_path_factory, kernel):
     return run
 
 
+@pytest.fixture(scope="session")
+def run01(nb_run):
+    return nb_run("01_eda")
+
+
 @pytest.mark.notebook
-def test_01_eda(nb_run):
-    nb = nb_run("01_eda")
+def test_01_eda(nb_run, run01):
+    nb = run01
     out = Path(nb_run.params["OUTPUT_DIR"])
     audit = pd.read_csv(out / "data" / "audit.csv")
     assert len(audit) == 6 and set(audit.status) == {"ok"} and (audit.tumour_ml > 0).all()
@@ -88,3 +93,24 @@ def test_01_eda(nb_run):
     nb_run("01_eda")
     assert json.loads((out / "data" / "splits.json").read_text()) == split
     assert (out / "data" / "slices" / "images.f16").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.notebook
+def test_02_train_unet(nb_run, run01):
+    nb = nb_run("02_train_unet", UNET_EPOCHS=2, UNET_BATCH_SIZE=8, UNET_BASE_CHANNELS=4, NUM_WORKERS=0, UNET_LR=1e-3)
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    hist = json.loads((out / "unet" / "history.json").read_text())
+    assert [h["epoch"] for h in hist["history"]] == [1, 2]
+    split = json.loads((out / "data" / "splits.json").read_text())
+    assert hist["meta"]["split_sha256"] == split["sha256"] and hist["meta"]["dataset"] == "synthetic"
+    import torch
+
+    ckpt = torch.load(out / "unet" / "best.pt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["model"]["base_channels"] == 4 and ckpt["meta"]["split_sha256"] == split["sha256"]
+    assert (out / "figures" / "unet_training_curves.png").stat().st_size > 10_000
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "U-Net: " in text and "parameters" in text
+    # Re-running resumes: training is complete, nothing is retrained.
+    mtime = (out / "unet" / "last.pt").stat().st_mtime_ns
+    nb_run("02_train_unet", UNET_EPOCHS=2, UNET_BATCH_SIZE=8, UNET_BASE_CHANNELS=4, NUM_WORKERS=0, UNET_LR=1e-3)
+    assert (out / "unet" / "last.pt").stat().st_mtime_ns == mtime
