@@ -16,7 +16,8 @@ class RunDir:
         <root>/data/audit.csv        per-case validation report (notebook 01)
         <root>/data/dataset.json     dataset name ("synthetic"/"brats2020"), root, case counts
         <root>/unet/                 U-Net checkpoints and history
-        <root>/sam/<variant>/        SAM decoder checkpoints and history
+        <root>/sam/<variant>/        SAM decoder checkpoints and history (variant: sam_<backend>_<prompt>)
+        <root>/sam/embeddings/       frozen-encoder embedding caches
         <root>/results/              metrics.json, per_case.csv, per_slice.csv, results.md
         <root>/figures/              PNG figures
         <root>/predictions/<model>/  predicted volumes (NIfTI)
@@ -59,6 +60,10 @@ class RunDir:
 
     def sam(self, variant: str) -> Path:
         return self._dir("sam", variant)
+
+    @property
+    def sam_embeddings(self) -> Path:
+        return self._dir("sam", "embeddings")
 
     @property
     def results(self) -> Path:

@@ -214,6 +214,15 @@ def evaluate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last
             "images_per_s": n / seconds if seconds > 0 else float("nan")}
 
 
+def evaluate_dataset(model: nn.Module, dataset, batch_size: int = 16, device: str = "auto", amp: bool = True,
+                     loss_fn: nn.Module | None = None, progress: bool = False) -> dict:
+    """``evaluate`` over a Dataset (e.g. a zero-shot score before any training)."""
+    dev = resolve_device(device)
+    model.to(dev)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return evaluate(model, loader, loss_fn or FocalDiceLoss(), dev, amp_dtype(dev, amp), progress=progress)
+
+
 def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
         loss_fn: nn.Module | None = None, meta: dict | None = None, params=None) -> list[dict]:
     """Train ``model`` and return the history (one dict per epoch). See the module docstring.

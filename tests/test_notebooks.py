@@ -114,3 +114,30 @@ def test_02_train_unet(nb_run, run01):
     mtime = (out / "unet" / "last.pt").stat().st_mtime_ns
     nb_run("02_train_unet", UNET_EPOCHS=2, UNET_BATCH_SIZE=8, UNET_BASE_CHANNELS=4, NUM_WORKERS=0, UNET_LR=1e-3)
     assert (out / "unet" / "last.pt").stat().st_mtime_ns == mtime
+
+
+SAM_TINY = {"SAM_PROMPTS": "box,none", "SAM_EPOCHS": 1, "SAM_BATCH_SIZE": 4, "SAM_CACHE_BUDGET_GB": 0.0234,
+            "SAM_ENCODE_BATCH": 4}
+
+
+@pytest.fixture(scope="session")
+def run03(nb_run, run01):
+    return nb_run("03_finetune_sam", **SAM_TINY)
+
+
+@pytest.mark.notebook
+def test_03_finetune_sam(nb_run, run03):
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    split = json.loads((out / "data" / "splits.json").read_text())
+    emb_dirs = [p for p in (out / "sam" / "embeddings").iterdir() if p.is_dir()]
+    assert len(emb_dirs) == 1 and json.loads((emb_dirs[0] / "manifest.json").read_text())["n"] == 11  # budget: 11 slices
+    for prompt in ("box", "none"):
+        d = out / "sam" / f"sam_litemedsam_{prompt}"
+        zs = json.loads((d / "zero_shot.json").read_text())
+        assert zs["oracle_box"] == (prompt == "box") and 0.0 <= zs["val_dice"] <= 1.0 and zs["dataset"] == "synthetic"
+        hist = json.loads((d / "history.json").read_text())
+        assert len(hist["history"]) == 1 and hist["meta"]["split_sha256"] == split["sha256"]
+        assert hist["meta"]["prompt"] == prompt and (d / "best.pt").exists()
+    summary = pd.read_csv(out / "sam" / "summary.csv")
+    assert set(summary.variant) == {"sam_litemedsam_box", "sam_litemedsam_none"}
+    assert (out / "figures" / "sam_training_curves.png").stat().st_size > 10_000

@@ -1,0 +1,183 @@
+"""On-disk cache of frozen SAM image embeddings, and the decoder-training Dataset over it.
+
+The image encoder is frozen, so each slice is encoded once: float16 (256, 64, 64) = 2 MiB per
+slice in a memmap, keyed by backend + checkpoint sha256 + preprocessing + slice-cache key + the
+rows cached. Encoding is resumable: rows are encoded in order and ``progress.json`` records how
+many are done, so an interrupted build continues where it stopped; ``manifest.json`` is written
+last and marks the cache complete.
+
+Disk budget: full BraTS at 2 MiB per slice is ~55 GB, more than Kaggle's ~20 GB working folder.
+``budget_gb`` caps the cache; beyond it, ``overflow="subsample"`` keeps a deterministic (seeded)
+subset of the rows and reports it, ``overflow="encode"`` keeps every row and encodes the ones not
+cached on the fly (slow: an encoder pass per item).
+
+Augmentation: image-space augmentations (flips, rotations, elastic deformation, intensity noise)
+change the image and therefore its embedding, so they cannot be applied to cached embeddings
+(flipping an embedding is not the embedding of the flipped image). Decoder training on the
+cache uses prompt augmentation instead: ground-truth boxes jittered per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import atomic_write, atomic_write_json, canonical_sha256
+from .sam import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
+from .slices import SliceCache
+
+BYTES_PER_SLICE = int(np.prod(EMBED_SHAPE)) * 2
+CACHE_VERSION = 1
+
+
+@dataclass
+class EmbeddingCache:
+    root: Path
+    rows: np.ndarray  # slice-cache rows held, ascending
+    emb: np.ndarray  # float16 memmap (n, 256, 64, 64)
+    manifest: dict
+
+    def __post_init__(self) -> None:
+        self._pos = {int(r): i for i, r in enumerate(self.rows)}
+
+    def __contains__(self, row: int) -> bool:
+        return int(row) in self._pos
+
+    def get(self, row: int) -> np.ndarray:
+        return self.emb[self._pos[int(row)]]
+
+    @property
+    def key(self) -> str:
+        return self.manifest["key"]
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> EmbeddingCache:
+        folder = Path(folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        rows = np.load(folder / "rows.npy")
+        emb = np.memmap(folder / "emb.f16", np.float16, "r", shape=(len(rows), *EMBED_SHAPE))
+        return cls(folder, rows, emb, manifest)
+
+
+def select_rows(rows, budget_gb: float, seed: int = 0) -> np.ndarray:
+    """The rows that fit in ``budget_gb`` (all, or a seeded subset), ascending."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    n_fit = int(budget_gb * 1024**3 // BYTES_PER_SLICE)
+    if n_fit < 1:
+        raise ValueError(f"budget {budget_gb} GB holds no embedding ({BYTES_PER_SLICE / 2**20:.0f} MiB each)")
+    if len(rows) <= n_fit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=n_fit, replace=False))
+
+
+def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: str | os.PathLike,
+                          budget_gb: float = 16.0, seed: int = 0, batch_size: int = 8, device: str = "cpu",
+                          progress: bool = True) -> EmbeddingCache:
+    """Encode ``rows`` of the slice cache (within the budget) once; reuse or resume on later calls."""
+    from tqdm.auto import tqdm
+
+    chosen = select_rows(rows, budget_gb, seed)
+    payload = {"version": CACHE_VERSION, "backend": backend.name, "checkpoint_sha256": backend.checkpoint_sha256,
+               "preprocessing": backend.preprocessing, "slice_cache_key": slices.key,
+               "rows_sha256": canonical_sha256(chosen.tolist())}
+    key = canonical_sha256(payload)
+    folder = Path(root) / f"{backend.name}-{key[:16]}"
+    if (folder / "manifest.json").exists():
+        return EmbeddingCache.open(folder)
+    need = len(chosen) * BYTES_PER_SLICE
+    folder.mkdir(parents=True, exist_ok=True)
+    emb_path, progress_path = folder / "emb.f16", folder / "progress.json"
+    done = 0
+    if progress_path.exists() and emb_path.exists() and emb_path.stat().st_size == need:
+        done = int(json.loads(progress_path.read_text()).get("done", 0))
+    else:
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise OSError(f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
+                          "lower SAM_CACHE_BUDGET_GB")
+        np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
+        atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
+    emb = np.memmap(emb_path, np.float16, "r+", shape=(len(chosen), *EMBED_SHAPE))
+    backend.to(device)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(chosen), initial=done, desc=f"encoding slices ({backend.name})", disable=not progress)
+    for start in range(done, len(chosen), batch_size):
+        idx = chosen[start:start + batch_size]
+        images = torch.from_numpy(np.asarray(slices.images[idx], dtype=np.float32)).to(device)
+        emb[start:start + len(idx)] = backend.encode(images).float().cpu().numpy().astype(np.float16)
+        emb.flush()
+        atomic_write_json(progress_path, {"done": start + len(idx)})  # after the data is on disk
+        bar.update(len(idx))
+    bar.close()
+    del emb
+    manifest = {"key": key, **payload, "n": len(chosen), "requested": int(len(np.unique(np.asarray(rows)))),
+                "budget_gb": budget_gb, "bytes": need, "encode_seconds_this_call": round(time.perf_counter() - t0, 2),
+                "resumed_from": done}
+    atomic_write_json(folder / "manifest.json", manifest)
+    progress_path.unlink(missing_ok=True)
+    return EmbeddingCache.open(folder)
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a bare path
+        np.save(fh, arr)
+
+
+class EmbeddingDataset(Dataset):
+    """Decoder-training items over cached embeddings.
+
+    Item: ``({"embeddings": float32 (256, 64, 64), "boxes": float32 (4,) XYXY in the slice frame,
+    NaN for no prompt}, mask float32 (1, S, S))``.
+
+    ``prompt="box"`` keeps tumour slices only (a box needs a tumour) and jitters the ground-truth
+    box by ``jitter`` (fraction of the box side, plus 3 px) with a seed per (seed, epoch, row);
+    ``jitter=0`` gives the exact box (evaluation). ``prompt="none"`` keeps every slice.
+    Rows missing from the cache are dropped, or encoded on the fly when ``backend`` is given.
+    """
+
+    def __init__(self, emb_cache: EmbeddingCache, slices: SliceCache, rows, prompt: str, jitter: float = 0.1,
+                 seed: int = 0, backend: SamBackend | None = None):
+        if prompt not in ("none", "box"):
+            raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
+        rows = np.asarray(rows, dtype=np.int64)
+        if prompt == "box":
+            rows = rows[slices.index["has_tumour"].to_numpy()[rows]]
+        if backend is None:
+            rows = np.array([r for r in rows if r in emb_cache], dtype=np.int64)
+        if len(rows) == 0:
+            raise ValueError(f"no slices left for prompt {prompt!r} (cache holds {len(emb_cache.rows)} rows)")
+        self.emb_cache, self.slices, self.rows, self.prompt = emb_cache, slices, rows, prompt
+        self.jitter, self.seed, self.backend, self.epoch = jitter, seed, backend, 0
+        self.size = slices.images.shape[-1]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def embedding(self, row: int) -> torch.Tensor:
+        if row in self.emb_cache:
+            return torch.from_numpy(np.asarray(self.emb_cache.get(row), dtype=np.float32))
+        image = torch.from_numpy(np.asarray(self.slices.images[row:row + 1], dtype=np.float32))
+        return self.backend.encode(image)[0].float()
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        mask = np.asarray(self.slices.masks[row])
+        box = np.full(4, np.nan, np.float32)
+        if self.prompt == "box":
+            box = mask_to_box(mask)
+            if self.jitter > 0:
+                rng = np.random.default_rng([self.seed, self.epoch, row])
+                box = jitter_box(box, self.size, rng, self.jitter)
+        return ({"embeddings": self.embedding(row), "boxes": torch.from_numpy(box)},
+                torch.from_numpy(mask[None].astype(np.float32)))

@@ -1,0 +1,129 @@
+"""Binary segmentation metrics with the BraTS empty-mask conventions.
+
+All functions take boolean-like arrays of equal shape (2-D slices or 3-D volumes) and, for the
+distance, the voxel spacing in mm. Conventions, also written into every result file:
+
+  * Dice = 2|P∩G| / (|P| + |G|): 1 when both masks are empty, 0 when exactly one is.
+  * IoU  = |P∩G| / |P∪G|: same empty-mask rule as Dice.
+  * Precision = |P∩G| / |P|, recall = |P∩G| / |G|: 1 when both masks are empty; an empty
+    prediction of a non-empty truth has precision 0 and recall 0; a non-empty prediction of an
+    empty truth has precision 0 and recall 1 (nothing to recall).
+  * HD95 (mm): the larger of the two directed 95th-percentile surface distances
+    (prediction -> truth, truth -> prediction), surfaces being the mask voxels with a background
+    face-neighbour, distances Euclidean in mm (spacing-aware), as MONAI's
+    ``compute_hausdorff_distance(percentile=95)``. 0 when both masks are empty; 373.13 mm (the
+    diagonal of a 240 x 240 x 155 mm BraTS volume) when exactly one is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+HD95_EMPTY_PENALTY = 373.13  # mm: sqrt(240^2 + 240^2 + 155^2)
+METRICS = ("dice", "iou", "precision", "recall", "hd95")
+CONVENTIONS = {
+    "dice": "2|P∩G|/(|P|+|G|); 1 if both empty, 0 if exactly one is empty",
+    "iou": "|P∩G|/|P∪G|; 1 if both empty, 0 if exactly one is empty",
+    "precision": "|P∩G|/|P|; 1 if both empty; 0 if the prediction is empty and the truth is not",
+    "recall": "|P∩G|/|G|; 1 if the truth is empty (nothing to recall); 0 if it is not and the prediction is empty",
+    "hd95": "mm; max of the two directed 95th-percentile surface distances (MONAI convention); "
+            f"0 if both empty, {HD95_EMPTY_PENALTY} (BraTS volume diagonal) if exactly one is empty",
+    "threshold": "sigmoid probability > 0.5",
+}
+
+
+def _pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
+    p, g = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
+    return p, g
+
+
+def dice(pred, gt) -> float:
+    p, g = _pair(pred, gt)
+    total = p.sum() + g.sum()
+    return 1.0 if total == 0 else float(2.0 * (p & g).sum() / total)
+
+
+def iou(pred, gt) -> float:
+    p, g = _pair(pred, gt)
+    union = (p | g).sum()
+    return 1.0 if union == 0 else float((p & g).sum() / union)
+
+
+def precision(pred, gt) -> float:
+    p, g = _pair(pred, gt)
+    if not p.any():
+        return 1.0 if not g.any() else 0.0
+    return float((p & g).sum() / p.sum())
+
+
+def recall(pred, gt) -> float:
+    p, g = _pair(pred, gt)
+    if not g.any():
+        return 1.0
+    return float((p & g).sum() / g.sum())
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Mask voxels with at least one face-neighbour outside the mask (the image border counts as outside)."""
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def hd95(pred, gt, spacing=None) -> float:
+    """95th-percentile Hausdorff distance in mm (see module docstring for the conventions)."""
+    p, g = _pair(pred, gt)
+    if not p.any() and not g.any():
+        return 0.0
+    if not p.any() or not g.any():
+        return HD95_EMPTY_PENALTY
+    spacing = tuple(float(s) for s in (spacing if spacing is not None else (1.0,) * p.ndim))
+    if len(spacing) != p.ndim:
+        raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {p.ndim}-D mask")
+    # Crop to the joint bounding box (+1 voxel) first: distances inside it are unchanged.
+    idx = np.argwhere(p | g)
+    lo = np.maximum(idx.min(0) - 1, 0)
+    hi = idx.max(0) + 2
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sp, sg = _surface(p[crop]), _surface(g[crop])
+    d_pg = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+    d_gp = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    return float(max(np.percentile(d_pg, 95), np.percentile(d_gp, 95)))
+
+
+def all_metrics(pred, gt, spacing=None) -> dict[str, float]:
+    """{"dice", "iou", "precision", "recall", "hd95"} for one slice or volume."""
+    return {"dice": dice(pred, gt), "iou": iou(pred, gt), "precision": precision(pred, gt),
+            "recall": recall(pred, gt), "hd95": hd95(pred, gt, spacing)}
+
+
+def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of the mean; (nan, nan) for fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def paired_wilcoxon(a, b) -> dict:
+    """Two-sided Wilcoxon signed-rank test on paired per-patient values (scipy; zero differences dropped).
+
+    Returns {"n", "statistic", "p_value"}; p is NaN when fewer than 2 non-zero differences exist.
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples need equal lengths, got {a.shape} and {b.shape}")
+    diff = a - b
+    nz = np.count_nonzero(np.abs(diff) > 1e-12)
+    if nz < 2:
+        return {"n": int(len(a)), "statistic": float("nan"), "p_value": float("nan")}
+    res = wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
+    return {"n": int(len(a)), "statistic": float(res.statistic), "p_value": float(res.pvalue)}
