@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -46,8 +47,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, _write)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None, so the file is strict JSON any reader accepts."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (NaN and inf written as null), sorted keys, atomically."""
+    return atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def canonical_sha256(obj: Any) -> str:

@@ -274,3 +274,88 @@ def training_curves(histories: dict[str, list[dict]], dataset: str, title: str =
     fig.suptitle(f"{title} ({dataset} data)")
     fig.tight_layout()
     return fig
+
+
+def comparison_grid(volumes: dict, per_case: pd.DataFrame, dataset: str, rank_by: str = "unet"):
+    """Rows: best, median and worst test case by ``rank_by`` per-patient Dice; columns: FLAIR | ground
+    truth | every model, at the slice with the largest true tumour area."""
+    pc = per_case[per_case.model == rank_by].sort_values("dice", ascending=False).reset_index(drop=True)
+    picks = {"best": 0, "median": len(pc) // 2, "worst": len(pc) - 1}
+    rows = [(label, pc.case_id[i], pc.dice[i]) for label, i in picks.items()]
+    models = list(next(iter(volumes.values()))["pred"])
+    fig, axes = plt.subplots(len(rows), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.8 * len(rows)),
+                             squeeze=False)
+    for r, (label, cid, d) in enumerate(rows):
+        v = volumes[cid]
+        z = best_slice(v["gt"].astype(np.uint8))
+        flair = v["flair"][:, :, z]
+        axes[r, 0].imshow(_display(flair), cmap="gray")
+        axes[r, 0].set_title(f"{label}: {cid[-3:]} z={z}\n{rank_by} Dice {d:.3f}", fontsize=8)
+        axes[r, 1].imshow(_display(flair), cmap="gray")
+        axes[r, 1].imshow(_display(mask_overlay(v["gt"][:, :, z], (0.1, 0.9, 0.2))))
+        axes[r, 1].set_title("ground truth (WT)", fontsize=8)
+        for c, name in enumerate(models):
+            ax = axes[r, 2 + c]
+            ax.imshow(_display(flair), cmap="gray")
+            ax.imshow(_display(mask_overlay(v["pred"][name][:, :, z], (1.0, 0.3, 0.1))))
+            case_d = per_case[(per_case.model == name) & (per_case.case_id == cid)].dice.iloc[0]
+            ax.set_title(f"{name}\npatient Dice {case_d:.3f}", fontsize=8)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.suptitle(f"Test cases ranked by {rank_by} Dice ({dataset} data; box = oracle ground-truth box)")
+    fig.tight_layout()
+    return fig
+
+
+def dice_distribution(per_case: pd.DataFrame, dataset: str):
+    """Per-patient Dice per model: box plot with every patient as a point."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(1.8 * per_case.model.nunique() + 3, 4.5))
+    sns.boxplot(data=per_case, x="model", y="dice", ax=ax, color="white", fliersize=0)
+    sns.stripplot(data=per_case, x="model", y="dice", ax=ax, hue="model", legend=False, size=6, alpha=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("per-patient Dice (3-D, whole tumour)")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=20)
+    ax.set_title(f"Per-patient Dice on the test split ({dataset} data; box = oracle prompt)")
+    fig.tight_layout()
+    return fig
+
+
+def dice_vs_size(per_slice: pd.DataFrame, dataset: str):
+    """Per-slice Dice against true tumour area (tumour slices), one trend line per model."""
+    tum = per_slice[per_slice.has_tumour].copy()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bins = np.unique(np.quantile(tum.tumour_px, np.linspace(0, 1, 9)))
+    tum["size_bin"] = pd.cut(tum.tumour_px, bins, include_lowest=True)
+    for i, (name, g) in enumerate(tum.groupby("model", sort=False)):
+        ax.scatter(g.tumour_px, g.dice, s=5, alpha=0.25, color=f"C{i}")
+        trend = g.groupby("size_bin", observed=True).agg(px=("tumour_px", "median"), dice=("dice", "mean"))
+        ax.plot(trend.px, trend.dice, "-o", color=f"C{i}", label=name, ms=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("true tumour area in the slice (pixels, log scale)")
+    ax.set_ylabel("per-slice Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Dice against tumour size ({dataset} data; lines: mean per size octile)")
+    fig.tight_layout()
+    return fig
+
+
+def demo_figure(results: list[dict], names: list[str], dataset: str):
+    """One row per example: U-Net overlay | SAM overlay, with areas and latencies in the titles."""
+    fig, axes = plt.subplots(len(results), 2, figsize=(8, 4 * len(results)), squeeze=False)
+    for r, (res, name) in enumerate(zip(results, names, strict=True)):
+        info, lat = res["info"], res["res"]
+        axes[r, 0].imshow(res["unet_overlay"])
+        axes[r, 0].set_title(f"{Path(name).name}\nU-Net: {info['unet']} px, {lat['unet_ms']:.0f} ms", fontsize=8)
+        axes[r, 1].imshow(res["sam_overlay"])
+        sam_txt = (f"SAM (U-Net box): {info['sam']} px, {lat['sam_ms']:.0f} ms" if lat["sam"] is not None
+                   else f"SAM: {lat['sam_note']}")
+        axes[r, 1].set_title(sam_txt, fontsize=8)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.suptitle(f"Demo on test-split examples ({dataset} data)")
+    fig.tight_layout()
+    return fig

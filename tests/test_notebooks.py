@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import nbformat
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,9 +97,17 @@ def test_01_eda(nb_run, run01):
     assert (out / "data" / "slices" / "images.f16").stat().st_mtime_ns == mtime
 
 
+UNET_TINY = {"UNET_EPOCHS": 2, "UNET_BATCH_SIZE": 8, "UNET_BASE_CHANNELS": 4, "NUM_WORKERS": 0, "UNET_LR": 1e-3}
+
+
+@pytest.fixture(scope="session")
+def run02(nb_run, run01):
+    return nb_run("02_train_unet", **UNET_TINY)
+
+
 @pytest.mark.notebook
-def test_02_train_unet(nb_run, run01):
-    nb = nb_run("02_train_unet", UNET_EPOCHS=2, UNET_BATCH_SIZE=8, UNET_BASE_CHANNELS=4, NUM_WORKERS=0, UNET_LR=1e-3)
+def test_02_train_unet(nb_run, run02):
+    nb = run02
     out = Path(nb_run.params["OUTPUT_DIR"])
     hist = json.loads((out / "unet" / "history.json").read_text())
     assert [h["epoch"] for h in hist["history"]] == [1, 2]
@@ -112,7 +122,7 @@ def test_02_train_unet(nb_run, run01):
     assert "U-Net: " in text and "parameters" in text
     # Re-running resumes: training is complete, nothing is retrained.
     mtime = (out / "unet" / "last.pt").stat().st_mtime_ns
-    nb_run("02_train_unet", UNET_EPOCHS=2, UNET_BATCH_SIZE=8, UNET_BASE_CHANNELS=4, NUM_WORKERS=0, UNET_LR=1e-3)
+    nb_run("02_train_unet", **UNET_TINY)
     assert (out / "unet" / "last.pt").stat().st_mtime_ns == mtime
 
 
@@ -141,3 +151,51 @@ def test_03_finetune_sam(nb_run, run03):
     summary = pd.read_csv(out / "sam" / "summary.csv")
     assert set(summary.variant) == {"sam_litemedsam_box", "sam_litemedsam_none"}
     assert (out / "figures" / "sam_training_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.notebook
+def test_04_evaluate(nb_run, run02, run03):
+    nb_run("04_evaluate", LATENCY_RUNS=2, MAX_TEST_CASES=1)
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    m = json.loads((out / "results" / "metrics.json").read_text())
+    split = json.loads((out / "data" / "splits.json").read_text())
+    assert m["dataset"]["name"] == "synthetic" and m["dataset"]["split_sha256"] == split["sha256"]
+    names = {"unet", "sam_litemedsam_box", "sam_litemedsam_none", "sam_litemedsam_unet_box"}
+    assert set(m["models"]) == names
+    for name in names:
+        entry = m["models"][name]
+        for metric in ("dice", "iou", "precision", "recall", "hd95"):
+            assert entry["per_case"][metric]["mean"] is not None and entry["per_slice"][metric]["mean"] is not None
+        assert entry["latency_ms"]["median"] > 0 and entry["latency_ms"]["device"] == "cpu"
+    assert m["models"]["sam_litemedsam_box"]["oracle"] is True and m["models"]["sam_litemedsam_unet_box"]["oracle"] is False
+    assert "encoder_ms" in m["models"]["sam_litemedsam_none"]["latency_ms"]
+    per_case = pd.read_csv(out / "results" / "per_case.csv")
+    assert set(per_case.model) == names and len(per_case) == 4
+    md = (out / "results" / "results.md").read_text()
+    assert "SYNTHETIC" in md and "ORACLE" in md
+    case = m["dataset"]["test_cases"][0]
+    src = nib.load(next((Path(nb_run.params["SYNTHETIC_DIR"]) / case).glob("*_flair.nii*")))
+    for name in names:
+        pred = nib.load(out / "predictions" / name / f"{case}_pred.nii.gz")
+        assert pred.shape == src.shape and np.allclose(pred.affine, src.affine)
+    for fig in ("training_curves_all", "comparison_grid", "dice_per_patient", "dice_vs_size"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+
+
+@pytest.mark.notebook
+def test_04_refuses_other_split(nb_run, run02, tmp_path):
+    """A checkpoint whose split hash differs from splits.json stops the evaluation notebook."""
+    import shutil
+
+    import papermill as pm
+    import torch
+
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    other = tmp_path / "outputs"
+    shutil.copytree(out / "data", other / "data")
+    (other / "unet").mkdir(parents=True)
+    ckpt = torch.load(out / "unet" / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["meta"]["split_sha256"] = "0" * 64
+    torch.save(ckpt, other / "unet" / "best.pt")
+    with pytest.raises(pm.PapermillExecutionError, match="was trained on split 000000000000"):
+        nb_run("04_evaluate", OUTPUT_DIR=str(other), LATENCY_RUNS=1)

@@ -1,0 +1,472 @@
+"""Gradio demo: U-Net and SAM side by side on an uploaded slice or NIfTI volume.
+
+``build_demo(predictor, examples)`` returns a ``gr.Blocks``; ``build_demo_from_run(output_dir)``
+loads the trained checkpoints of a run. One stateless endpoint, ``/segment``
+(file, slice index, box "x0,y0,x1,y1" or "", prompt), serves the page and API clients alike.
+
+Uploads are validated before anything is allocated: size on disk, magic bytes, for NIfTI the
+header's dimensions x dtype size against a cap (2-D or 3-D only), finite values after loading,
+and Pillow's decompression-bomb guard for images. Every failure is a ``gr.Error`` with a plain
+message; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from .brats import normalise_volume
+from .evaluate import load_sam_decoder, load_unet, to_native
+from .sam import build_backend, mask_to_box
+from .slices import resize_slice
+from .train import resolve_device
+
+MAX_UPLOAD_BYTES = 256 * 1024**2  # on disk
+MAX_ARRAY_BYTES = 512 * 1024**2  # what the header says the data will take in memory
+MAX_IMAGE_PIXELS = 64_000_000  # Pillow's decompression-bomb limit for 2-D images
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+NIFTI_EXTS = (".nii", ".nii.gz")
+PROMPTS = ("none", "box", "unet_box")
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used; the message is shown to the user as is."""
+
+
+# ----------------------------------------------------------------------------- validation
+def _nifti_header(head: bytes, name: str) -> nib.Nifti1Header:
+    if len(head) < 348:
+        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; {len(head)} bytes "
+                          "is too short for either header")
+    le, be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
+    if 348 not in (le, be) or head[344:347] not in (b"n+1", b"ni1"):
+        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; the file's first "
+                          "bytes match none of them")
+    try:
+        return nib.Nifti1Header.from_fileobj(io.BytesIO(head[:348]))
+    except Exception as exc:
+        raise UploadError(f"{name}: unreadable NIfTI header ({exc})") from exc
+
+
+def sniff(path: str | os.PathLike, max_bytes: int | None = None) -> str:
+    """"image" or "nifti" after checking size and magic bytes; raises ``UploadError``."""
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    path = Path(path)
+    name = path.name
+    size = path.stat().st_size
+    if size == 0:
+        raise UploadError(f"{name}: the file is empty")
+    if size > max_bytes:
+        raise UploadError(f"{name}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB upload limit")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+        fh.seek(0)
+        head = fh.read(352)
+    if magic[:4] == b"\x89PNG" or magic[:3] == b"\xff\xd8\xff" or magic in (b"II*\x00", b"MM\x00*"):
+        return "image"
+    if magic[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(352)
+        except OSError as exc:
+            raise UploadError(f"{name}: a damaged gzip file ({exc})") from exc
+    hdr = _nifti_header(head, name)
+    dims = tuple(int(d) for d in hdr.get_data_shape())
+    while len(dims) > 3 and dims[-1] == 1:
+        dims = dims[:-1]
+    if len(dims) not in (2, 3):
+        raise UploadError(f"{name}: a {len(dims)}-D NIfTI volume {dims}; upload a 2-D slice or a 3-D volume")
+    need = int(np.prod(dims, dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    if need > MAX_ARRAY_BYTES:
+        raise UploadError(f"{name}: the header declares {dims} x {hdr.get_data_dtype()} = {need / 2**20:.0f} MiB, "
+                          f"over the {MAX_ARRAY_BYTES / 2**20:.0f} MiB limit")
+    if magic[:2] != b"\x1f\x8b" and size < int(hdr.get_data_offset()) + need:
+        raise UploadError(f"{name}: truncated: the header declares {need:,} bytes of data, the file holds "
+                          f"{max(0, size - int(hdr.get_data_offset())):,}")
+    return "nifti"
+
+
+@dataclass
+class Upload:
+    """A validated upload: ``volume`` float32 (H, W, D) in [0, 1] (D = 1 for a 2-D image)."""
+
+    kind: str  # "image" or "nifti"
+    volume: np.ndarray
+    name: str
+    affine: np.ndarray | None = None
+    header: object = None
+
+
+def _to_grey(img) -> np.ndarray:
+    """float32 (H, W) from 8/16-bit grey, palette or RGB(A) (RGB averaged)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+    elif img.mode in ("L", "P", "1", "LA"):
+        arr = np.asarray(img.convert("L"), dtype=np.float32)
+    else:
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32).mean(-1)
+    if arr.ndim != 2:
+        raise UploadError(f"unsupported image layout {arr.shape}")
+    return arr
+
+
+def load_upload(path: str | os.PathLike) -> Upload:
+    """Validate then load an upload (see module docstring). Raises ``UploadError``."""
+    from PIL import Image
+
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "image":
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    img.load()
+                    arr = _to_grey(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise UploadError(f"{path.name}: image too large ({exc}); the limit is {MAX_IMAGE_PIXELS:,} pixels") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UploadError(f"{path.name}: not a readable image ({exc})") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+        vol, affine, header = arr[:, :, None], None, None
+    else:
+        try:
+            img = nib.load(path)
+            vol = np.asarray(img.dataobj, dtype=np.float32)
+        except Exception as exc:
+            raise UploadError(f"{path.name}: unreadable NIfTI data ({type(exc).__name__}: {exc})") from exc
+        while vol.ndim > 3 and vol.shape[-1] == 1:
+            vol = vol[..., 0]
+        if vol.ndim == 2:
+            vol = vol[:, :, None]
+        affine, header = img.affine, img.header
+    if min(vol.shape[:2]) < 16:
+        raise UploadError(f"{path.name}: slices of {vol.shape[0]} x {vol.shape[1]} pixels are too small (16 minimum)")
+    if not np.isfinite(vol).all():
+        raise UploadError(f"{path.name}: {int((~np.isfinite(vol)).sum())} NaN or infinite values")
+    if not (vol != 0).any():
+        raise UploadError(f"{path.name}: the image is blank (all zeros)")
+    return Upload(kind, normalise_volume(vol), path.name, affine, header)
+
+
+def start_slice(volume: np.ndarray) -> int:
+    """The slice with the most tumour-like signal: most voxels above the volume's 99th percentile of brain."""
+    brain = volume > 0
+    if volume.shape[2] == 1 or not brain.any():
+        return 0
+    thr = np.percentile(volume[brain], 99)
+    return int((volume > thr).reshape(-1, volume.shape[2]).sum(0).argmax())
+
+
+def parse_box(text: str, h: int, w: int) -> np.ndarray | None:
+    """"x0,y0,x1,y1" (pixels of the displayed slice) -> XYXY array; "" -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise UploadError(f"box must be four numbers x0,y0,x1,y1, got {text!r}") from None
+    if len(vals) != 4:
+        raise UploadError(f"box must be four numbers x0,y0,x1,y1, got {text!r}")
+    x0, x1 = sorted((vals[0], vals[2]))
+    y0, y1 = sorted((vals[1], vals[3]))
+    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
+        raise UploadError(f"box {text} lies outside the {w} x {h} slice")
+    return np.array([max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)], np.float32)
+
+
+# ----------------------------------------------------------------------------- prediction
+class Predictor:
+    """U-Net + optional SAM (a box-prompt decoder and/or a no-prompt decoder) on one 2-D slice."""
+
+    def __init__(self, unet, img_size: int, sam_box=None, sam_none=None, backend=None, device="cpu",
+                 dataset: str = "synthetic"):
+        if unet.config.get("in_channels", 1) != 1:
+            raise ValueError("the demo runs single-channel (FLAIR) U-Nets; this checkpoint expects "
+                             f"{unet.config['in_channels']} channels")
+        self.unet, self.img_size, self.sam_box, self.sam_none = unet.eval(), img_size, sam_box, sam_none
+        self.backend, self.device, self.dataset = backend, torch.device(device), dataset
+
+    @torch.no_grad()
+    def __call__(self, sl: np.ndarray, box: np.ndarray | None = None, prompt: str = "unet_box") -> dict:
+        """``sl`` float32 (H, W) in [0, 1]. Returns bool masks (H, W), latencies (ms) and the box used."""
+        if prompt not in PROMPTS:
+            raise UploadError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        h, w = sl.shape
+        side = max(h, w)
+        img, _ = resize_slice(sl[None].astype(np.float32), np.zeros((h, w), np.uint8), self.img_size)
+        x = torch.from_numpy(img[None]).to(self.device)
+        t0 = time.perf_counter()
+        prob = torch.sigmoid(self.unet(x))[:, 0].cpu()
+        unet_ms = (time.perf_counter() - t0) * 1000
+        unet_mask = to_native(prob, h, w)[0]
+        out = {"unet": unet_mask, "unet_ms": unet_ms, "sam": None, "sam_ms": None, "box": None, "sam_note": ""}
+        if self.backend is None:
+            out["sam_note"] = "no SAM decoder in this run"
+            return out
+        if prompt == "unet_box":
+            box = mask_to_box(unet_mask)
+        elif prompt == "none":
+            box = None
+        if prompt != "none" and box is None:
+            out["sam"], out["sam_ms"] = np.zeros((h, w), bool), 0.0
+            out["sam_note"] = "no box (the U-Net found nothing)" if prompt == "unet_box" else "draw a box first"
+            return out
+        dec = self.sam_box if box is not None else self.sam_none
+        if dec is None:
+            out["sam_note"] = f"this run has no SAM decoder for prompt {prompt!r}"
+            return out
+        # slice frame -> padded square -> cache size
+        ph, pw = (side - h) // 2, (side - w) // 2
+        scale = self.img_size / side
+        t0 = time.perf_counter()
+        emb = self.backend.encode(x)
+        bx = None if box is None else torch.tensor([[(box[0] + pw) * scale, (box[1] + ph) * scale,
+                                                     (box[2] + pw) * scale, (box[3] + ph) * scale]],
+                                                   device=self.device)
+        sam_prob = torch.sigmoid(dec(emb, bx))[:, 0].cpu()
+        out["sam_ms"] = (time.perf_counter() - t0) * 1000
+        out["sam"], out["box"] = to_native(sam_prob, h, w)[0], box
+        return out
+
+
+def overlay(sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=None) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of the slice with the mask blended in and the box outlined."""
+    grey = (np.clip(sl, 0, 1) * 255).astype(np.uint8)
+    rgb = np.stack([grey] * 3, -1).astype(np.float32)
+    if mask is not None and mask.any():
+        rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(colour, np.float32)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        rgb[y0, x0:x1 + 1] = rgb[y1, x0:x1 + 1] = (255, 255, 0)
+        rgb[y0:y1 + 1, x0] = rgb[y0:y1 + 1, x1] = (255, 255, 0)
+    return rgb.astype(np.uint8)
+
+
+def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) -> list[str]:
+    from PIL import Image
+
+    paths = []
+    stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
+    for name, mask in masks.items():
+        if mask is None:
+            continue
+        png = folder / f"{stem}_z{z}_{name}_mask.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(png)
+        paths.append(str(png))
+        if up.kind == "nifti":
+            vol = np.zeros(up.volume.shape, np.uint8)
+            vol[:, :, z] = mask
+            img = nib.Nifti1Image(vol, up.affine, up.header)
+            img.set_data_dtype(np.uint8)
+            img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+            nii = folder / f"{stem}_{name}_mask.nii.gz"
+            nib.save(img, nii)
+            paths.append(str(nii))
+    return paths
+
+
+# The display convention of the rest of the project: volume[:, :, z] rotated so anterior is up.
+# Uploaded 2-D images are shown as they are.
+def display_slice(up: Upload, z: int) -> np.ndarray:
+    sl = up.volume[:, :, z]
+    return np.rot90(sl) if up.kind == "nifti" else sl
+
+
+def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str, workdir: Path) -> dict:
+    """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``."""
+    if not path:
+        raise UploadError("upload an image (PNG/JPG/TIFF) or a NIfTI volume first")
+    up = load_upload(path)
+    depth = up.volume.shape[2]
+    z = int(z)
+    if not 0 <= z < depth:
+        raise UploadError(f"slice {z} is outside the volume (0 to {depth - 1})")
+    sl = display_slice(up, z)
+    box = parse_box(box_text, *sl.shape)
+    res = predictor(sl, box, prompt)
+    out_dir = Path(tempfile.mkdtemp(dir=workdir))
+    masks = {"unet": res["unet"], "sam": res["sam"]}
+    files = _save_masks(up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v)
+                                for k, v in masks.items()}, out_dir)
+    px = {k: int(v.sum()) for k, v in masks.items() if v is not None}
+    return {"unet_overlay": overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None),
+            "sam_overlay": overlay(sl, res["sam"], (30, 160, 255), res["box"]),
+            "info": px, "res": res, "files": files, "z": z, "depth": depth}
+
+
+# ----------------------------------------------------------------------------- the app
+def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir: str | os.PathLike | None = None):
+    """The Gradio Blocks app (Gradio 6 API). ``examples``: rows of [file path, slice index]."""
+    import gradio as gr
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="brainseg-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def on_file(path):
+        if not path:
+            return gr.update(maximum=154, value=0), None, ""
+        try:
+            up = load_upload(path)
+        except UploadError as exc:
+            raise gr.Error(str(exc)) from None
+        z, depth = start_slice(up.volume), up.volume.shape[2]
+        # a slider needs maximum > minimum: a 2-D image gets a fixed slider at 0
+        slider = gr.update(maximum=max(1, depth - 1), value=z, interactive=depth > 1)
+        return slider, overlay(display_slice(up, z), None), ""
+
+    def on_slice(path, z):
+        if not path:
+            return None
+        try:
+            up = load_upload(path)
+            return overlay(display_slice(up, min(int(z), up.volume.shape[2] - 1)), None)
+        except UploadError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def on_click(box_text, evt: gr.SelectData):
+        x, y = evt.index[0], evt.index[1]
+        pts = [p for p in (box_text or "").split(";") if p] if box_text and ";" in (box_text or "") else []
+        if box_text and ";" not in box_text and box_text.count(",") == 3:
+            pts = []  # a finished box: start a new one
+        if not pts:
+            return f"{x},{y};"
+        x0, y0 = (float(v) for v in pts[0].split(","))
+        return f"{min(x0, x):.0f},{min(y0, y):.0f},{max(x0, x):.0f},{max(y0, y):.0f}"
+
+    def run(path, z, box_text, prompt):
+        try:
+            if box_text and box_text.endswith(";"):
+                raise UploadError("click a second corner to finish the box (or clear it)")
+            out = segment(predictor, path, z, box_text, prompt, workdir)
+        except UploadError as exc:
+            raise gr.Error(str(exc)) from None
+        r = out["res"]
+        lines = [f"**slice {out['z']} of {out['depth']}** · data the models were trained on: {predictor.dataset}",
+                 f"- U-Net: {out['info']['unet']} px, {r['unet_ms']:.0f} ms"]
+        if r["sam"] is not None:
+            lines.append(f"- SAM ({prompt}): {out['info']['sam']} px, {r['sam_ms']:.0f} ms (encoder + decoder)"
+                         + (f" · box {', '.join(f'{v:.0f}' for v in r['box'])}" if r["box"] is not None else ""))
+        if r["sam_note"]:
+            lines.append(f"- SAM: {r['sam_note']}")
+        return out["unet_overlay"], out["sam_overlay"], "\n".join(lines), out["files"]
+
+    with gr.Blocks(title="brainseg demo: U-Net vs SAM") as demo:
+        gr.Markdown("# Brain-tumour segmentation: U-Net vs SAM\nUpload a FLAIR slice (PNG/JPG/TIFF, 8- or "
+                    "16-bit, grey or RGB) or a NIfTI volume (`.nii`, `.nii.gz`). For a box prompt, click two "
+                    "corners on the slice, or let the U-Net's prediction supply the box. "
+                    f"Models trained on **{predictor.dataset}** data; not for clinical use.")
+        with gr.Row():
+            with gr.Column():
+                file = gr.File(label="image or NIfTI volume", type="filepath",
+                               file_types=[*IMAGE_EXTS, ".nii", ".gz"])
+                z = gr.Slider(0, 154, value=0, step=1, label="slice")
+                prompt = gr.Radio(list(PROMPTS), value="unet_box", label="SAM prompt",
+                                  info="box: your two clicks; unet_box: the U-Net's box; none: no prompt")
+                box = gr.Textbox(label="box x0,y0,x1,y1 (pixels; filled by two clicks)", value="")
+                with gr.Row():
+                    clear = gr.Button("clear box")
+                    go = gr.Button("Segment", variant="primary")
+            view = gr.Image(label="slice (click two corners for a box)", type="numpy", interactive=False)
+        with gr.Row():
+            out_unet = gr.Image(label="U-Net", type="numpy")
+            out_sam = gr.Image(label="SAM", type="numpy")
+        info = gr.Markdown()
+        masks = gr.File(label="masks (PNG; NIfTI for volumes)", file_count="multiple")
+        if examples:
+            gr.Examples(examples=examples, inputs=[file, z], label="test-split examples")
+        file.change(on_file, [file], [z, view, box], api_visibility="private")
+        z.release(on_slice, [file, z], [view], api_visibility="private")
+        view.select(on_click, [box], [box], api_visibility="private")
+        clear.click(lambda: "", None, [box], api_visibility="private")
+        go.click(run, [file, z, box, prompt], [out_unet, out_sam, info, masks], api_name="segment")
+    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.brainseg_workdir = workdir
+    return demo
+
+
+def launch(demo, share: bool = False, auth=None, **kwargs):
+    """Launch with upload limits; public share links only when asked, with a warning without auth."""
+    if share and not auth:
+        warnings.warn("share=True without auth: anyone with the link can use this demo and upload files",
+                      stacklevel=2)
+    allowed = [str(p) for p in kwargs.pop("allowed_paths", [])]
+    return demo.launch(share=share, auth=auth, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
+
+
+def predictor_from_run(output_dir: str | os.PathLike = "outputs", device: str = "auto",
+                       sam_checkpoint: str | None = None) -> Predictor:
+    """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders."""
+    out = Path(output_dir)
+    dev = resolve_device(device)
+    unet_path = out / "unet" / "best.pt"
+    if not unet_path.exists():
+        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or bash run_all.sh)")
+    unet, ckpt = load_unet(unet_path, device=dev)
+    img_size = int(ckpt["meta"].get("img_size", 128))
+    dataset = ckpt["meta"].get("dataset", "unknown")
+    sam_box = sam_none = backend = None
+    decs = sorted(out.glob("sam/sam_*/best.pt"))
+    if decs:
+        from .train import load_checkpoint
+
+        first = load_checkpoint(decs[0])["config"]["model"]["backend"]
+        backend = build_backend(first, sam_checkpoint).to(dev)
+        for p in decs:
+            if load_checkpoint(p)["config"]["model"]["backend"] != first:
+                continue
+            dec, _ = load_sam_decoder(p, backend, device=dev)
+            if dec.prompt == "box":
+                sam_box = dec
+            else:
+                sam_none = dec
+    return Predictor(unet, img_size, sam_box, sam_none, backend, dev, dataset)
+
+
+def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list[list]:
+    """[file, slice] rows from the test split: FLAIR PNG slices and one NIfTI volume, under <run>/demo/examples."""
+    import json
+
+    from PIL import Image
+
+    from .brats import discover_cases
+
+    out = Path(output_dir)
+    info = json.loads((out / "data" / "dataset.json").read_text())
+    split = json.loads((out / "data" / "splits.json").read_text())
+    cases = {c.case_id: c for c in discover_cases(info["root"])}
+    folder = out / "demo" / "examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cid in split["test"][:n]:
+        case = cases[cid]
+        seg = np.asarray(nib.load(case.seg).dataobj)
+        z = int((seg > 0).reshape(-1, seg.shape[2]).sum(0).argmax())
+        flair = normalise_volume(np.asarray(nib.load(case.images["flair"]).dataobj))
+        png = folder / f"{cid}_flair_z{z}.png"
+        if not png.exists():
+            Image.fromarray((np.rot90(flair[:, :, z]) * 255).astype(np.uint8)).save(png)
+        rows.append([str(png), 0])
+    if split["test"]:
+        case = cases[split["test"][0]]
+        nii = folder / f"{case.case_id}_flair.nii.gz"
+        if not nii.exists():
+            img = nib.load(case.images["flair"])
+            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), nii)
+        seg = np.asarray(nib.load(case.seg).dataobj)
+        rows.append([str(nii), int((seg > 0).reshape(-1, seg.shape[2]).sum(0).argmax())])
+    return rows
