@@ -161,35 +161,44 @@ def predict_case(models: Models, case: Case, img_size: int, modalities: tuple[st
     unet_small = (unet_prob > 0.5).numpy()
 
     for bname, decoders in models.sam.items():
-        backend = models.backends[bname]
-        need = np.zeros(len(zs), bool)
-        if "none" in decoders:
-            need[:] = True
-        if "box" in decoders:
-            need |= gt_small.reshape(len(zs), -1).any(1) | unet_small.reshape(len(zs), -1).any(1)
-        idx = np.flatnonzero(need)
-        emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).cpu(), len(idx), batch)
-        pos = {int(i): k for k, i in enumerate(idx)}
-
-        def run(dec, rows, boxes):
-            prob = torch.zeros(len(zs), img_size, img_size)
-            if len(rows):
-                e = emb[[pos[int(r)] for r in rows]]
-                bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
-                prob[rows] = _batched(lambda a, b: torch.sigmoid(dec(e[a:b].to(device), None if bx is None
-                                                                     else bx[a:b].to(device)))[:, 0].cpu(),
-                                      len(rows), batch)
-            return place(to_native(prob, h, w))
-
-        if "none" in decoders:
-            preds[f"sam_{bname}_none"] = run(decoders["none"], np.arange(len(zs)), None)
-        if "box" in decoders:
-            for name, source in ((f"sam_{bname}_box", gt_small), (f"sam_{bname}_unet_box", unet_small)):
-                rows = np.flatnonzero(source.reshape(len(zs), -1).any(1))
-                preds[name] = run(decoders["box"], rows, [mask_to_box(source[r]) for r in rows])
+        preds.update(_sam_predictions(bname, models.backends[bname], decoders, x, gt_small, unet_small, device,
+                                      batch, lambda p: place(to_native(p, h, w))))
     spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     return {"gt": wt, "pred": preds, "brain_z": zs, "affine": vol["affine"], "spacing": spacing,
             "flair": image[0]}
+
+
+@torch.no_grad()
+def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish) -> dict:
+    """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
+    (n, S, S) probabilities to a native-grid volume. Each slice is encoded at most once."""
+    n, size = len(x), x.shape[-1]
+    need = np.zeros(n, bool)
+    if "none" in decoders:
+        need[:] = True
+    if "box" in decoders:
+        need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
+    idx = np.flatnonzero(need)
+    emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).cpu(), len(idx), batch)
+    pos = {int(i): k for k, i in enumerate(idx)}
+
+    def run(dec, rows, boxes):
+        prob = torch.zeros(n, size, size)
+        if len(rows):
+            e = emb[[pos[int(r)] for r in rows]]
+            bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
+            prob[rows] = _batched(lambda a, b: torch.sigmoid(
+                dec(e[a:b].to(device), None if bx is None else bx[a:b].to(device)))[:, 0].cpu(), len(rows), batch)
+        return finish(prob)
+
+    out = {}
+    if "none" in decoders:
+        out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
+    if "box" in decoders:
+        for name, source in ((f"sam_{bname}_box", gt_small), (f"sam_{bname}_unet_box", unet_small)):
+            rows = np.flatnonzero(source.reshape(n, -1).any(1))
+            out[name] = run(decoders["box"], rows, [mask_to_box(source[r]) for r in rows])
+    return out
 
 
 # ----------------------------------------------------------------------------- metrics tables
@@ -275,7 +284,7 @@ def measure_latency(models: Models, img_size: int, in_channels: int, device, n_r
         enc = _stats(time_runs(lambda b=backend: b.encode(x), device, n_runs, warmup))
         for prompt, dec in decoders.items():
             bx = None if prompt == "none" else box
-            dec_ms = _stats(time_runs(lambda d=dec, bx=bx: d(emb, bx), device, n_runs, warmup))
+            dec_ms = _stats(time_runs(lambda d=dec, bx=bx, e=emb: d(e, bx), device, n_runs, warmup))
             names = [f"sam_{bname}_{prompt}"] + ([f"sam_{bname}_unet_box"] if prompt == "box" else [])
             for name in names:
                 total = enc["median"] + dec_ms["median"] + (res["unet"]["median"] if name.endswith("unet_box") else 0)
