@@ -148,8 +148,9 @@ class EmbeddingDataset(Dataset):
         if prompt not in ("none", "box"):
             raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
         rows = np.asarray(rows, dtype=np.int64)
-        if prompt == "box":
+        if prompt == "box":  # a box needs a tumour in the cached mask
             rows = rows[slices.index["has_tumour"].to_numpy()[rows]]
+            rows = rows[[bool(np.asarray(slices.masks[r]).any()) for r in rows]]
         if backend is None:
             rows = np.array([r for r in rows if r in emb_cache], dtype=np.int64)
         if len(rows) == 0:

@@ -12,7 +12,7 @@ Cache layout (``cache_dir``)::
 
     images.f16   raw float16 (N, C, S, S) in [0, 1]   (np.memmap; shape in the manifest)
     masks.u8     raw uint8   (N, S, S) in {0, 1}       whole tumour
-    index.csv    row, case_id, z, tumour_px, brain_px, has_tumour   (areas at source resolution)
+    index.csv    row, case_id, z, tumour_px, brain_px (areas at source resolution), has_tumour (cached mask)
     manifest.json  parameters + fingerprint of every input file + sha256 key
 
 The cache is reused when the key (parameters + input fingerprints) matches, and rebuilt in
@@ -35,7 +35,7 @@ import pandas as pd
 from .brats import Case, load_case
 from .io import atomic_write_json, canonical_sha256, file_fingerprint
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: has_tumour follows the resized mask
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,10 @@ def build_cache(cases: list[Case], cache_dir: str | os.PathLike, cfg: SliceConfi
                     img, mask = resize_slice(vol["image"][..., z], wt[..., z], cfg.img_size)
                     f_img.write(np.ascontiguousarray(img, np.float16).tobytes())
                     f_mask.write(np.ascontiguousarray(mask, np.uint8).tobytes())
+                    # has_tumour describes the cached (resized) mask, what models see; a tumour of a
+                    # few pixels can vanish when slices are shrunk. tumour_px is at source resolution.
                     rows.append({"case_id": case.case_id, "z": z, "tumour_px": int(wt[..., z].sum()),
-                                 "brain_px": int(brain[..., z].sum()), "has_tumour": bool(wt[..., z].any())})
+                                 "brain_px": int(brain[..., z].sum()), "has_tumour": bool(mask.any())})
             f_img.flush()
             f_mask.flush()
             os.fsync(f_img.fileno())
