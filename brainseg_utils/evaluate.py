@@ -14,7 +14,9 @@ Protocol (written into ``metrics.json`` and ``results.md``):
   * Models: ``unet``; ``sam_<backend>_none`` (no prompt); ``sam_<backend>_box`` (ground-truth box:
     an ORACLE prompt, slices without tumour get no box and are predicted empty);
     ``sam_<backend>_unet_box`` (box-trained decoder prompted with the box of the U-Net's
-    prediction; slices where the U-Net predicts nothing are predicted empty).
+    prediction; slices where the U-Net predicts nothing are predicted empty);
+    ``sam_<backend>_box_zeroshot`` (the pretrained decoder, not fine-tuned, with the oracle box:
+    how MRI-like the data looks to the model, and what fine-tuning added).
   * Latency: batch 1, after warm-up runs, ``torch.cuda.synchronize`` around each run on GPU,
     median and p90 over N runs, device recorded; SAM split into encoder and decoder time
     (``unet_box`` also includes the U-Net).
@@ -94,6 +96,8 @@ class Models:
                 out.append(f"sam_{b}_none")
             if "box" in decs:
                 out += [f"sam_{b}_box", f"sam_{b}_unet_box"]
+            if "box_zeroshot" in decs:
+                out.append(f"sam_{b}_box_zeroshot")
         return out
 
 
@@ -116,6 +120,9 @@ def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | No
             models.backends[name] = build_backend(name, ckpt_path).to(device)
         dec, _ = load_sam_decoder(best, models.backends[name], split_sha256, device)
         models.sam.setdefault(name, {})[cfg["prompt"]] = dec
+        if cfg["prompt"] == "box":  # the pretrained decoder as shipped: how much did fine-tuning add?
+            zero = SamDecoderModel(models.backends[name], "box", cfg["img_size"])
+            models.sam[name]["box_zeroshot"] = zero.to(device).eval()
     return models
 
 
@@ -194,10 +201,12 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
     out = {}
     if "none" in decoders:
         out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
-    if "box" in decoders:
-        for name, source in ((f"sam_{bname}_box", gt_small), (f"sam_{bname}_unet_box", unet_small)):
+    jobs = [("box", f"sam_{bname}_box", gt_small), ("box", f"sam_{bname}_unet_box", unet_small),
+            ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small)]
+    for key, name, source in jobs:
+        if key in decoders:
             rows = np.flatnonzero(source.reshape(n, -1).any(1))
-            out[name] = run(decoders["box"], rows, [mask_to_box(source[r]) for r in rows])
+            out[name] = run(decoders[key], rows, [mask_to_box(source[r]) for r in rows])
     return out
 
 
@@ -336,13 +345,17 @@ def results_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-PROMPT_LABEL = {"unet": "-", "none": "none", "box": "oracle GT box", "unet_box": "U-Net box"}
+PROMPT_LABEL = {"unet": "-", "none": "none", "box": "oracle GT box", "unet_box": "U-Net box",
+                "box_zeroshot": "oracle GT box, zero-shot (not fine-tuned)"}
 
 
 def prompt_of(name: str) -> str:
     if name == "unet":
         return PROMPT_LABEL["unet"]
-    return PROMPT_LABEL["unet_box" if name.endswith("_unet_box") else name.rsplit("_", 1)[1]]
+    for suffix in ("unet_box", "box_zeroshot", "none", "box"):
+        if name.endswith(f"_{suffix}"):
+            return PROMPT_LABEL[suffix]
+    raise ValueError(f"unknown model name {name!r}")
 
 
 def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, modalities: tuple[str, ...],
@@ -373,7 +386,7 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
     for name in summary:
         summary[name]["latency_ms"] = latency[name]
         summary[name]["prompt"] = prompt_of(name)
-        summary[name]["oracle"] = name.endswith("_box") and not name.endswith("_unet_box")
+        summary[name]["oracle"] = prompt_of(name).startswith("oracle")
     metrics = {
         "dataset": {"name": info["name"], "split_sha256": split["sha256"], "n_test_cases": len(test_ids),
                     "test_cases": list(test_ids), "root": str(root),

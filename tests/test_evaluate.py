@@ -68,6 +68,7 @@ def test_prompt_labels_and_parse_checkpoints():
     assert ev.prompt_of("sam_litemedsam_box") == "oracle GT box"
     assert ev.prompt_of("sam_vit_b_unet_box") == "U-Net box"
     assert ev.prompt_of("sam_vit_b_none") == "none"
+    assert ev.prompt_of("sam_litemedsam_box_zeroshot").startswith("oracle GT box, zero-shot")
     assert ev.parse_checkpoints("") == {}
     assert ev.parse_checkpoints("vit_b=/a.pth, medsam=/b.pth") == {"vit_b": "/a.pth", "medsam": "/b.pth"}
     with pytest.raises(ValueError, match="backend=/path"):

@@ -161,7 +161,8 @@ def test_04_evaluate(nb_run, run02, run03):
     m = json.loads((out / "results" / "metrics.json").read_text())
     split = json.loads((out / "data" / "splits.json").read_text())
     assert m["dataset"]["name"] == "synthetic" and m["dataset"]["split_sha256"] == split["sha256"]
-    names = {"unet", "sam_litemedsam_box", "sam_litemedsam_none", "sam_litemedsam_unet_box"}
+    names = {"unet", "sam_litemedsam_box", "sam_litemedsam_none", "sam_litemedsam_unet_box",
+             "sam_litemedsam_box_zeroshot"}
     assert set(m["models"]) == names
     for name in names:
         entry = m["models"][name]
@@ -171,7 +172,7 @@ def test_04_evaluate(nb_run, run02, run03):
     assert m["models"]["sam_litemedsam_box"]["oracle"] is True and m["models"]["sam_litemedsam_unet_box"]["oracle"] is False
     assert "encoder_ms" in m["models"]["sam_litemedsam_none"]["latency_ms"]
     per_case = pd.read_csv(out / "results" / "per_case.csv")
-    assert set(per_case.model) == names and len(per_case) == 4
+    assert set(per_case.model) == names and len(per_case) == 5
     md = (out / "results" / "results.md").read_text()
     assert "SYNTHETIC" in md and "ORACLE" in md
     case = m["dataset"]["test_cases"][0]
