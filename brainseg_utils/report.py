@@ -29,7 +29,8 @@ def results_table(metrics: dict, command: str = "bash run_all.sh") -> str:
              f"`{command}`; full tables in `outputs/results/results.md`.", "",
              "| model | prompt | Dice per patient (95% CI) | HD95 mm | Dice, tumour slices | FP rate, tumour-free slices | latency ms |",
              "|---|---|---|---|---|---|---|"]
-    for name, m in metrics["models"].items():
+    for name in sorted(metrics["models"], key=lambda n: (n != "unet", n)):  # the U-Net first
+        m = metrics["models"][name]
         d = m["per_case"]["dice"]
         ci = d.get("ci95") or [None, None]
         ci_txt = f" ({ci[0]:.3f}–{ci[1]:.3f})" if None not in ci else ""

@@ -280,8 +280,10 @@ def comparison_grid(volumes: dict, per_case: pd.DataFrame, dataset: str, rank_by
     """Rows: best, median and worst test case by ``rank_by`` per-patient Dice; columns: FLAIR | ground
     truth | every model, at the slice with the largest true tumour area."""
     pc = per_case[per_case.model == rank_by].sort_values("dice", ascending=False).reset_index(drop=True)
-    picks = {"best": 0, "median": len(pc) // 2, "worst": len(pc) - 1}
-    rows = [(label, pc.case_id[i], pc.dice[i]) for label, i in picks.items()]
+    picks = {}
+    for label, i in (("best", 0), ("median", len(pc) // 2), ("worst", len(pc) - 1)):
+        picks.setdefault(i, label)  # with fewer than 3 test cases a case appears once
+    rows = [(label, pc.case_id[i], pc.dice[i]) for i, label in picks.items()]
     models = list(next(iter(volumes.values()))["pred"])
     fig, axes = plt.subplots(len(rows), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.8 * len(rows)),
                              squeeze=False)
