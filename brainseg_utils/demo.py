@@ -10,7 +10,6 @@ and Pillow's decompression-bomb guard for images. Every failure is a ``gr.Error`
 message; the server keeps serving.
 """
 
-from __future__ import annotations
 
 import gzip
 import io

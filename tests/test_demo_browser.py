@@ -1,4 +1,4 @@
-"""The demo page in headless Chromium: load it, pick a test-split example, get a prediction.
+"""The demo page in headless Chromium: load it, pick an example, draw a box by two clicks, get a prediction.
 
 Needs Debian's chromium and chromium-driver (.ci/run installs them). Without them the test is
 skipped locally, and fails in CI (BRAINSEG_REQUIRE_BROWSER=1) so the check cannot silently vanish.
@@ -36,7 +36,14 @@ def _browser():
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
 
+def _box_value(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.XPATH, "//label[contains(., 'box x0,y0,x1,y1')]//textarea").get_attribute("value")
+
+
 def test_page_predicts_on_an_example(tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -63,8 +70,19 @@ def test_page_predicts_on_an_example(tmp_path):
         example.click()
         # the file component shows the loaded file with its size and a download arrow
         wait.until(lambda d: "⇣" in d.find_element(By.TAG_NAME, "body").text)
+        # two clicks on the displayed slice (96 x 96 px) draw a box
+        img = wait.until(EC.visibility_of_element_located(
+            (By.XPATH, "//*[contains(text(),'slice (click two corners')]/ancestor::div[contains(@class,'block')][1]//img")))
+        w, h = img.size["width"], img.size["height"]
+        ActionChains(driver).move_to_element_with_offset(img, -w // 4, -h // 4).click().perform()
+        wait.until(lambda d: _box_value(d).endswith(";"))
+        ActionChains(driver).move_to_element_with_offset(img, w // 4, h // 4).click().perform()
+        wait.until(lambda d: _box_value(d).count(",") == 3)
+        x0, y0, x1, y1 = (float(v) for v in _box_value(driver).split(","))
+        assert abs(x0 - 24) <= 2 and abs(y0 - 24) <= 2 and abs(x1 - 72) <= 2 and abs(y1 - 72) <= 2
+        driver.find_element(By.XPATH, "//label[normalize-space()='box']").click()
         driver.find_element(By.XPATH, "//button[normalize-space()='Segment']").click()
-        wait.until(lambda d: "U-Net:" in d.find_element(By.TAG_NAME, "body").text)
+        wait.until(lambda d: "SAM (box)" in d.find_element(By.TAG_NAME, "body").text)
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "U-Net:" in body and "ms" in body and "slice 0 of 1" in body
         driver.save_screenshot(str(tmp_path / "page.png"))
