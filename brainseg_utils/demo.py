@@ -11,6 +11,7 @@ message; the server keeps serving.
 """
 
 
+import functools
 import gzip
 import io
 import os
@@ -161,6 +162,18 @@ def load_upload(path: str | os.PathLike) -> Upload:
     return Upload(kind, normalise_volume(vol), path.name, affine, header)
 
 
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int) -> Upload:
+    return load_upload(path)
+
+
+def cached_upload(path: str | os.PathLike) -> Upload:
+    """``load_upload`` once per file version: moving the slice slider or pressing Segment again does not
+    re-read and re-normalise the whole volume. Keyed by path, mtime and size; callers must not modify it."""
+    st = Path(path).stat()
+    return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
 def start_slice(volume: np.ndarray) -> int:
     """The slice with the most tumour-like signal: most voxels above the volume's 99th percentile of brain."""
     brain = volume > 0
@@ -290,7 +303,7 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
     """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``."""
     if not path:
         raise UploadError("upload an image (PNG/JPG/TIFF) or a NIfTI volume first")
-    up = load_upload(path)
+    up = cached_upload(path)
     depth = up.volume.shape[2]
     z = int(z)
     if not 0 <= z < depth:
@@ -320,7 +333,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         if not path:
             return gr.update(maximum=154, value=0), None, ""
         try:
-            up = load_upload(path)
+            up = cached_upload(path)
         except UploadError as exc:
             raise gr.Error(str(exc)) from None
         z, depth = start_slice(up.volume), up.volume.shape[2]
@@ -332,7 +345,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         if not path:
             return None
         try:
-            up = load_upload(path)
+            up = cached_upload(path)
             return overlay(display_slice(up, min(int(z), up.volume.shape[2] - 1)), None)
         except UploadError as exc:
             raise gr.Error(str(exc)) from None
