@@ -30,7 +30,7 @@ class _Fake(SamBackend):
     def __init__(self):
         model = nn.Module()
         model.image_encoder, model.prompt_encoder, model.mask_decoder = _Encoder(), nn.Identity(), nn.Identity()
-        super().__init__("fake", model, 64, "fake: identity at 64", "0" * 64)
+        super().__init__("fake", model, 64, "fake: identity at 64", "0" * 64, runtime="pytorch")
 
     def preprocess(self, images):
         return self.three_channels(images.float())
