@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -110,19 +111,23 @@ class TorchRuntime:
 class OpenVinoRuntime:
     """A frozen module converted to OpenVINO IR (fp32) and compiled for the CPU, run batch 1.
 
-    ``module``: eval-mode network taking float32 (1, *input_shape); ``key``: what identifies its
+    ``module``: eval-mode network taking float32 (batch, *input_shape); ``key``: what identifies its
     weights and inputs (must hold a ``checkpoint_sha256``; a non-hex value such as "random-init"
     disables the disk cache). ``converted`` tells whether this instance paid the conversion.
+    ``batch`` fixes the IR's batch (1 by default: fastest per image on CPU; a static shape, since
+    TinyViT's ``len(x)`` is traced as a constant); any input batch is run in chunks of it.
     """
 
     name = "openvino"
 
     def __init__(self, module: nn.Module, input_shape: tuple[int, ...], key: dict, cache_dir=None,
-                 label: str = "model", num_threads: int | None = None):
+                 label: str = "model", num_threads: int | None = None, batch: int = 1):
         import openvino as ov
 
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         self.version = ov.get_version()
-        self.input_shape = (1, *[int(s) for s in input_shape])
+        self.input_shape = (int(batch), *[int(s) for s in input_shape])
         self.key = {**key, "input_shape": list(self.input_shape), "openvino": self.version, "precision": "f32",
                     "format": IR_FORMAT}
         sha = str(key.get("checkpoint_sha256", ""))
@@ -182,8 +187,14 @@ class OpenVinoRuntime:
             raise ValueError(f"expected input (B, {', '.join(map(str, self.input_shape[1:]))}), "
                              f"got {tuple(x.shape)}")
         x = x.detach().float().contiguous().numpy()
-        outs = [torch.from_numpy(self.request.infer({0: x[i:i + 1]})[0].copy()) for i in range(len(x))]
-        return torch.cat(outs) if outs else torch.zeros(0, *self.input_shape[1:])
+        n, step = len(x), self.input_shape[0]
+        outs = []
+        for i in range(0, n, step):
+            chunk = x[i:i + step]
+            if len(chunk) < step:  # the IR's batch is static: pad the last chunk with zeros
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][:min(step, n - i)].copy()))
+        return torch.cat(outs) if outs else torch.zeros(0)
 
     def describe(self) -> dict:
         return {"runtime": self.name, "version": self.version, "precision": "f32",

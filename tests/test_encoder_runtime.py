@@ -154,3 +154,15 @@ def test_litemedsam_openvino_matches_pytorch_on_synthetic_slices(lite_pair, tiny
         m_ov = dec(e_ov, torch.from_numpy(np.stack(boxes))) > 0
     assert m_pt.any(), "the test needs non-empty masks to compare"
     assert torch.equal(m_pt, m_ov)
+
+
+def test_static_batch_ir_runs_any_batch(tmp_path):
+    pytest.importorskip("openvino")
+    net = _TinyEncoder(seed=1).eval()
+    rt = R.OpenVinoRuntime(net, (3, 16, 16), _ov_key("d" * 64), tmp_path, label="tiny", batch=2)
+    assert rt.input_shape == (2, 3, 16, 16) and R.runtime_meta(rt.path)["input_shape"] == [2, 3, 16, 16]
+    x = torch.rand(5, 3, 16, 16)  # chunks of 2, the last padded
+    with torch.no_grad():
+        torch.testing.assert_close(rt(x), net(x), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        R.OpenVinoRuntime(net, (3, 16, 16), _ov_key("d" * 64), tmp_path, batch=0)
