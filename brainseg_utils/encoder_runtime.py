@@ -212,3 +212,38 @@ def build_runtime(module: nn.Module, requested: str, device: str | torch.device,
 def runtime_meta(path: str | os.PathLike) -> dict:
     """The ``meta.json`` beside a cached IR (what it was converted from)."""
     return json.loads((Path(path) / "meta.json").read_text())
+
+
+class RuntimeModule(nn.Module):
+    """Inference wrapper for a frozen model (e.g. a trained U-Net): CPU forward passes outside autograd
+    on inputs shaped ``(B, *input_shape)`` go through ``runtime`` ("auto": OpenVINO fp32 when installed);
+    everything else (training mode, gradients, CUDA, other shapes) calls the wrapped module unchanged.
+
+    ``key`` identifies the weights (``checkpoint_sha256`` = the checkpoint file's sha256); for a U-Net
+    put ``cache_dir`` beside its checkpoint (``<run>/unet``): the IR belongs to that training run.
+    Wrap for inference only: the wrapper's own state_dict keys carry a ``module.`` prefix.
+    """
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], key: dict, cache_dir=None,
+                 label: str = "model", runtime: str = "auto"):
+        super().__init__()
+        if runtime not in RUNTIMES:
+            raise KeyError(f"unknown runtime {runtime!r}; options: {list(RUNTIMES)}")
+        self.module, self.input_shape = module, tuple(int(s) for s in input_shape)
+        self.key, self.cache_dir, self.label, self.runtime_request = dict(key), cache_dir, label, runtime
+        self.config = getattr(module, "config", {})
+        self._runner = None
+
+    @property
+    def runtime(self) -> str:
+        p = next(self.module.parameters(), None)
+        return resolve_runtime(self.runtime_request, p.device if p is not None else "cpu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu"
+                or tuple(x.shape[1:]) != self.input_shape or self.runtime != "openvino"):
+            return self.module(x)
+        if self._runner is None:
+            self.module.eval()
+            self._runner = OpenVinoRuntime(self.module, self.input_shape, self.key, self.cache_dir, self.label)
+        return self._runner(x)

@@ -166,3 +166,22 @@ def test_static_batch_ir_runs_any_batch(tmp_path):
         torch.testing.assert_close(rt(x), net(x), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="batch must be >= 1"):
         R.OpenVinoRuntime(net, (3, 16, 16), _ov_key("d" * 64), tmp_path, batch=0)
+
+
+def test_runtime_module_wraps_unet_inference_only(tmp_path):
+    pytest.importorskip("openvino")
+    from brainseg_utils.unet import UNet
+
+    unet = UNet(1, 4).eval()
+    wrapped = R.RuntimeModule(unet, (1, 32, 32), {"checkpoint_sha256": "f" * 64}, tmp_path, label="unet").eval()
+    assert wrapped.runtime == "openvino" and wrapped.config == unet.config
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        ref, got = unet(x), wrapped(x)
+        assert isinstance(wrapped._runner, R.OpenVinoRuntime) and wrapped._runner.converted
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+        other = wrapped(torch.rand(1, 1, 48, 48))  # another shape: the module itself
+        assert other.shape == (1, 1, 48, 48)
+    assert (tmp_path / "openvino").is_dir() and len(list((tmp_path / "openvino").iterdir())) == 1
+    y = wrapped(x)  # gradients on: PyTorch, so training code is unaffected
+    assert y.requires_grad
