@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -135,22 +136,28 @@ class OpenVinoRuntime:
         self.path: Path | None = None
         self.converted = False
         self.convert_seconds = 0.0
+        core = ov.Core()
         if cacheable:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             self.path = root / "openvino" / f"{label}-{canonical_sha256(self.key)[:16]}"
             if not (self.path / "model.xml").exists():
                 self._convert_to_disk(module)
-            model = ov.Core().read_model(self.path / "model.xml")
+            try:
+                model = core.read_model(self.path / "model.xml")
+            except RuntimeError as exc:
+                raise RuntimeError(f"cached OpenVINO model {self.path} is unreadable ({str(exc).splitlines()[0]}); "
+                                   "delete that folder to convert again") from exc
         else:
             model = self._convert(module)
         threads = num_threads or torch.get_num_threads()
-        self.compiled = ov.Core().compile_model(model, "CPU", {
+        self.compiled = core.compile_model(model, "CPU", {
             "INFERENCE_PRECISION_HINT": "f32",  # never the bf16 default of AVX-512-bf16 CPUs
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
         got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if "f32" not in got and "float32" not in got:
             raise RuntimeError(f"OpenVINO compiled {label} with precision {got}, expected f32")
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads (a Gradio app) queue
 
     def _convert(self, module: nn.Module):
         import openvino as ov
@@ -193,7 +200,8 @@ class OpenVinoRuntime:
             chunk = x[i:i + step]
             if len(chunk) < step:  # the IR's batch is static: pad the last chunk with zeros
                 chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][:min(step, n - i)].copy()))
+            with self._lock:
+                outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][:min(step, n - i)].copy()))
         return torch.cat(outs) if outs else torch.zeros(0)
 
     def describe(self) -> dict:

@@ -185,3 +185,11 @@ def test_runtime_module_wraps_unet_inference_only(tmp_path):
     assert (tmp_path / "openvino").is_dir() and len(list((tmp_path / "openvino").iterdir())) == 1
     y = wrapped(x)  # gradients on: PyTorch, so training code is unaffected
     assert y.requires_grad
+
+
+def test_unreadable_cached_model_names_the_folder(tmp_path):
+    pytest.importorskip("openvino")
+    rt = R.OpenVinoRuntime(_TinyEncoder(), (3, 16, 16), _ov_key("9" * 64), tmp_path, label="tiny")
+    (rt.path / "model.xml").write_text("<not a model")
+    with pytest.raises(RuntimeError, match=f"cached OpenVINO model {rt.path} is unreadable.*delete that folder"):
+        R.OpenVinoRuntime(_TinyEncoder(), (3, 16, 16), _ov_key("9" * 64), tmp_path, label="tiny")
