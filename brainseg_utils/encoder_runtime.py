@@ -227,17 +227,21 @@ class RuntimeModule(nn.Module):
     on inputs shaped ``(B, *input_shape)`` go through ``runtime`` ("auto": OpenVINO fp32 when installed);
     everything else (training mode, gradients, CUDA, other shapes) calls the wrapped module unchanged.
 
-    ``key`` identifies the weights (``checkpoint_sha256`` = the checkpoint file's sha256); for a U-Net
-    put ``cache_dir`` beside its checkpoint (``<run>/unet``): the IR belongs to that training run.
-    Wrap for inference only: the wrapper's own state_dict keys carry a ``module.`` prefix.
+    ``input_shape`` (C, H, W), or None: fixed by the first eligible input (later shapes that differ
+    run in PyTorch). ``key`` identifies the weights (``checkpoint_sha256`` = the checkpoint file's
+    sha256); for a U-Net put ``cache_dir`` beside its checkpoint (``<run>/unet``): the IR belongs to
+    that training run. E.g. ``RuntimeModule(unet, None, {"checkpoint_sha256": file_sha256(path)},
+    path.parent, label="unet")``. Wrap for inference only: the wrapper's state_dict keys carry a
+    ``module.`` prefix.
     """
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], key: dict, cache_dir=None,
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...] | None, key: dict, cache_dir=None,
                  label: str = "model", runtime: str = "auto"):
         super().__init__()
         if runtime not in RUNTIMES:
             raise KeyError(f"unknown runtime {runtime!r}; options: {list(RUNTIMES)}")
-        self.module, self.input_shape = module, tuple(int(s) for s in input_shape)
+        self.module = module
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
         self.key, self.cache_dir, self.label, self.runtime_request = dict(key), cache_dir, label, runtime
         self.config = getattr(module, "config", {})
         self._runner = None
@@ -248,9 +252,10 @@ class RuntimeModule(nn.Module):
         return resolve_runtime(self.runtime_request, p.device if p is not None else "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu"
-                or tuple(x.shape[1:]) != self.input_shape or self.runtime != "openvino"):
+        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu" or self.runtime != "openvino"
+                or tuple(x.shape[1:]) != (self.input_shape or tuple(x.shape[1:]))):
             return self.module(x)
+        self.input_shape = tuple(x.shape[1:])
         if self._runner is None:
             self.module.eval()
             self._runner = OpenVinoRuntime(self.module, self.input_shape, self.key, self.cache_dir, self.label)

@@ -185,6 +185,10 @@ def test_runtime_module_wraps_unet_inference_only(tmp_path):
     assert (tmp_path / "openvino").is_dir() and len(list((tmp_path / "openvino").iterdir())) == 1
     y = wrapped(x)  # gradients on: PyTorch, so training code is unaffected
     assert y.requires_grad
+    lazy = R.RuntimeModule(unet, None, {"checkpoint_sha256": "f" * 64}, tmp_path, label="unet").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lazy(x), ref, rtol=0, atol=1e-5)
+    assert lazy.input_shape == (1, 32, 32) and not lazy._runner.converted, "same key and shape: the cached IR"
 
 
 def test_unreadable_cached_model_names_the_folder(tmp_path):
