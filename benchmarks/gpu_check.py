@@ -56,10 +56,10 @@ from brainseg_utils.unet import UNet
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.
 PROFILES = {
     "gpu": {"cases": 8, "depth": 96, "img_size": 240, "unet_base": 64, "unet_batch": 16, "unet_epochs": 3,
-            "lr": 1e-4, "sam_batch": 16, "sam_epochs": 3, "sam_slices": 256, "sam_exact_boxes": False, "infer_size": 240, "infer_batch": 64,
+            "lr": 1e-4, "sam_lr": 1e-4, "sam_batch": 16, "sam_epochs": 3, "sam_slices": 256, "sam_exact_boxes": False, "infer_size": 240, "infer_batch": 64,
             "infer_iters": 30, "vit_size": 1024, "vit_depth": 12, "vit_batch": 8, "vit_iters": 10},
     "cpu_small": {"cases": 3, "depth": 16, "img_size": 64, "unet_base": 8, "unet_batch": 8, "unet_epochs": 3,
-                  "lr": 1e-3, "sam_batch": 2, "sam_epochs": 2, "sam_slices": 2, "sam_exact_boxes": True, "infer_size": 64, "infer_batch": 4,
+                  "lr": 1e-3, "sam_lr": 1e-4, "sam_batch": 2, "sam_epochs": 2, "sam_slices": 2, "sam_exact_boxes": True, "infer_size": 64, "infer_batch": 4,
                   "infer_iters": 2, "vit_size": 128, "vit_depth": 1, "vit_batch": 1, "vit_iters": 1},
 }
 TARGETS_H100 = {"unet_inference_images_per_s": 2000.0, "vit_b_encoder_images_per_s": 80.0}
@@ -216,7 +216,7 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
                                 progress=False)
     t_emb = time.perf_counter() - t0
     sam = SamDecoderModel(backend, "box", p["img_size"])
-    scfg = TrainConfig(epochs=p["sam_epochs"], batch_size=p["sam_batch"], lr=p["lr"], device=str(device),
+    scfg = TrainConfig(epochs=p["sam_epochs"], batch_size=p["sam_batch"], lr=p["sam_lr"], device=str(device),
                        resume="never", progress=False)
     # box jitter: the dataset's default in training (5th argument 0 = exact boxes, as validation uses)
     train_ds = (EmbeddingDataset(emb, cache, s_tr, "box", 0) if p["sam_exact_boxes"]
