@@ -1,8 +1,9 @@
 """On-disk cache of frozen SAM image embeddings, and the decoder-training Dataset over it.
 
 The image encoder is frozen, so each slice is encoded once: float16 (256, 64, 64) = 2 MiB per
-slice in a memmap, keyed by backend + checkpoint sha256 + preprocessing + slice-cache key + the
-rows cached. Encoding is resumable: rows are encoded in order and ``progress.json`` records how
+slice in a memmap, keyed by backend + checkpoint sha256 + preprocessing + encoder runtime
+("openvino" or "pytorch", see ``encoder_runtime``; the manifest records its version) + slice-cache
+key + the rows cached. Encoding is resumable: rows are encoded in order and ``progress.json`` records how
 many are done, so an interrupted build continues where it stopped; ``manifest.json`` is written
 last and marks the cache complete.
 
@@ -85,8 +86,9 @@ def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: s
     from tqdm.auto import tqdm
 
     chosen = select_rows(rows, budget_gb, seed)
+    backend.to(device)
     payload = {"version": CACHE_VERSION, "backend": backend.name, "checkpoint_sha256": backend.checkpoint_sha256,
-               "preprocessing": backend.preprocessing, "slice_cache_key": slices.key,
+               "preprocessing": backend.preprocessing, "runtime": backend.runtime, "slice_cache_key": slices.key,
                "rows_sha256": canonical_sha256(chosen.tolist())}
     key = canonical_sha256(payload)
     folder = Path(root) / f"{backend.name}-{key[:16]}"
@@ -106,7 +108,6 @@ def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: s
         np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
         atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
     emb = np.memmap(emb_path, np.float16, "r+", shape=(len(chosen), *EMBED_SHAPE))
-    backend.to(device)
     t0 = time.perf_counter()
     bar = tqdm(total=len(chosen), initial=done, desc=f"encoding slices ({backend.name})", disable=not progress)
     for start in range(done, len(chosen), batch_size):
@@ -118,9 +119,11 @@ def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: s
         bar.update(len(idx))
     bar.close()
     del emb
+    detail = (backend.runner().describe() if backend.device.type == "cpu"
+              else {"runtime": "pytorch", "version": torch.__version__, "precision": "f32"})
     manifest = {"key": key, **payload, "n": len(chosen), "requested": int(len(np.unique(np.asarray(rows)))),
                 "budget_gb": budget_gb, "bytes": need, "encode_seconds_this_call": round(time.perf_counter() - t0, 2),
-                "resumed_from": done}
+                "resumed_from": done, "runtime_detail": detail}
     atomic_write_json(folder / "manifest.json", manifest)
     progress_path.unlink(missing_ok=True)
     return EmbeddingCache.open(folder)

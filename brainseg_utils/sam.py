@@ -16,6 +16,10 @@ Backends (``build_backend(name, checkpoint)``; unknown names raise ``KeyError`` 
     (sha256-checked) loaded with ``weights_only=True``. Preprocessing as LiteMedSAM: min-max to
     [0, 1] per slice, resize to 256 x 256, three channels; boxes scaled by 256 / S.
 
+Encoder runtime: ``build_backend(..., runtime="auto")`` / ``backend.use_runtime(...)`` attach the
+runtime ``encode`` goes through (``encoder_runtime``): OpenVINO fp32 on CPU when installed (~4x
+faster, same embeddings within ~1e-5), PyTorch otherwise and on CUDA; ``backend.runtime`` names it.
+
 Every backend's encoder yields embeddings (B, 256, 64, 64) and its decoder low-resolution logits
 (B, 1, 256, 256) covering the whole (square, unpadded) input; ``SamDecoderModel`` resizes them to
 the slice size S for training, and evaluation maps them straight to the native grid.
@@ -110,12 +114,59 @@ class SamBackend:
     input_size: int
     preprocessing: str
 
-    def __init__(self, name: str, model: nn.Module, input_size: int, preprocessing: str, checkpoint_sha256: str):
+    def __init__(self, name: str, model: nn.Module, input_size: int, preprocessing: str, checkpoint_sha256: str,
+                 runtime: str = "auto"):
         self.name, self.model, self.input_size = name, model, input_size
         self.preprocessing, self.checkpoint_sha256 = preprocessing, checkpoint_sha256
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.use_runtime(runtime)
+
+    # ------------------------------------------------------------------ encoder runtime
+    def use_runtime(self, runtime: str = "auto", cache_dir: str | os.PathLike | None = None) -> SamBackend:
+        """Run the image encoder through ``runtime`` ("auto", "pytorch", "openvino"; see encoder_runtime).
+
+        The choice is resolved against the model's device when ``encode`` runs, so ``.to("cuda")``
+        after this still gives PyTorch. ``cache_dir`` holds converted OpenVINO models (default:
+        ``encoder_runtime.default_cache_dir()``). Returns self.
+        """
+        from .encoder_runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise KeyError(f"unknown encoder runtime {runtime!r}; options: {list(RUNTIMES)}")
+        self.runtime_request, self.runtime_cache_dir = runtime, cache_dir
+        self._runner = None
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (CPU for a model without parameters)."""
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def runtime(self) -> str:
+        """The runtime ``encode`` uses on the model's current device: "openvino" or "pytorch"."""
+        from .encoder_runtime import resolve_runtime
+
+        return resolve_runtime(self.runtime_request, self.device)
+
+    def runtime_key(self) -> dict:
+        """What identifies this encoder's converted model (checkpoint, input, preprocessing)."""
+        return {"backend": self.name, "checkpoint_sha256": self.checkpoint_sha256,
+                "input_size": self.input_size, "preprocessing": self.preprocessing}
+
+    def runner(self):
+        """The encoder runtime for the current device (built on first use; OpenVINO converts or loads its IR)."""
+        from .encoder_runtime import build_runtime
+
+        name = self.runtime
+        if self._runner is None or self._runner.name != name or (
+                name == "pytorch" and self._runner.module is not self.image_encoder):
+            self._runner = build_runtime(self.image_encoder, name, self.device, (3, self.input_size, self.input_size),
+                                         self.runtime_key(), self.runtime_cache_dir, label=f"{self.name}-encoder")
+        return self._runner
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -155,8 +206,12 @@ class SamBackend:
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """float (B, C, S, S) in [0, 1] -> embeddings (B, 256, 64, 64)."""
-        return self.image_encoder(self.preprocess(images))
+        """float (B, C, S, S) in [0, 1] -> float32 embeddings (B, 256, 64, 64) on the images' device,
+        through the attached runtime (``use_runtime``; OpenVINO fp32 on CPU when installed)."""
+        x = self.preprocess(images)
+        if x.device.type == "cpu" and self.device.type == "cpu":
+            return self.runner()(x)
+        return self.image_encoder(x)
 
     def counts(self) -> dict[str, int]:
         return {part: sum(p.numel() for p in getattr(self, part).parameters())
@@ -258,11 +313,16 @@ BACKENDS = {"litemedsam": build_litemedsam, "vit_b": build_vit_b, "vit_l": build
             "medsam": build_medsam}
 
 
-def build_backend(name: str, checkpoint: str | os.PathLike | None = None, random_init: bool = False) -> SamBackend:
-    """Build a frozen backend by name (see module docstring). ``random_init`` is for timing only."""
+def build_backend(name: str, checkpoint: str | os.PathLike | None = None, random_init: bool = False,
+                  runtime: str = "auto") -> SamBackend:
+    """Build a frozen backend by name (see module docstring). ``random_init`` is for timing only.
+
+    ``runtime`` runs the image encoder: "auto" (OpenVINO fp32 on CPU when installed, else PyTorch;
+    always PyTorch on CUDA), "pytorch" or "openvino" (see ``SamBackend.use_runtime``).
+    """
     if name not in BACKENDS:
         raise KeyError(f"unknown SAM backend {name!r}; options: {sorted(BACKENDS)}")
-    return BACKENDS[name](checkpoint or None, random_init=random_init)
+    return BACKENDS[name](checkpoint or None, random_init=random_init).use_runtime(runtime)
 
 
 # ----------------------------------------------------------------------------- prompts

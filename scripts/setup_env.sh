@@ -21,7 +21,9 @@ if ! "$_base_python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
     return 1 2>/dev/null || exit 1
 fi
 
-if [[ -n "${COLAB_RELEASE_TAG:-}" || -n "${KAGGLE_KERNEL_RUN_TYPE:-}" || "${BRAINSEG_NO_VENV:-0}" == "1" ]]; then
+_hosted=0  # Colab / Kaggle: GPU platforms that bring their own stack; the CPU extras are not forced there
+[[ -n "${COLAB_RELEASE_TAG:-}" || -n "${KAGGLE_KERNEL_RUN_TYPE:-}" ]] && _hosted=1
+if (( _hosted )) || [[ "${BRAINSEG_NO_VENV:-0}" == "1" ]]; then
     PY="$_base_python"
     _editable=()
 else
@@ -38,6 +40,7 @@ export PY
 # Stamp = hash of everything that decides what gets installed; skip pip when unchanged.
 _files=("$_root/requirements.txt" "$_root/pyproject.toml")
 (( _dev )) && _files+=("$_root/requirements-dev.txt")
+(( _hosted )) || _files+=("$_root/requirements-cpu.txt")  # OpenVINO encoder runtime (local CPU runs)
 _stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.brainseg-setup-$(( _dev ))"
 _stamp="$(cat "${_files[@]}" | sha256sum | cut -c1-16)-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
 if [[ -f "$_stamp_file" && "$(cat "$_stamp_file")" == "$_stamp" ]] \
@@ -47,6 +50,7 @@ else
     echo "setup: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)') (first run takes a few minutes)"
     _reqs=(-r "$_root/requirements.txt")
     (( _dev )) && _reqs+=(-r "$_root/requirements-dev.txt")
+    (( _hosted )) || _reqs+=(-r "$_root/requirements-cpu.txt")
     "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     "$PY" -m pip install -q "${_reqs[@]}" "${_editable[@]}" "$_root" 2>&1 | grep -vE "is ignored: it is neither" || true
     "$PY" -c 'import brainseg_utils, torch, papermill' || {

@@ -30,7 +30,7 @@ class _Fake(SamBackend):
     def __init__(self):
         model = nn.Module()
         model.image_encoder, model.prompt_encoder, model.mask_decoder = _Encoder(), nn.Identity(), nn.Identity()
-        super().__init__("fake", model, 64, "fake: identity at 64", "0" * 64)
+        super().__init__("fake", model, 64, "fake: identity at 64", "0" * 64, runtime="pytorch")
 
     def preprocess(self, images):
         return self.three_channels(images.float())
@@ -135,3 +135,17 @@ def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
     assert best > zero + 0.02, (zero, [round(h["val_dice"], 3) for h in hist])
     ckpt = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("image_encoder") for k in ckpt["model"]), "checkpoint holds the decoder side only"
+
+
+def test_cache_key_records_the_encoder_runtime(slices64, tmp_path):
+    ov = pytest.importorskip("openvino")
+    fake = _Fake()
+    rows = np.arange(4)
+    pt = build_embedding_cache(fake, slices64, rows, tmp_path / "emb", progress=False)
+    fake.use_runtime("openvino", cache_dir=tmp_path / "ir")
+    vino = build_embedding_cache(fake, slices64, rows, tmp_path / "emb", progress=False)
+    assert pt.manifest["runtime"] == "pytorch" and vino.manifest["runtime"] == "openvino"
+    assert vino.key != pt.key, "another runtime is another cache"
+    assert vino.manifest["runtime_detail"]["version"] == ov.get_version()
+    assert pt.manifest["runtime_detail"]["version"] == torch.__version__
+    np.testing.assert_allclose(np.asarray(vino.emb, np.float32), np.asarray(pt.emb, np.float32), atol=1e-3)

@@ -156,3 +156,13 @@ def test_decoder_model_trains_decoder_only(lite):
         SamDecoderModel(lite, "box", 64)(torch.randn(2, 256, 64, 64), mixed)
     with pytest.raises(ValueError, match="prompt mode"):
         SamDecoderModel(lite, "unet_box", 64)
+
+
+def test_build_backend_attaches_a_runtime():
+    pytest.importorskip("openvino")
+    b = build_backend("litemedsam", runtime="pytorch")
+    assert b.runtime == "pytorch" and b.runtime_request == "pytorch"
+    assert b.use_runtime("auto").runtime == "openvino", "auto picks OpenVINO on CPU"
+    assert b.runtime_key()["checkpoint_sha256"] == b.checkpoint_sha256
+    with pytest.raises(KeyError, match="unknown encoder runtime 'tensorrt'"):
+        build_backend("litemedsam", runtime="tensorrt")

@@ -1,0 +1,262 @@
+"""Inference runtimes for frozen networks (SAM image encoders; usable for any frozen image model).
+
+This module owns three decisions and nothing else:
+
+  * **which runtime** runs a frozen network: ``"openvino"`` (fp32) on a CPU when the ``openvino``
+    package imports, ``"pytorch"`` otherwise and always on CUDA (``resolve_runtime``). OpenVINO is
+    ~4x faster than eager PyTorch fp32 for LiteMedSAM's encoder on a 2-core CPU with the same
+    embeddings (max abs difference ~5e-6); see ``benchmarks/bench_encoder.py``.
+  * **precision**: fp32, explicitly. OpenVINO picks bf16 by default on CPUs with AVX-512 bf16 /
+    AMX, which moves LiteMedSAM embeddings by ~0.1 and drops box-prompt Dice to 0.7-0.9, so
+    ``INFERENCE_PRECISION_HINT`` is always set to ``"f32"``; the saved IR keeps fp32 weights
+    (``ov.save_model`` would compress them to fp16 by default).
+  * **the converted-model cache**: ``ov.convert_model(module, example_input=...)`` costs ~15 s for
+    LiteMedSAM, so the IR is written once to ``<cache_dir>/openvino/<name>-<key16>/`` (``model.xml``,
+    ``model.bin``, ``meta.json``), keyed by the checkpoint sha256, the input shape, the
+    preprocessing and the OpenVINO version, and published atomically (a temporary folder renamed
+    into place, so a crash or two processes converting at once never leave half a model).
+    ``cache_dir`` defaults to ``$BRAINSEG_CACHE``, else ``$XDG_CACHE_HOME/brainseg``, else
+    ``~/.cache/brainseg``: a converted model depends on the weights and the runtime, not on a run,
+    so it is shared by every run (and survives ``rm -rf outputs``). Networks without a checkpoint
+    hash (random weights, for timing) are converted in memory and never cached.
+
+Runtimes take and return float32 torch tensors: ``(B, C, H, W) -> (B, ...)``. The OpenVINO runtime
+runs batch 1 on CPU (one request per image; batch 4 is slower per image on CPU), with a static
+input shape ``(1, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .io import atomic_write_json, canonical_sha256
+
+RUNTIMES = ("auto", "pytorch", "openvino")
+IR_FORMAT = 1  # bump when what is stored next to the IR changes
+_warned_missing = False
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO version ("2026.4.1-..."), or None when ``import openvino`` fails."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    return ov.get_version()
+
+
+def default_cache_dir() -> Path:
+    """``$BRAINSEG_CACHE``, else ``$XDG_CACHE_HOME/brainseg``, else ``~/.cache/brainseg``."""
+    if os.environ.get("BRAINSEG_CACHE"):
+        return Path(os.environ["BRAINSEG_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "brainseg"
+
+
+def resolve_runtime(requested: str, device: str | torch.device) -> str:
+    """``"auto"``/``"pytorch"``/``"openvino"`` on ``device`` -> the runtime used: "pytorch" or "openvino".
+
+    ``auto`` picks OpenVINO on CPU when it imports, PyTorch otherwise (one printed line says why when
+    OpenVINO is missing). ``openvino`` on a CUDA device or without the package raises.
+    """
+    if requested not in RUNTIMES:
+        raise KeyError(f"unknown encoder runtime {requested!r}; options: {list(RUNTIMES)}")
+    dev = torch.device(device)
+    if requested == "pytorch":
+        return "pytorch"
+    if dev.type != "cpu":
+        if requested == "openvino":
+            raise ValueError(f"runtime 'openvino' runs on CPU only, the model is on {dev}; use 'auto' or 'pytorch'")
+        return "pytorch"
+    if openvino_version() is None:
+        if requested == "openvino":
+            raise ImportError("runtime 'openvino' requested but the openvino package is not installed "
+                              "(pip install -r requirements-cpu.txt)")
+        global _warned_missing
+        if not _warned_missing:
+            print("encoder runtime: openvino not installed, using PyTorch on CPU (~4x slower; "
+                  "pip install -r requirements-cpu.txt)")
+            _warned_missing = True
+        return "pytorch"
+    return "openvino"
+
+
+class TorchRuntime:
+    """The module itself under ``torch.no_grad`` (any device, any batch). Not ``inference_mode``:
+    its tensors refuse to join autograd later (embeddings encoded on the fly feed decoder training)."""
+
+    name = "pytorch"
+
+    def __init__(self, module: nn.Module):
+        self.module = module.eval()
+        self.version = torch.__version__
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(x)
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "version": self.version, "precision": "f32"}
+
+
+class OpenVinoRuntime:
+    """A frozen module converted to OpenVINO IR (fp32) and compiled for the CPU, run batch 1.
+
+    ``module``: eval-mode network taking float32 (batch, *input_shape); ``key``: what identifies its
+    weights and inputs (must hold a ``checkpoint_sha256``; a non-hex value such as "random-init"
+    disables the disk cache). ``converted`` tells whether this instance paid the conversion.
+    ``batch`` fixes the IR's batch (1 by default: fastest per image on CPU; a static shape, since
+    TinyViT's ``len(x)`` is traced as a constant); any input batch is run in chunks of it.
+    """
+
+    name = "openvino"
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], key: dict, cache_dir=None,
+                 label: str = "model", num_threads: int | None = None, batch: int = 1):
+        import openvino as ov
+
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.version = ov.get_version()
+        self.input_shape = (int(batch), *[int(s) for s in input_shape])
+        self.key = {**key, "input_shape": list(self.input_shape), "openvino": self.version, "precision": "f32",
+                    "format": IR_FORMAT}
+        sha = str(key.get("checkpoint_sha256", ""))
+        cacheable = len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        self.path: Path | None = None
+        self.converted = False
+        self.convert_seconds = 0.0
+        core = ov.Core()
+        if cacheable:
+            root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+            self.path = root / "openvino" / f"{label}-{canonical_sha256(self.key)[:16]}"
+            if not (self.path / "model.xml").exists():
+                self._convert_to_disk(module)
+            try:
+                model = core.read_model(self.path / "model.xml")
+            except RuntimeError as exc:
+                raise RuntimeError(f"cached OpenVINO model {self.path} is unreadable ({str(exc).splitlines()[0]}); "
+                                   "delete that folder to convert again") from exc
+        else:
+            model = self._convert(module)
+        threads = num_threads or torch.get_num_threads()
+        self.compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32",  # never the bf16 default of AVX-512-bf16 CPUs
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if "f32" not in got and "float32" not in got:
+            raise RuntimeError(f"OpenVINO compiled {label} with precision {got}, expected f32")
+        self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads (a Gradio app) queue
+
+    def _convert(self, module: nn.Module):
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        example = torch.zeros(self.input_shape)
+        with torch.no_grad():
+            model = ov.convert_model(module.eval(), example_input=example, input=[self.input_shape])
+        self.converted, self.convert_seconds = True, time.perf_counter() - t0
+        return model
+
+    def _convert_to_disk(self, module: nn.Module) -> None:
+        import openvino as ov
+
+        model = self._convert(module)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        try:
+            ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)  # keep fp32 weights
+            atomic_write_json(tmp / "meta.json", {**self.key, "convert_seconds": round(self.convert_seconds, 2)})
+            os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the cache is an ordinary folder
+            try:
+                os.replace(tmp, self.path)  # atomic publish of the whole folder
+            except OSError:
+                if not (self.path / "model.xml").exists():  # not another process winning the race
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise ValueError(f"the OpenVINO runtime runs on CPU tensors, got one on {x.device}")
+        if tuple(x.shape[1:]) != self.input_shape[1:]:
+            raise ValueError(f"expected input (B, {', '.join(map(str, self.input_shape[1:]))}), "
+                             f"got {tuple(x.shape)}")
+        x = x.detach().float().contiguous().numpy()
+        n, step = len(x), self.input_shape[0]
+        outs = []
+        for i in range(0, n, step):
+            chunk = x[i:i + step]
+            if len(chunk) < step:  # the IR's batch is static: pad the last chunk with zeros
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            with self._lock:
+                outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][:min(step, n - i)].copy()))
+        return torch.cat(outs) if outs else torch.zeros(0)
+
+    def describe(self) -> dict:
+        return {"runtime": self.name, "version": self.version, "precision": "f32",
+                "ir": str(self.path) if self.path else None, "converted_now": self.converted}
+
+
+def build_runtime(module: nn.Module, requested: str, device: str | torch.device, input_shape: tuple[int, ...],
+                  key: dict, cache_dir=None, label: str = "model") -> TorchRuntime | OpenVinoRuntime:
+    """The runtime ``resolve_runtime(requested, device)`` names, ready to call on (B, *input_shape)."""
+    if resolve_runtime(requested, device) == "openvino":
+        return OpenVinoRuntime(module, input_shape, key, cache_dir, label)
+    return TorchRuntime(module)
+
+
+def runtime_meta(path: str | os.PathLike) -> dict:
+    """The ``meta.json`` beside a cached IR (what it was converted from)."""
+    return json.loads((Path(path) / "meta.json").read_text())
+
+
+class RuntimeModule(nn.Module):
+    """Inference wrapper for a frozen model (e.g. a trained U-Net): CPU forward passes outside autograd
+    on inputs shaped ``(B, *input_shape)`` go through ``runtime`` ("auto": OpenVINO fp32 when installed);
+    everything else (training mode, gradients, CUDA, other shapes) calls the wrapped module unchanged.
+
+    ``input_shape`` (C, H, W), or None: fixed by the first eligible input (later shapes that differ
+    run in PyTorch). ``key`` identifies the weights (``checkpoint_sha256`` = the checkpoint file's
+    sha256); for a U-Net put ``cache_dir`` beside its checkpoint (``<run>/unet``): the IR belongs to
+    that training run. E.g. ``RuntimeModule(unet, None, {"checkpoint_sha256": file_sha256(path)},
+    path.parent, label="unet")``. Wrap for inference only: the wrapper's state_dict keys carry a
+    ``module.`` prefix.
+    """
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...] | None, key: dict, cache_dir=None,
+                 label: str = "model", runtime: str = "auto"):
+        super().__init__()
+        if runtime not in RUNTIMES:
+            raise KeyError(f"unknown runtime {runtime!r}; options: {list(RUNTIMES)}")
+        self.module = module
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        self.key, self.cache_dir, self.label, self.runtime_request = dict(key), cache_dir, label, runtime
+        self.config = getattr(module, "config", {})
+        self._runner = None
+
+    @property
+    def runtime(self) -> str:
+        p = next(self.module.parameters(), None)
+        return resolve_runtime(self.runtime_request, p.device if p is not None else "cpu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu" or self.runtime != "openvino"
+                or tuple(x.shape[1:]) != (self.input_shape or tuple(x.shape[1:]))):
+            return self.module(x)
+        self.input_shape = tuple(x.shape[1:])
+        if self._runner is None:
+            self.module.eval()
+            self._runner = OpenVinoRuntime(self.module, self.input_shape, self.key, self.cache_dir, self.label)
+        return self._runner(x)
