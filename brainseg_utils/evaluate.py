@@ -202,8 +202,13 @@ def measure_latency(models: Models, sample: np.ndarray, sample_box: np.ndarray |
     box = torch.as_tensor(np.asarray(b, np.float32))[None].to(device)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     res = {}
+    unet_rt = getattr(models.unet, "runtime", "pytorch")
     for name, fn in pipelines(models, x, box, native_hw).items():
-        res[name] = {**_stats(time_runs(fn, device, n_runs, warmup)), "device": dev_name,
+        bname = next((b for b in models.sam if name.startswith(f"sam_{b}_")), None)
+        runtime = unet_rt if bname is None else getattr(models.backends[bname], "runtime", "pytorch")
+        if name.endswith("_unet_box"):
+            runtime = f"{runtime} (U-Net: {unet_rt})"
+        res[name] = {**_stats(time_runs(fn, device, n_runs, warmup)), "device": dev_name, "runtime": runtime,
                      "note": "whole pipeline per run, end to end"}
     for bname, decoders in models.sam.items():  # the encoder / decoder split (extra columns)
         backend = models.backends[bname]
@@ -282,7 +287,8 @@ def results_markdown(metrics: dict) -> str:
                      f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
                      f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
                      f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-                     f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']} | "
+                     f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
+                     f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
                      f"{fmt_p(metrics['statistics'].get(name))} |")
     prov = metrics.get("provenance", {})
     lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]

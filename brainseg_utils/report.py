@@ -53,7 +53,7 @@ def results_table(metrics: dict, command: str | None = None) -> str:
         lines.append(f"| `{name}` | {m['prompt']} | {fmt_data(m.get('data'))} | "
                      f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
                      f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-                     f"{lat['median']:.0f}{p90} ({lat['device']}) |")
+                     f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''}) |")
     lines += ["", "`box` gives SAM the ground-truth box: an oracle upper bound, not a fair comparison (and no false "
               "positive is possible with it: n/a). `unet_box` takes the box from the U-Net's prediction; `none` has no "
               "prompt. Box decoders train and select their checkpoint on tumour slices only (a box needs a tumour). "

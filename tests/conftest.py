@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Converted (OpenVINO) encoders go to a folder of this test session, not the user's ~/.cache/brainseg;
+# notebook kernels inherit it.
+os.environ.setdefault("BRAINSEG_CACHE", tempfile.mkdtemp(prefix="brainseg-test-cache-"))
 
 from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
