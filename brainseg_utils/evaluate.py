@@ -39,10 +39,10 @@ import torch.nn.functional as F
 
 from . import metrics as M
 from .brats import Case, discover_cases, load_case
+from .checkpoints import load_checkpoint, load_model_state, resolve_device
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .sam import SamDecoderModel, build_backend, mask_to_box
 from .slices import resize_slice
-from .train import load_checkpoint, load_model_state, resolve_device
 from .unet import UNet
 
 
@@ -58,7 +58,7 @@ def check_split(ckpt: dict, path: Path, split_sha256: str) -> None:
 
 def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="cpu") -> tuple[UNet, dict]:
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, expect_arch="unet")
     if split_sha256 is not None:
         check_split(ckpt, path, split_sha256)
     cfg = {k: v for k, v in ckpt["config"]["model"].items() if k != "arch"}
@@ -70,7 +70,7 @@ def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="
 def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
                      ) -> tuple[SamDecoderModel, dict]:
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, expect_arch="sam_decoder")
     if split_sha256 is not None:
         check_split(ckpt, path, split_sha256)
     cfg = ckpt["config"]["model"]
@@ -113,7 +113,7 @@ def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | No
     models = Models(unet)
     sam_root = run.root / "sam"
     for best in sorted(sam_root.glob("sam_*/best.pt")) if sam_root.exists() else []:
-        cfg = load_checkpoint(best)["config"]["model"]
+        cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
         name = cfg["backend"]
         if name not in models.backends:
             ckpt_path = (sam_checkpoints or {}).get(name)

@@ -7,7 +7,7 @@ import torch
 
 from brainseg_utils import evaluate as ev
 from brainseg_utils.brats import discover_cases
-from brainseg_utils.train import save_checkpoint
+from brainseg_utils.checkpoints import save_checkpoint
 from brainseg_utils.unet import UNet
 
 
