@@ -228,7 +228,9 @@ def _data_bytes(img) -> tuple[int, int]:
     """(vox_offset, bytes of voxel data the header declares)."""
     hdr = img.header
     n = int(np.prod(hdr.get_data_shape(), dtype=np.int64))
-    return int(hdr.get_data_offset()), n * hdr.get_data_dtype().itemsize
+    # the image's header copy has vox_offset reset to 0; the proxy keeps the file's offset
+    offset = int(getattr(img.dataobj, "offset", hdr.get_data_offset()))
+    return offset, n * hdr.get_data_dtype().itemsize
 
 
 def _decompressed_size(path: Path) -> int:
