@@ -31,6 +31,7 @@ from .slices import resize_slice
 from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
 
 PROMPTS = ("none", "box", "unet_box")
+REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
 QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error
 
 
@@ -189,7 +190,7 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
     sl = display_slice(up, z)
     box = parse_box(box_text, *sl.shape)
     res = predictor(sl, box, prompt)
-    out_dir = Path(tempfile.mkdtemp(dir=workdir))
+    out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
     masks = {"unet": res["unet"], "sam": res["sam"]}
     files = _save_masks(up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v)
                                 for k, v in masks.items()}, out_dir)
@@ -203,11 +204,12 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
 
 
 def _prune(workdir: Path, max_age_s: float = 600.0) -> None:
-    """Drop request folders older than ``max_age_s`` (Gradio has copied their files to its own cache)."""
+    """Drop our request folders older than ``max_age_s`` (Gradio has copied their files to its own cache);
+    nothing else in ``workdir`` (e.g. a run's demo/examples) is touched."""
     import shutil
 
     now = time.time()
-    for d in workdir.iterdir():
+    for d in workdir.glob(f"{REQUEST_PREFIX}*"):
         try:
             if d.is_dir() and now - d.stat().st_mtime > max_age_s:
                 shutil.rmtree(d, ignore_errors=True)
@@ -224,7 +226,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
     workdir.mkdir(parents=True, exist_ok=True)
 
     def _view(up, z):
-        folder = Path(tempfile.mkdtemp(dir=workdir))
+        folder = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
         return _save_png(overlay(display_slice(up, z), None), folder, "slice")
 
     def on_file(path):

@@ -138,3 +138,11 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
         evaluate.load_models(SimpleNamespace(root=run), SPLIT)
     with pytest.raises(ValueError, match=wrong_sam):
         demo.predictor_from_run(run, device="cpu")
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert checkpoints.resolve_device("auto") == torch.device("cpu")
+    assert checkpoints.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="device 'cuda:1' requested but CUDA is not available"):
+        checkpoints.resolve_device("cuda:1")

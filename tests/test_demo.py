@@ -217,3 +217,16 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
         assert Image.open(unet_img).size == (96, 80), "the server still answers"
     finally:
         demo.close()
+
+
+def test_prune_removes_only_old_request_folders(tmp_path):
+    import os
+
+    old_req, new_req, examples = tmp_path / "request-old", tmp_path / "request-new", tmp_path / "examples"
+    for d in (old_req, new_req, examples):
+        d.mkdir()
+        (d / "f.png").write_bytes(b"x")
+    for d in (old_req, examples):
+        os.utime(d, (0, 0))
+    D._prune(tmp_path, max_age_s=600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "request-new"]
