@@ -95,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- RNG state (saved in checkpoints)
 def _rng_state() -> dict:
     np_state = np.random.get_state()
     return {
