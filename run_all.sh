@@ -35,6 +35,8 @@ else
     ROOT="$SYNTH_DIR"
 fi
 
+# Recorded in metrics.json (with the git commit) so every results table names what produced it.
+export BRAINSEG_RUN_COMMAND="PROFILE=$PROFILE bash run_all.sh${*:+ $*}"
 mkdir -p "$OUTPUT_DIR/notebooks"
 echo "profile: $PROFILE ($PARAMS)  outputs: $OUTPUT_DIR"
 start_all=$SECONDS

@@ -1,4 +1,5 @@
-"""torch Dataset over the slice cache, with reproducible albumentations augmentation."""
+"""torch Dataset over the slice cache, with reproducible albumentations augmentation, and the record of
+what a model learnt from (``training_meta``, stored in every checkpoint and reported by evaluation)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,20 @@ class SliceDataset(Dataset):
             image = np.clip(out["image"], 0.0, 1.0).transpose(2, 0, 1)
             mask = out["mask"]
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(mask[None].astype(np.float32))
+
+
+def training_meta(cache: SliceCache, split: dict, info: dict, train_rows, val_rows, note: str = "", **extra) -> dict:
+    """The ``meta`` dict stored in a checkpoint: dataset, split hash, slice-cache key and geometry, and
+    ``data`` = what the model learnt from: ``train_slices`` / ``val_slices`` (the rows actually used for
+    training and checkpoint selection), ``train_cases`` / ``val_cases`` (patients among them) and an
+    optional ``note`` (e.g. a budget-limited subsample). ``extra`` keys are added as they are.
+    """
+    case_of = cache.index["case_id"].to_numpy()
+    train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
+    data = {"train_slices": int(len(train_rows)), "val_slices": int(len(val_rows)),
+            "train_cases": int(len(set(case_of[train_rows]))), "val_cases": int(len(set(case_of[val_rows])))}
+    if note:
+        data["note"] = note
+    return {"dataset": info["name"], "split_sha256": split["sha256"], "cache_key": cache.key,
+            "img_size": int(cache.images.shape[-1]), "modalities": list(cache.manifest["config"]["modalities"]),
+            "data": data, **extra}

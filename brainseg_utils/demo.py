@@ -25,7 +25,7 @@ import torch
 
 from .brats import normalise_volume
 from .checkpoints import load_checkpoint, resolve_device
-from .evaluate import load_sam_decoder, load_unet, to_native
+from .inference import load_sam_decoder, load_unet, to_native
 from .sam import build_backend, mask_to_box
 from .slices import resize_slice
 from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
@@ -84,9 +84,9 @@ class Predictor:
         img, _ = resize_slice(sl[None].astype(np.float32), np.zeros((h, w), np.uint8), self.img_size)
         x = torch.from_numpy(img[None]).to(self.device)
         t0 = time.perf_counter()
-        prob = torch.sigmoid(self.unet(x))[:, 0].cpu()
+        logits = self.unet(x)[:, 0].cpu()
         unet_ms = (time.perf_counter() - t0) * 1000
-        unet_mask = to_native(prob, h, w)[0]
+        unet_mask = to_native(logits, h, w)[0]
         out = {"unet": unet_mask, "unet_ms": unet_ms, "sam": None, "sam_ms": None, "box": None, "sam_note": ""}
         if self.backend is None:
             out["sam_note"] = "no SAM decoder in this run"
@@ -111,9 +111,9 @@ class Predictor:
         bx = None if box is None else torch.tensor([[(box[0] + pw) * scale, (box[1] + ph) * scale,
                                                      (box[2] + pw) * scale, (box[3] + ph) * scale]],
                                                    device=self.device)
-        sam_prob = torch.sigmoid(dec(emb, bx))[:, 0].cpu()
+        sam_logits = dec.low_res_logits(emb, bx)[:, 0].cpu()  # 256 x 256, straight to the native grid
         out["sam_ms"] = (time.perf_counter() - t0) * 1000
-        out["sam"], out["box"] = to_native(sam_prob, h, w)[0], box
+        out["sam"], out["box"] = to_native(sam_logits, h, w)[0], box
         return out
 
 

@@ -14,7 +14,7 @@ cached on the fly (slow: an encoder pass per item).
 Augmentation: image-space augmentations (flips, rotations, elastic deformation, intensity noise)
 change the image and therefore its embedding, so they cannot be applied to cached embeddings
 (flipping an embedding is not the embedding of the flipped image). Decoder training on the
-cache uses prompt augmentation instead: ground-truth boxes jittered per epoch.
+cache uses prompt augmentation instead: ground-truth boxes enlarged at random per epoch (MedSAM-style).
 """
 
 from __future__ import annotations
@@ -137,13 +137,13 @@ class EmbeddingDataset(Dataset):
     Item: ``({"embeddings": float32 (256, 64, 64), "boxes": float32 (4,) XYXY in the slice frame,
     NaN for no prompt}, mask float32 (1, S, S))``.
 
-    ``prompt="box"`` keeps tumour slices only (a box needs a tumour) and jitters the ground-truth
-    box by ``jitter`` (fraction of the box side, plus 3 px) with a seed per (seed, epoch, row);
-    ``jitter=0`` gives the exact box (evaluation). ``prompt="none"`` keeps every slice.
+    ``prompt="box"`` keeps tumour slices only (a box needs a tumour) and enlarges each side of the
+    ground-truth box by 0..``jitter_px`` pixels (``sam.jitter_box``) with a seed per (seed, epoch, row);
+    ``jitter_px=0`` gives the exact box (evaluation). ``prompt="none"`` keeps every slice.
     Rows missing from the cache are dropped, or encoded on the fly when ``backend`` is given.
     """
 
-    def __init__(self, emb_cache: EmbeddingCache, slices: SliceCache, rows, prompt: str, jitter: float = 0.1,
+    def __init__(self, emb_cache: EmbeddingCache, slices: SliceCache, rows, prompt: str, jitter_px: int = 5,
                  seed: int = 0, backend: SamBackend | None = None):
         if prompt not in ("none", "box"):
             raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
@@ -156,7 +156,7 @@ class EmbeddingDataset(Dataset):
         if len(rows) == 0:
             raise ValueError(f"no slices left for prompt {prompt!r} (cache holds {len(emb_cache.rows)} rows)")
         self.emb_cache, self.slices, self.rows, self.prompt = emb_cache, slices, rows, prompt
-        self.jitter, self.seed, self.backend, self.epoch = jitter, seed, backend, 0
+        self.jitter_px, self.seed, self.backend, self.epoch = int(jitter_px), seed, backend, 0
         self.size = slices.images.shape[-1]
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,7 +169,8 @@ class EmbeddingDataset(Dataset):
         if row in self.emb_cache:
             return torch.from_numpy(np.asarray(self.emb_cache.get(row), dtype=np.float32))
         image = torch.from_numpy(np.asarray(self.slices.images[row:row + 1], dtype=np.float32))
-        return self.backend.encode(image)[0].float()
+        device = next((p.device for p in self.backend.model.parameters()), torch.device("cpu"))  # maybe a GPU
+        return self.backend.encode(image.to(device))[0].float().cpu()
 
     def __getitem__(self, i: int):
         row = int(self.rows[i])
@@ -177,8 +178,8 @@ class EmbeddingDataset(Dataset):
         box = np.full(4, np.nan, np.float32)
         if self.prompt == "box":
             box = mask_to_box(mask)
-            if self.jitter > 0:
+            if self.jitter_px > 0:
                 rng = np.random.default_rng([self.seed, self.epoch, row])
-                box = jitter_box(box, self.size, rng, self.jitter)
+                box = jitter_box(box, self.size, rng, self.jitter_px)
         return ({"embeddings": self.embedding(row), "boxes": torch.from_numpy(box)},
                 torch.from_numpy(mask[None].astype(np.float32)))

@@ -33,6 +33,23 @@ def device_summary() -> dict:
     return info
 
 
+def code_version() -> dict:
+    """{"commit": git HEAD of the package's checkout (or None), "dirty": uncommitted changes to tracked files}."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def enter_project_root() -> str:
     """chdir to the brainseg checkout that holds the cwd (a notebook opened in notebooks/
     then writes to <repo>/outputs like run_all.sh does). Returns the cwd; no-op when not found."""

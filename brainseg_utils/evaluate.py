@@ -1,25 +1,34 @@
 """Evaluation of every model variant on the test split: metrics, statistics, latency, result files, NIfTI.
 
 Protocol (written into ``metrics.json`` and ``results.md``):
-  * Every *brain* axial slice (any voxel != 0) of every test volume is predicted at the slice-cache
-    size, the probability map is resized back to the native grid (bilinear) and thresholded at
-    0.5; slices without brain are predicted empty. Slices are stacked back into a volume.
+  * Every *brain* axial slice (any voxel != 0) of every test volume is predicted (``inference.predict_case``):
+    U-Net logits at the slice-cache size, SAM's 256 x 256 low-resolution logits, each mapped once
+    (bilinear, pixel-centre aligned) to the native grid and thresholded at 0 (sigmoid 0.5); slices
+    without brain are predicted empty. Slices are stacked back into a volume.
   * Per patient (the headline): Dice, IoU, precision, recall and HD95 on the 3-D volume against
     the whole-tumour label, voxel spacing from the NIfTI header.
   * Per slice: the same metrics on each brain slice (2-D, in-plane spacing), averaged over
     tumour slices and over all brain slices; the false-positive rate is the share of tumour-free
-    brain slices with any predicted pixel.
-  * Bootstrap 95% CIs (2,000 resamples of patients) and a paired two-sided Wilcoxon signed-rank
-    test of per-patient Dice between the U-Net and each SAM variant.
+    brain slices with any predicted pixel. Oracle-box variants cannot produce one (no box on a
+    tumour-free slice), so theirs is n/a, not 0.
+  * Statistics that n can carry: bootstrap 95% CIs (2,000 resamples of patients) and a paired
+    two-sided Wilcoxon signed-rank test of per-patient Dice between the U-Net and each SAM variant
+    are reported from ``MIN_PATIENTS_FOR_STATS`` (10) test patients on; below that they are null with
+    the reason (with 2 patients a "95% CI" is [min, max] and Wilcoxon can only return 0.5 or 1). The
+    smallest p the exact test can reach with n patients (2^(1-n)) and the number of tests are always
+    given.
   * Models: ``unet``; ``sam_<backend>_none`` (no prompt); ``sam_<backend>_box`` (ground-truth box:
     an ORACLE prompt, slices without tumour get no box and are predicted empty);
     ``sam_<backend>_unet_box`` (box-trained decoder prompted with the box of the U-Net's
     prediction; slices where the U-Net predicts nothing are predicted empty);
     ``sam_<backend>_box_zeroshot`` (the pretrained decoder, not fine-tuned, with the oracle box:
     how MRI-like the data looks to the model, and what fine-tuning added).
-  * Latency: batch 1, after warm-up runs, ``torch.cuda.synchronize`` around each run on GPU,
-    median and p90 over N runs, device recorded; SAM split into encoder and decoder time
-    (``unet_box`` also includes the U-Net).
+    Each records what it learnt from: ``data.{train_slices, val_slices, train_cases, val_cases}``.
+  * Latency: batch 1 on a real test slice, after warm-up runs, ``torch.cuda.synchronize`` around each
+    run on GPU; every run times a variant's whole pipeline end to end (slice tensor in -> boolean
+    native-grid mask on the host; ``unet_box`` = U-Net, copy to host, box, SAM encoder, decoder),
+    and median / p90 are taken over those totals. The SAM encoder / decoder split is timed
+    separately as extra columns.
 """
 
 from __future__ import annotations
@@ -28,186 +37,22 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import metrics as M
-from .brats import Case, discover_cases, load_case
-from .checkpoints import load_checkpoint, load_model_state, resolve_device
+from .brats import discover_cases
+from .checkpoints import resolve_device
+from .env import code_version
+from .inference import Models, predict_case, to_native
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .sam import SamDecoderModel, build_backend, mask_to_box
-from .slices import resize_slice
-from .unet import UNet
+from .sam import mask_to_box
 
-
-# ----------------------------------------------------------------------------- loading models
-def check_split(ckpt: dict, path: Path, split_sha256: str) -> None:
-    """Refuse a checkpoint trained on another split than the one being evaluated."""
-    have = ckpt.get("meta", {}).get("split_sha256")
-    if have != split_sha256:
-        raise ValueError(f"{path} was trained on split {str(have)[:12]}…, but splits.json has "
-                         f"{split_sha256[:12]}…; evaluating it on this test split would leak or mismatch cases. "
-                         "Re-run notebooks 02/03 on this split or point OUTPUT_DIR at the matching run.")
-
-
-def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="cpu") -> tuple[UNet, dict]:
-    path = Path(path)
-    ckpt = load_checkpoint(path, expect_arch="unet")
-    if split_sha256 is not None:
-        check_split(ckpt, path, split_sha256)
-    cfg = {k: v for k, v in ckpt["config"]["model"].items() if k != "arch"}
-    model = UNet(**cfg)
-    load_model_state(model, ckpt["model"], str(path))
-    return model.to(device).eval(), ckpt
-
-
-def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
-                     ) -> tuple[SamDecoderModel, dict]:
-    path = Path(path)
-    ckpt = load_checkpoint(path, expect_arch="sam_decoder")
-    if split_sha256 is not None:
-        check_split(ckpt, path, split_sha256)
-    cfg = ckpt["config"]["model"]
-    if cfg.get("backend") != backend.name:
-        raise ValueError(f"{path} was trained with backend {cfg.get('backend')!r}, not {backend.name!r}")
-    model = SamDecoderModel(backend, cfg["prompt"], cfg["img_size"])
-    load_model_state(model, ckpt["model"], str(path))
-    return model.to(device).eval(), ckpt
-
-
-@dataclass
-class Models:
-    """What evaluation runs: the U-Net and, per SAM backend, the trained decoders by prompt."""
-
-    unet: UNet
-    sam: dict[str, dict[str, SamDecoderModel]] = field(default_factory=dict)  # backend -> prompt -> decoder
-    backends: dict = field(default_factory=dict)
-
-    def names(self) -> list[str]:
-        out = ["unet"]
-        for b, decs in self.sam.items():
-            if "none" in decs:
-                out.append(f"sam_{b}_none")
-            if "box" in decs:
-                out += [f"sam_{b}_box", f"sam_{b}_unet_box"]
-            if "box_zeroshot" in decs:
-                out.append(f"sam_{b}_box_zeroshot")
-        return out
-
-
-def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | None = None) -> Models:
-    """The U-Net from ``unet/best.pt`` and every ``sam/sam_<backend>_<prompt>/best.pt``.
-
-    ``sam_checkpoints`` maps a backend name to its weights path (vit_* / medsam; LiteMedSAM needs none).
-    """
-    unet_path = run.root / "unet" / "best.pt"
-    if not unet_path.exists():
-        raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first")
-    unet, _ = load_unet(unet_path, split_sha256, device)
-    models = Models(unet)
-    sam_root = run.root / "sam"
-    for best in sorted(sam_root.glob("sam_*/best.pt")) if sam_root.exists() else []:
-        cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
-        name = cfg["backend"]
-        if name not in models.backends:
-            ckpt_path = (sam_checkpoints or {}).get(name)
-            models.backends[name] = build_backend(name, ckpt_path).to(device)
-        dec, _ = load_sam_decoder(best, models.backends[name], split_sha256, device)
-        models.sam.setdefault(name, {})[cfg["prompt"]] = dec
-        if cfg["prompt"] == "box":  # the pretrained decoder as shipped: how much did fine-tuning add?
-            zero = SamDecoderModel(models.backends[name], "box", cfg["img_size"])
-            models.sam[name]["box_zeroshot"] = zero.to(device).eval()
-    return models
-
-
-# ----------------------------------------------------------------------------- prediction
-def to_native(prob: torch.Tensor, h: int, w: int) -> np.ndarray:
-    """(n, S, S) probabilities -> bool (n, h, w): bilinear back to the padded square, crop the padding, > 0.5."""
-    side = max(h, w)
-    up = F.interpolate(prob[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
-    ph, pw = (side - h) // 2, (side - w) // 2
-    return (up[:, ph:ph + h, pw:pw + w] > 0.5).cpu().numpy()
-
-
-@torch.no_grad()
-def _batched(fn, n: int, batch: int) -> torch.Tensor:
-    return torch.cat([fn(i, min(i + batch, n)) for i in range(0, n, batch)]) if n else torch.zeros(0)
-
-
-@torch.no_grad()
-def predict_case(models: Models, case: Case, img_size: int, modalities: tuple[str, ...], device="cpu",
-                 batch: int = 8) -> dict:
-    """Predicted whole-tumour volumes of every model for one case, plus the truth and geometry.
-
-    Returns {"gt": bool (H, W, D), "pred": {model: bool (H, W, D)}, "brain_z": int array,
-    "affine", "spacing", "flair": float32 (H, W, D) in [0, 1]}.
-    """
-    vol = load_case(case, modalities)
-    image, wt, brain = vol["image"], vol["wt"].astype(bool), vol["brain"]
-    h, w, d = wt.shape
-    zs = np.flatnonzero(brain.reshape(-1, d).any(0))
-    small = [resize_slice(image[..., z], wt[..., z].astype(np.uint8), img_size) for z in zs]
-    x = torch.from_numpy(np.stack([s[0] for s in small]).astype(np.float32)) if len(zs) else torch.zeros(0)
-    gt_small = np.stack([s[1] for s in small]) if len(zs) else np.zeros((0, img_size, img_size), np.uint8)
-
-    preds: dict[str, np.ndarray] = {}
-
-    def place(p_native: np.ndarray) -> np.ndarray:
-        out = np.zeros((h, w, d), bool)
-        out[:, :, zs] = np.moveaxis(p_native, 0, -1)
-        return out
-
-    unet_prob = _batched(lambda a, b: torch.sigmoid(models.unet(x[a:b].to(device)))[:, 0].cpu(), len(zs), batch)
-    preds["unet"] = place(to_native(unet_prob, h, w))
-    unet_small = (unet_prob > 0.5).numpy()
-
-    for bname, decoders in models.sam.items():
-        preds.update(_sam_predictions(bname, models.backends[bname], decoders, x, gt_small, unet_small, device,
-                                      batch, lambda p: place(to_native(p, h, w))))
-    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
-    return {"gt": wt, "pred": preds, "brain_z": zs, "affine": vol["affine"], "spacing": spacing,
-            "flair": image[0]}
-
-
-@torch.no_grad()
-def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish) -> dict:
-    """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
-    (n, S, S) probabilities to a native-grid volume. Each slice is encoded at most once."""
-    n, size = len(x), x.shape[-1]
-    need = np.zeros(n, bool)
-    if "none" in decoders:
-        need[:] = True
-    if "box" in decoders:
-        need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
-    idx = np.flatnonzero(need)
-    emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).cpu(), len(idx), batch)
-    pos = {int(i): k for k, i in enumerate(idx)}
-
-    def run(dec, rows, boxes):
-        prob = torch.zeros(n, size, size)
-        if len(rows):
-            e = emb[[pos[int(r)] for r in rows]]
-            bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
-            prob[rows] = _batched(lambda a, b: torch.sigmoid(
-                dec(e[a:b].to(device), None if bx is None else bx[a:b].to(device)))[:, 0].cpu(), len(rows), batch)
-        return finish(prob)
-
-    out = {}
-    if "none" in decoders:
-        out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
-    jobs = [("box", f"sam_{bname}_box", gt_small), ("box", f"sam_{bname}_unet_box", unet_small),
-            ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small)]
-    for key, name, source in jobs:
-        if key in decoders:
-            rows = np.flatnonzero(source.reshape(n, -1).any(1))
-            out[name] = run(decoders[key], rows, [mask_to_box(source[r]) for r in rows])
-    return out
+MIN_PATIENTS_FOR_STATS = 10  # below this, CIs and p-values are reported as n/a
 
 
 # ----------------------------------------------------------------------------- metrics tables
@@ -229,31 +74,66 @@ def slice_rows(case_id: str, result: dict) -> list[dict]:
     return rows
 
 
+def _na(n: int) -> str:
+    return f"n/a (n = {n} < {MIN_PATIENTS_FOR_STATS} test patients)"
+
+
+def is_oracle(name: str) -> bool:
+    """Variants prompted with the ground-truth box (no box, hence no prediction, on tumour-free slices)."""
+    return name.endswith("_box") and not name.endswith("_unet_box") or name.endswith("_box_zeroshot")
+
+
 def summarise(per_case: pd.DataFrame, per_slice: pd.DataFrame, seed: int = 0) -> dict:
-    """Per model: per-case means with bootstrap CIs, per-slice means (tumour / all), FP rate."""
+    """Per model: per-case means (bootstrap CIs from ``MIN_PATIENTS_FOR_STATS`` patients on, else null
+    with ``ci95_note``), per-slice means (tumour / all), FP rate (null with a reason for oracle prompts)."""
     out = {}
     for name, pc in per_case.groupby("model", sort=False):
         ps = per_slice[per_slice.model == name]
         tum, free = ps[ps.has_tumour], ps[~ps.has_tumour]
-        entry = {"n_cases": int(len(pc)), "per_case": {}, "per_slice": {}, "per_slice_tumour": {}}
+        n = int(len(pc))
+        entry = {"n_cases": n, "per_case": {}, "per_slice": {}, "per_slice_tumour": {}}
         for m in M.METRICS:
-            lo, hi = M.bootstrap_ci(pc[m], seed=seed)
-            entry["per_case"][m] = {"mean": float(pc[m].mean()), "median": float(pc[m].median()),
-                                    "std": float(pc[m].std(ddof=1)) if len(pc) > 1 else 0.0,
-                                    "ci95": [lo, hi]}
+            stats = {"mean": float(pc[m].mean()), "median": float(pc[m].median()),
+                     "std": float(pc[m].std(ddof=1)) if n > 1 else 0.0}
+            if n >= MIN_PATIENTS_FOR_STATS:
+                stats["ci95"] = list(M.bootstrap_ci(pc[m], seed=seed))
+            else:
+                stats["ci95"], stats["ci95_note"] = None, _na(n)
+            entry["per_case"][m] = stats
             entry["per_slice"][m] = {"mean": float(ps[m].mean()), "n": int(len(ps))}
             entry["per_slice_tumour"][m] = {"mean": float(tum[m].mean()) if len(tum) else float("nan"),
                                             "n": int(len(tum))}
-        entry["false_positive_rate"] = {"value": float((free.pred_px > 0).mean()) if len(free) else float("nan"),
-                                        "n_tumour_free_slices": int(len(free))}
+        fp = {"value": float((free.pred_px > 0).mean()) if len(free) else float("nan"),
+              "n_tumour_free_slices": int(len(free))}
+        if is_oracle(name):
+            fp = {"value": None, "note": "n/a (oracle): the ground-truth box is absent on tumour-free slices, "
+                                         "so no false positive is possible", "n_tumour_free_slices": int(len(free))}
+        entry["false_positive_rate"] = fp
         out[name] = entry
     return out
 
 
 def paired_tests(per_case: pd.DataFrame, reference: str = "unet", metric: str = "dice") -> dict:
+    """Wilcoxon signed-rank of per-patient ``metric``, ``reference`` vs every other model.
+
+    Each entry: ``n``, ``n_tests`` (comparisons made), ``min_attainable_p`` (2^(1-n): the exact
+    two-sided test's smallest p with n pairs), and ``p_value`` / ``statistic`` (null with
+    ``p_value_note`` below ``MIN_PATIENTS_FOR_STATS`` patients).
+    """
     wide = per_case.pivot(index="case_id", columns="model", values=metric)
-    return {name: {"vs": reference, "metric": metric, **M.paired_wilcoxon(wide[reference], wide[name])}
-            for name in wide.columns if name != reference}
+    others = [name for name in wide.columns if name != reference]
+    out = {}
+    for name in others:
+        res = M.paired_wilcoxon(wide[reference], wide[name])
+        n = res["n"]
+        entry = {"vs": reference, "metric": metric, "n": n, "n_tests": len(others),
+                 "min_attainable_p": min(1.0, 2.0 ** (1 - n)) if n else None}
+        if n >= MIN_PATIENTS_FOR_STATS:
+            entry.update(statistic=res["statistic"], p_value=res["p_value"])
+        else:
+            entry.update(statistic=None, p_value=None, p_value_note=_na(n))
+        out[name] = entry
+    return out
 
 
 # ----------------------------------------------------------------------------- latency
@@ -277,30 +157,63 @@ def _stats(ms: list[float]) -> dict:
     return {"median": float(statistics.median(ms)), "p90": float(np.percentile(ms, 90)), "n_runs": len(ms)}
 
 
-@torch.no_grad()
-def measure_latency(models: Models, img_size: int, in_channels: int, device, n_runs: int = 20, warmup: int = 3
-                    ) -> dict:
-    """Batch-1 latency per model (see module docstring)."""
-    device = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(1, in_channels, img_size, img_size, generator=g).to(device)
-    box = torch.tensor([[img_size * 0.3, img_size * 0.3, img_size * 0.6, img_size * 0.6]], device=device)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    res = {"unet": {**_stats(time_runs(lambda: models.unet(x), device, n_runs, warmup)), "device": dev_name}}
+def pipelines(models: Models, x: torch.Tensor, box: torch.Tensor, native_hw: tuple[int, int]) -> dict:
+    """One callable per model variant: the whole batch-1 pipeline, slice tensor ``x`` (1, C, S, S) on the
+    device -> boolean native-grid mask (h, w) on the host. ``box``: (1, 4) ground-truth box on the device."""
+    h, w = native_hw
+    unet, dev = models.unet, x.device
+
+    def unet_mask():
+        return to_native(unet(x)[:, 0], h, w)[0]
+
+    out = {"unet": unet_mask}
     for bname, decoders in models.sam.items():
+        backend = models.backends[bname]
+
+        def sam(dec, bx, backend=backend):
+            return to_native(dec.low_res_logits(backend.encode(x), bx)[:, 0], h, w)[0]
+
+        def cascade(dec, backend=backend):
+            small = (unet(x)[0, 0] > 0).cpu().numpy()  # device -> host, then the box
+            b = mask_to_box(small)
+            if b is None:  # the U-Net found nothing: SAM is not run
+                return np.zeros((h, w), bool)
+            return sam(dec, torch.from_numpy(b)[None].to(dev), backend)
+
+        if "none" in decoders:
+            out[f"sam_{bname}_none"] = lambda d=decoders["none"]: sam(d, None)
+        if "box" in decoders:
+            out[f"sam_{bname}_box"] = lambda d=decoders["box"]: sam(d, box)
+            out[f"sam_{bname}_unet_box"] = lambda d=decoders["box"]: cascade(d)
+        if "box_zeroshot" in decoders:
+            out[f"sam_{bname}_box_zeroshot"] = lambda d=decoders["box_zeroshot"]: sam(d, box)
+    return out
+
+
+@torch.no_grad()
+def measure_latency(models: Models, sample: np.ndarray, sample_box: np.ndarray | None, native_hw: tuple[int, int],
+                    device, n_runs: int = 20, warmup: int = 3) -> dict:
+    """Batch-1 latency per model (see module docstring). ``sample``: float32 (C, S, S) slice in [0, 1];
+    ``sample_box``: its ground-truth XYXY box (or None: a centred box is used)."""
+    device = torch.device(device)
+    x = torch.from_numpy(np.ascontiguousarray(sample, np.float32))[None].to(device)
+    size = x.shape[-1]
+    b = sample_box if sample_box is not None else np.array([0.3, 0.3, 0.6, 0.6], np.float32) * size
+    box = torch.as_tensor(np.asarray(b, np.float32))[None].to(device)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    res = {}
+    for name, fn in pipelines(models, x, box, native_hw).items():
+        res[name] = {**_stats(time_runs(fn, device, n_runs, warmup)), "device": dev_name,
+                     "note": "whole pipeline per run, end to end"}
+    for bname, decoders in models.sam.items():  # the encoder / decoder split (extra columns)
         backend = models.backends[bname]
         emb = backend.encode(x)
         enc = _stats(time_runs(lambda b=backend: b.encode(x), device, n_runs, warmup))
         for prompt, dec in decoders.items():
             bx = None if prompt == "none" else box
-            dec_ms = _stats(time_runs(lambda d=dec, bx=bx, e=emb: d(e, bx), device, n_runs, warmup))
-            names = [f"sam_{bname}_{prompt}"] + ([f"sam_{bname}_unet_box"] if prompt == "box" else [])
-            for name in names:
-                total = enc["median"] + dec_ms["median"] + (res["unet"]["median"] if name.endswith("unet_box") else 0)
-                res[name] = {"median": total, "p90": enc["p90"] + dec_ms["p90"] + (
-                    res["unet"]["p90"] if name.endswith("unet_box") else 0), "n_runs": n_runs,
-                    "encoder_ms": enc, "decoder_ms": dec_ms, "device": dev_name,
-                    "note": "median = sum of the medians of the parts"}
+            dec_ms = _stats(time_runs(lambda d=dec, bx=bx, e=emb: d.low_res_logits(e, bx), device, n_runs, warmup))
+            for name in [f"sam_{bname}_{prompt}"] + ([f"sam_{bname}_unet_box"] if prompt == "box" else []):
+                res[name].update(encoder_ms=enc, decoder_ms=dec_ms)
     return res
 
 
@@ -314,34 +227,70 @@ def export_prediction(pred: np.ndarray, source: str | os.PathLike, path: str | o
     return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
 
 
+def fmt_ci(stats: dict, n: int) -> str:
+    """"0.900 [0.850, 0.950]", or "0.900 (CI n/a, n = 2)" when n cannot carry a CI."""
+    ci = stats.get("ci95")
+    if ci and None not in ci and np.isfinite(ci[0]):
+        return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{stats['mean']:.3f} (CI n/a, n = {n})"
+
+
+def fmt_fp(fp: dict) -> str:
+    return "n/a (oracle)" if fp.get("value") is None else f"{fp['value']:.3f}"
+
+
+def fmt_data(data: dict | None) -> str:
+    """"518 / 64 slices, 11 cases" (train / val slices, training cases)."""
+    d = data or {}
+    if d.get("train_slices") is None:
+        return "unknown"
+    if d["train_slices"] == 0:
+        return "pretrained only"
+    return f"{d['train_slices']} / {d['val_slices']} slices, {d['train_cases']} cases"
+
+
+def fmt_p(test: dict | None) -> str:
+    if not test:
+        return ""
+    if test.get("p_value") is None:
+        return f"n/a (n = {test['n']}; min attainable p {test['min_attainable_p']:.3g})"
+    return f"{test['p_value']:.3g} (min attainable {test['min_attainable_p']:.3g})"
+
+
 def results_markdown(metrics: dict) -> str:
     ds = metrics["dataset"]
     label = "SYNTHETIC data (not BraTS): these numbers say nothing about real scans" if ds["name"] == "synthetic" \
         else "BraTS 2020 training data (held-out test split)"
+    n = ds["n_test_cases"]
+    n_tests = max((t["n_tests"] for t in metrics["statistics"].values()), default=0)
+    stats_line = (f"95% CIs (bootstrap over patients) and Wilcoxon p-values need >= {MIN_PATIENTS_FOR_STATS} test "
+                  f"patients; with {n} they are n/a." if n < MIN_PATIENTS_FOR_STATS else
+                  "Dice: mean [bootstrap 95% CI over patients].")
     lines = [f"# Results: {label}", "",
-             f"Dataset: **{ds['name']}**, {ds['n_test_cases']} test patients, split sha256 `{ds['split_sha256'][:16]}…`.",
-             "Per-patient 3-D metrics (headline; mean [bootstrap 95% CI]), per-slice Dice on tumour slices and on "
-             "all brain slices, false-positive rate on tumour-free slices, batch-1 latency.", "",
-             "| model | prompt | Dice (patient) | IoU | precision | recall | HD95 mm | Dice (tumour slices) | "
-             "Dice (all slices) | FP rate | latency ms (median) | p (Wilcoxon vs U-Net) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Dataset: **{ds['name']}**, {n} test patients, split sha256 `{ds['split_sha256'][:16]}…`.",
+             "Per-patient 3-D metrics (headline), per-slice Dice on tumour slices and on all brain slices, "
+             "false-positive rate on tumour-free slices, batch-1 end-to-end latency, and what each model learnt from "
+             "(train / val slices, training cases).", stats_line,
+             f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
+             "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).", "",
+             "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm | "
+             "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in metrics["models"].items():
-        pc = m["per_case"]
-
-        def ci(k, pc=pc):
-            lo, hi = pc[k]["ci95"]
-            return f"{pc[k]['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{pc[k]['mean']:.3f}"
-
-        p = metrics["statistics"].get(name, {}).get("p_value")
-        lines.append(f"| {name} | {m['prompt']} | {ci('dice')} | {pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | "
-                     f"{pc['recall']['mean']:.3f} | {pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
-                     f"{m['per_slice']['dice']['mean']:.3f} | {m['false_positive_rate']['value']:.3f} | "
-                     f"{m['latency_ms']['median']:.1f} ({m['latency_ms']['device']}) | "
-                     f"{'' if p is None else ('n/a' if not np.isfinite(p) else f'{p:.3g}')} |")
+        pc, lat = m["per_case"], m["latency_ms"]
+        lines.append(f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
+                     f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
+                     f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
+                     f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
+                     f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']} | "
+                     f"{fmt_p(metrics['statistics'].get(name))} |")
+    prov = metrics.get("provenance", {})
     lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]
     lines += ["- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
               "unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
-              f"- latency: {metrics['latency_protocol']}", ""]
+              f"- latency: {metrics['latency_protocol']}",
+              f"- produced by `{prov.get('command', '?')}` at commit `{prov.get('commit', '?')}`"
+              + (" (with uncommitted changes)" if prov.get("dirty") else ""), ""]
     return "\n".join(lines)
 
 
@@ -360,8 +309,13 @@ def prompt_of(name: str) -> str:
 
 def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, modalities: tuple[str, ...],
                    device="cpu", latency_runs: int = 20, export: bool = True, progress: bool = True,
-                   max_cases: int = 0) -> dict:
-    """Evaluate on the test split and write every result file. Returns the metrics dict."""
+                   max_cases: int = 0, command: str | None = None) -> tuple[dict, dict]:
+    """Evaluate on the test split and write every result file.
+
+    Returns ``(metrics, volumes)``: the dict written to ``metrics.json`` and, per test case,
+    ``{"gt", "pred": {model: bool (H, W, D)}, "flair"}`` for figures (not written).
+    ``command``: how the run was started, recorded with the git commit (default: ``$BRAINSEG_RUN_COMMAND``).
+    """
     from tqdm.auto import tqdm
 
     root = Path(info["root"])
@@ -371,7 +325,7 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
         raise FileNotFoundError(f"test cases {missing[:5]} from splits.json are not under {root}")
     test_ids = split["test"][:max_cases] if max_cases else split["test"]
     device = resolve_device(str(device)) if isinstance(device, str) else device
-    pc_rows, ps_rows, volumes = [], [], {}
+    pc_rows, ps_rows, volumes, sample = [], [], {}, None
     for cid in tqdm(test_ids, desc="test cases", disable=not progress):
         res = predict_case(models, by_id[cid], img_size, modalities, device)
         pc_rows += case_rows(cid, res)
@@ -380,13 +334,15 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
             for name, pred in res["pred"].items():
                 export_prediction(pred, by_id[cid].images["flair"], run.predictions(name) / f"{cid}_pred.nii.gz")
         volumes[cid] = {"gt": res["gt"], "pred": res["pred"], "flair": res["flair"]}
+        sample = sample or (res["sample"], res["sample_box"], res["gt"].shape[:2])
     per_case, per_slice = pd.DataFrame(pc_rows), pd.DataFrame(ps_rows)
     summary = summarise(per_case, per_slice)
-    latency = measure_latency(models, img_size, len(modalities), device, latency_runs)
+    latency = measure_latency(models, *sample, device, latency_runs)
     for name in summary:
         summary[name]["latency_ms"] = latency[name]
         summary[name]["prompt"] = prompt_of(name)
-        summary[name]["oracle"] = prompt_of(name).startswith("oracle")
+        summary[name]["oracle"] = is_oracle(name)
+        summary[name]["data"] = models.data.get(name)
     metrics = {
         "dataset": {"name": info["name"], "split_sha256": split["sha256"], "n_test_cases": len(test_ids),
                     "test_cases": list(test_ids), "root": str(root),
@@ -394,21 +350,31 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
         "models": summary,
         "statistics": paired_tests(per_case),
         "conventions": {**M.CONVENTIONS, "target": "whole tumour (labels 1, 2, 4)",
+                        "threshold": "logits resized once (bilinear, pixel-centre aligned) to the native grid, "
+                                     "then > 0 (sigmoid 0.5)",
                         "per_case": "3-D volume of every brain slice's prediction, native grid",
                         "per_slice": "2-D, every brain slice of the test volumes",
-                        "false_positive_rate": "share of tumour-free brain slices with any predicted pixel",
-                        "ci95": "percentile bootstrap over patients, 2000 resamples",
-                        "test": "two-sided Wilcoxon signed-rank on per-patient Dice vs unet"},
-        "latency_protocol": f"batch 1, {latency_runs} timed runs after 3 warm-up runs, torch.cuda.synchronize on GPU; "
-                            "SAM = image encoder + decoder (unet_box adds the U-Net)",
+                        "false_positive_rate": "share of tumour-free brain slices with any predicted pixel; "
+                                               "n/a for oracle-box variants (no box, no prediction)",
+                        "ci95": f"percentile bootstrap over patients, 2000 resamples; null below "
+                                f"{MIN_PATIENTS_FOR_STATS} test patients",
+                        "test": f"two-sided Wilcoxon signed-rank on per-patient Dice vs unet; null below "
+                                f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
+                        "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
+                                "(box decoders: tumour slices only, a box needs a tumour); train_cases: patients"},
+        "latency_protocol": f"batch 1 on a real test slice, {latency_runs} timed runs after 3 warm-up runs, "
+                            "torch.cuda.synchronize on GPU; each run = the variant's whole pipeline (slice in -> "
+                            "native-grid mask on the host; unet_box includes the U-Net, the copy to host and the box); "
+                            "median and p90 of those totals; SAM encoder / decoder split timed separately",
+        "provenance": {**code_version(), "command": command or os.environ.get("BRAINSEG_RUN_COMMAND")
+                       or "notebooks/04_evaluate.ipynb (run by hand)"},
     }
     res_dir = run.results
     atomic_write_json(res_dir / "metrics.json", json.loads(json.dumps(metrics, default=float)))  # numpy -> float
     atomic_write(res_dir / "per_case.csv", lambda tmp: per_case.to_csv(tmp, index=False))
     atomic_write(res_dir / "per_slice.csv", lambda tmp: per_slice.to_csv(tmp, index=False))
     atomic_write_text(res_dir / "results.md", results_markdown(metrics))
-    metrics["_volumes"] = volumes  # for figures in the notebook; not written
-    return metrics
+    return metrics, volumes
 
 
 def parse_checkpoints(text: str) -> dict[str, str]:

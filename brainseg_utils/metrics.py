@@ -11,8 +11,9 @@ distance, the voxel spacing in mm. Conventions, also written into every result f
   * HD95 (mm): the larger of the two directed 95th-percentile surface distances
     (prediction -> truth, truth -> prediction), surfaces being the mask voxels with a background
     face-neighbour, distances Euclidean in mm (spacing-aware), as MONAI's
-    ``compute_hausdorff_distance(percentile=95)``. 0 when both masks are empty; 373.13 mm (the
-    diagonal of a 240 x 240 x 155 mm BraTS volume) when exactly one is.
+    ``compute_hausdorff_distance(percentile=95)``. 0 when both masks are empty; when exactly one
+    is, the diagonal of the image grid in mm (``empty_hd95``): 373.13 mm for a 240 x 240 x 155
+    BraTS volume at 1 mm (the BraTS penalty), 339.41 mm for one 240 x 240 slice of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-HD95_EMPTY_PENALTY = 373.13  # mm: sqrt(240^2 + 240^2 + 155^2)
+HD95_EMPTY_PENALTY = 373.13  # mm: sqrt(240^2 + 240^2 + 155^2), a BraTS volume's diagonal
 METRICS = ("dice", "iou", "precision", "recall", "hd95")
 CONVENTIONS = {
     "dice": "2|P∩G|/(|P|+|G|); 1 if both empty, 0 if exactly one is empty",
@@ -28,7 +29,8 @@ CONVENTIONS = {
     "precision": "|P∩G|/|P|; 1 if both empty; 0 if the prediction is empty and the truth is not",
     "recall": "|P∩G|/|G|; 1 if the truth is empty (nothing to recall); 0 if it is not and the prediction is empty",
     "hd95": "mm; max of the two directed 95th-percentile surface distances (MONAI convention); "
-            f"0 if both empty, {HD95_EMPTY_PENALTY} (BraTS volume diagonal) if exactly one is empty",
+            f"0 if both empty; if exactly one is empty, the image grid's diagonal in mm: {HD95_EMPTY_PENALTY} "
+            "for a 240x240x155 BraTS volume (per patient), 339.41 for a 240x240 slice (per slice)",
     "threshold": "sigmoid probability > 0.5",
 }
 
@@ -72,16 +74,22 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
+def empty_hd95(shape, spacing=None) -> float:
+    """HD95 (mm) when exactly one mask is empty: the diagonal of the image grid, ``sqrt(sum((n_i * s_i)^2))``."""
+    spacing = (1.0,) * len(shape) if spacing is None else spacing
+    return round(float(np.sqrt(sum((n * float(s)) ** 2 for n, s in zip(shape, spacing, strict=True)))), 2)
+
+
 def hd95(pred, gt, spacing=None) -> float:
     """95th-percentile Hausdorff distance in mm (see module docstring for the conventions)."""
     p, g = _pair(pred, gt)
-    if not p.any() and not g.any():
-        return 0.0
-    if not p.any() or not g.any():
-        return HD95_EMPTY_PENALTY
     spacing = tuple(float(s) for s in (spacing if spacing is not None else (1.0,) * p.ndim))
     if len(spacing) != p.ndim:
         raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {p.ndim}-D mask")
+    if not p.any() and not g.any():
+        return 0.0
+    if not p.any() or not g.any():
+        return empty_hd95(p.shape, spacing)
     # Crop to the joint bounding box (+1 voxel) first: distances inside it are unchanged.
     idx = np.argwhere(p | g)
     lo = np.maximum(idx.min(0) - 1, 0)

@@ -18,14 +18,15 @@ Backends (``build_backend(name, checkpoint)``; unknown names raise ``KeyError`` 
 
 Every backend's encoder yields embeddings (B, 256, 64, 64) and its decoder low-resolution logits
 (B, 1, 256, 256) covering the whole (square, unpadded) input; ``SamDecoderModel`` resizes them to
-the slice size S.
+the slice size S for training, and evaluation maps them straight to the native grid.
 
 Boxes are XYXY in pixel indices of the slice (x = column, y = row), inclusive, as SAM and MedSAM use.
 
 Prompt modes (``PROMPTS``):
   * ``none``: no prompt; the decoder must find the tumour alone and predict empty on tumour-free
     slices (the fair comparison with the U-Net);
-  * ``box``: the ground-truth box (jittered in training). At evaluation it is an *oracle* prompt;
+  * ``box``: the ground-truth box (in training enlarged by 0..k px per side, MedSAM-style). At
+    evaluation it is an *oracle* prompt;
   * ``unet_box``: at evaluation only, the box of the U-Net's prediction (a fully automatic cascade).
 """
 
@@ -274,15 +275,17 @@ def mask_to_box(mask: np.ndarray | torch.Tensor) -> np.ndarray | None:
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)
 
 
-def jitter_box(box: np.ndarray, size: int, rng: np.random.Generator, fraction: float = 0.1, pixels: float = 3.0
-               ) -> np.ndarray:
-    """Move each side by up to ``fraction`` x the box side + ``pixels`` (uniform), clipped to the slice."""
-    w, h = box[2] - box[0] + 1, box[3] - box[1] + 1
-    scale = np.array([w, h, w, h]) * fraction + pixels
-    out = box + rng.uniform(-1, 1, 4) * scale
-    out = np.clip(out, 0, size - 1)
-    out[2], out[3] = max(out[2], out[0]), max(out[3], out[1])
-    return out.astype(np.float32)
+def jitter_box(box: np.ndarray, size: int, rng: np.random.Generator, max_px: int = 5) -> np.ndarray:
+    """Enlarge each side of an XYXY box by a random whole number of pixels in [0, ``max_px``], clipped to the slice.
+
+    As MedSAM / LiteMedSAM train (``bbox_shift``): the box only grows, so it never cuts into the tumour
+    and never gets smaller than the mask's own box (which lies inside the slice, so clipping cannot
+    shrink it either). ``size``: the slice side S; returns float32 (4,) with 0 <= x0 <= x1 <= S - 1.
+    """
+    if max_px < 0:
+        raise ValueError(f"max_px must be >= 0, got {max_px}")
+    grow = rng.integers(0, int(max_px) + 1, 4) * np.array([-1, -1, 1, 1])
+    return np.clip(np.asarray(box, np.float64) + grow, 0, size - 1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- batched decoder
@@ -363,12 +366,21 @@ class SamDecoderModel(nn.Module):
             sparse, _ = pe(points=None, boxes=boxes.float() * self._box_scale, masks=None)  # (B, 2, 256)
         return sparse, dense
 
-    def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    low_res_size = 256  # side of the decoder's logits (4 x the 64 x 64 embedding grid)
+
+    def low_res_logits(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder logits (B, 1, 256, 256) covering the whole square slice (evaluation maps them straight
+        to the native grid with ``inference.to_native``: one interpolation)."""
         b = embeddings.shape[0]
         sparse, dense = self.prompts(boxes, b, embeddings.device)
         image_pe = self.prompt_encoder.get_dense_pe()
         low, _ = decode_batched(self.mask_decoder, embeddings, image_pe.to(embeddings.dtype),
                                 sparse.to(embeddings.dtype), dense.to(embeddings.dtype))
+        return low
+
+    def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, 1, S, S) at the slice-cache size (what training compares with the cached masks)."""
+        low = self.low_res_logits(embeddings, boxes)
         return F.interpolate(low.float(), size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
 
 

@@ -35,7 +35,7 @@ import pandas as pd
 from .brats import Case, load_case
 from .io import atomic_write_json, canonical_sha256, file_fingerprint
 
-CACHE_VERSION = 2  # 2: has_tumour follows the resized mask
+CACHE_VERSION = 3  # 2: has_tumour follows the resized mask; 3: masks resized like images (no offset)
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,15 @@ def select_slices(wt: np.ndarray, brain: np.ndarray, cfg: SliceConfig, case_id: 
 def resize_slice(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad to square (centred, zeros) then resize to ``size``.
 
-    ``img``: float32 (C, H, W); ``mask``: uint8 (H, W). Image uses area interpolation when
-    shrinking (linear when enlarging); the mask uses nearest neighbour so it stays binary.
+    ``img``: float32 (C, H, W); ``mask``: uint8 (H, W) in {0, 1}. Returns float32 (C, size, size) and
+    uint8 (size, size) in {0, 1}.
+
+    Image and mask go through the same, pixel-centre-aligned interpolation (area when shrinking,
+    bilinear when enlarging); the mask is resized as float and thresholded at 0.5, so it stays
+    binary and keeps its position. (Nearest neighbour, as OpenCV implements it, picks source pixel
+    ``floor(x * scale)`` without the half-pixel centre and shifts a shrunk mask by up to one source
+    pixel down-right relative to the image; ``to_native`` in evaluation maps back with the same
+    centre-aligned convention.)
     """
     c, h, w = img.shape
     side = max(h, w)
@@ -89,8 +96,9 @@ def resize_slice(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarr
     if side != size:
         interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
         img = np.stack([cv2.resize(ch, (size, size), interpolation=interp) for ch in img])
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-    return img, mask
+        soft = cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=interp)
+        mask = (soft >= 0.5).astype(np.uint8)
+    return img, np.asarray(mask, np.uint8)
 
 
 def cache_key(cases: list[Case], cfg: SliceConfig) -> tuple[str, dict]:

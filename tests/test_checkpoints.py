@@ -115,15 +115,15 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     decoders: every loader (evaluate's, the demo's) names the file, what it holds and what it expected."""
     from types import SimpleNamespace
 
-    from brainseg_utils import demo, evaluate
+    from brainseg_utils import demo, inference
 
     run = tmp_path / "run"
     _sam_ckpt((run / "unet").mkdir(parents=True) or run / "unet" / "best.pt")
     wrong_unet = re.escape(str(run / "unet" / "best.pt")) + " holds a 'sam_decoder' .*expected a 'unet'"
     with pytest.raises(ValueError, match=wrong_unet):
-        evaluate.load_unet(run / "unet" / "best.pt")
+        inference.load_unet(run / "unet" / "best.pt")
     with pytest.raises(ValueError, match=wrong_unet):
-        evaluate.load_models(SimpleNamespace(root=run), SPLIT)
+        inference.load_models(SimpleNamespace(root=run), SPLIT)
     with pytest.raises(ValueError, match=wrong_unet):
         demo.predictor_from_run(run, device="cpu")
 
@@ -133,9 +133,9 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     _unet_ckpt(dec)
     wrong_sam = re.escape(str(dec)) + r" holds a 'unet' checkpoint; expected a 'sam_decoder'"
     with pytest.raises(ValueError, match=wrong_sam):
-        evaluate.load_sam_decoder(dec, backend=None)
+        inference.load_sam_decoder(dec, backend=None)
     with pytest.raises(ValueError, match=wrong_sam):
-        evaluate.load_models(SimpleNamespace(root=run), SPLIT)
+        inference.load_models(SimpleNamespace(root=run), SPLIT)
     with pytest.raises(ValueError, match=wrong_sam):
         demo.predictor_from_run(run, device="cpu")
 

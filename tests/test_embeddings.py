@@ -102,13 +102,14 @@ def test_dataset_prompts(slices64, tmp_path):
     has = slices64.index.has_tumour.to_numpy()
     none = EmbeddingDataset(cache, slices64, np.arange(len(slices64)), "none")
     assert len(none) == len(slices64) and torch.isnan(none[0][0]["boxes"]).all()
-    exact = EmbeddingDataset(cache, slices64, np.arange(len(slices64)), "box", jitter=0)
+    exact = EmbeddingDataset(cache, slices64, np.arange(len(slices64)), "box", jitter_px=0)
     assert len(exact) == has.sum()
     x, y = exact[0]
     np.testing.assert_array_equal(x["boxes"].numpy(), mask_to_box(y[0].numpy()))
-    jit = EmbeddingDataset(cache, slices64, np.arange(len(slices64)), "box", jitter=0.1, seed=1)
+    jit = EmbeddingDataset(cache, slices64, np.arange(len(slices64)), "box", jitter_px=5, seed=1)
     b0 = jit[0][0]["boxes"]
     assert torch.equal(b0, jit[0][0]["boxes"]) and not torch.equal(b0, x["boxes"])
+    assert (b0[:2] <= x["boxes"][:2]).all() and (b0[2:] >= x["boxes"][2:]).all(), "jitter only enlarges"
     jit.set_epoch(1)
     assert not torch.equal(b0, jit[0][0]["boxes"])
 
@@ -124,8 +125,8 @@ def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
     va_rows = [r for r in cache.rows_for(split["val"]) if has[r]][:10]
     lite = build_backend("litemedsam")
     emb = build_embedding_cache(lite, cache, tr_rows + va_rows, tmp_path / "emb", batch_size=8, progress=False)
-    tr = EmbeddingDataset(emb, cache, tr_rows, "box", jitter=0.1)
-    va = EmbeddingDataset(emb, cache, va_rows, "box", jitter=0)
+    tr = EmbeddingDataset(emb, cache, tr_rows, "box", jitter_px=5)
+    va = EmbeddingDataset(emb, cache, va_rows, "box", jitter_px=0)
     model = SamDecoderModel(lite, "box", cache.images.shape[-1])
     zero = evaluate_dataset(model, va)["dice"]
     hist = fit(model, tr, va, tmp_path / "run", TrainConfig(epochs=4, batch_size=4, lr=1e-4, progress=False),

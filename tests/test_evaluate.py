@@ -7,27 +7,6 @@ import torch
 
 from brainseg_utils import evaluate as ev
 from brainseg_utils.brats import discover_cases
-from brainseg_utils.checkpoints import save_checkpoint
-from brainseg_utils.unet import UNet
-
-
-def test_to_native_undoes_padding_and_resize():
-    prob = torch.zeros(1, 8, 8)
-    prob[0, 2:6, 2:6] = 1.0
-    out = ev.to_native(prob, 16, 16)
-    assert out.shape == (1, 16, 16) and out[0, 5:11, 5:11].all() and not out[0, :3].any()
-    wide = ev.to_native(torch.ones(1, 8, 8), 12, 16)  # padded to 16 x 16, rows cropped back to 12
-    assert wide.shape == (1, 12, 16) and wide.all()
-
-
-def test_checkpoint_from_another_split_is_refused(tmp_path):
-    p = tmp_path / "best.pt"
-    save_checkpoint(p, {"model": UNet(base_channels=4).state_dict(), "config": {"model": UNet(base_channels=4).config},
-                        "meta": {"split_sha256": "a" * 64}})
-    model, _ = ev.load_unet(p, "a" * 64)
-    assert model.config["base_channels"] == 4
-    with pytest.raises(ValueError, match="was trained on split aaaaaaaaaaaa…, but splits.json has bbbbbbbbbbbb…"):
-        ev.load_unet(p, "b" * 64)
 
 
 def test_export_prediction_reloads_with_source_geometry(quirky_root, tmp_path):
@@ -41,6 +20,18 @@ def test_export_prediction_reloads_with_source_geometry(quirky_root, tmp_path):
     assert back.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asarray(back.dataobj), pred.astype(np.uint8))
     assert [p.name for p in (tmp_path / "p").iterdir()] == ["x_pred.nii.gz"]
+
+
+def _tables(n_cases: int, models=("unet", "sam_x_none")):
+    rng = np.random.default_rng(n_cases)
+    ids = [f"c{i}" for i in range(n_cases)]
+    per_case = pd.DataFrame([{"model": m, "case_id": c, "dice": float(rng.uniform(0.4, 0.9)), "iou": 0.5,
+                              "precision": 0.5, "recall": 0.5, "hd95": 3.0, "tumour_ml": 1.0}
+                             for m in models for c in ids])
+    per_slice = pd.DataFrame([{"model": m, "case_id": "c0", "z": z, "has_tumour": z < 2, "tumour_px": 5 if z < 2 else 0,
+                               "pred_px": 1, "dice": 0.5, "iou": 0.5, "precision": 0.5, "recall": 0.5, "hd95": 1.0}
+                              for m in models for z in range(4)])
+    return per_case, per_slice
 
 
 def test_summary_statistics_by_hand():
@@ -57,10 +48,38 @@ def test_summary_statistics_by_hand():
     assert s["unet"]["per_slice_tumour"]["dice"]["mean"] == pytest.approx(0.8)
     assert s["unet"]["false_positive_rate"]["value"] == pytest.approx(0.5)
     assert s["sam_x_none"]["false_positive_rate"]["value"] == pytest.approx(1.0)
-    lo, hi = s["unet"]["per_case"]["dice"]["ci95"]
-    assert 0.6 - 1e-9 <= lo <= 0.7 <= hi <= 0.8 + 1e-9
+    # 3 patients cannot carry a CI or a p-value: null with the reason, and the smallest attainable p
+    assert s["unet"]["per_case"]["dice"]["ci95"] is None
+    assert s["unet"]["per_case"]["dice"]["ci95_note"] == "n/a (n = 3 < 10 test patients)"
     tests = ev.paired_tests(per_case)
     assert set(tests) == {"sam_x_none"} and tests["sam_x_none"]["n"] == 3
+    assert tests["sam_x_none"]["p_value"] is None and tests["sam_x_none"]["p_value_note"].startswith("n/a (n = 3")
+    assert tests["sam_x_none"]["min_attainable_p"] == pytest.approx(0.25) and tests["sam_x_none"]["n_tests"] == 1
+
+
+def test_statistics_from_ten_patients():
+    per_case, per_slice = _tables(12, ("unet", "sam_x_none", "sam_x_box"))
+    s = ev.summarise(per_case, per_slice)
+    lo, hi = s["unet"]["per_case"]["dice"]["ci95"]
+    assert lo < s["unet"]["per_case"]["dice"]["mean"] < hi
+    tests = ev.paired_tests(per_case)
+    from scipy.stats import wilcoxon
+
+    wide = per_case.pivot(index="case_id", columns="model", values="dice")
+    assert tests["sam_x_box"]["p_value"] == pytest.approx(wilcoxon(wide["unet"], wide["sam_x_box"]).pvalue)
+    assert tests["sam_x_box"]["min_attainable_p"] == pytest.approx(2.0 ** -11)
+    assert tests["sam_x_box"]["n_tests"] == 2
+
+
+def test_oracle_variants_have_no_false_positive_rate():
+    per_case, per_slice = _tables(2, ("unet", "sam_x_box", "sam_x_unet_box", "sam_x_box_zeroshot", "sam_x_none"))
+    s = ev.summarise(per_case, per_slice)
+    assert s["sam_x_box"]["false_positive_rate"]["value"] is None
+    assert s["sam_x_box_zeroshot"]["false_positive_rate"]["value"] is None
+    assert "oracle" in s["sam_x_box"]["false_positive_rate"]["note"]
+    for name in ("unet", "sam_x_unet_box", "sam_x_none"):
+        assert s[name]["false_positive_rate"]["value"] == pytest.approx(1.0), name
+    assert ev.fmt_fp(s["sam_x_box"]["false_positive_rate"]) == "n/a (oracle)"
 
 
 def test_prompt_labels_and_parse_checkpoints():
@@ -76,6 +95,66 @@ def test_prompt_labels_and_parse_checkpoints():
 
 
 def test_latency_protocol_counts_runs():
+    import time
+
     calls = []
-    ms = ev.time_runs(lambda: calls.append(1), torch.device("cpu"), n_runs=5, warmup=2)
-    assert len(ms) == 5 and len(calls) == 7 and all(m >= 0 for m in ms)
+    ms = ev.time_runs(lambda: (calls.append(1), time.sleep(0.002)), torch.device("cpu"), n_runs=5, warmup=2)
+    assert len(ms) == 5 and len(calls) == 7 and min(ms) >= 2.0
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, log, size=32):
+        super().__init__()
+        self.log, self.size = log, size
+
+    def forward(self, x):  # the U-Net: a tumour in the middle
+        self.log.append("unet")
+        out = torch.full((len(x), 1, self.size, self.size), -5.0)
+        out[:, :, 10:20, 12:22] = 5.0
+        return out
+
+    def encode(self, x):
+        self.log.append("encode")
+        return torch.zeros(len(x), 1)
+
+    def low_res_logits(self, emb, boxes=None):
+        self.log.append("decode" if boxes is None else f"decode box {boxes[0].tolist()}")
+        return torch.zeros(len(emb), 1, 256, 256)
+
+
+def test_latency_times_each_variants_whole_pipeline():
+    from brainseg_utils.inference import Models
+
+    log = []
+    fake = _Counting(log)
+    models = Models(fake, sam={"f": {"none": fake, "box": fake, "box_zeroshot": fake}}, backends={"f": fake})
+    x = torch.rand(1, 1, 32, 32)
+    pipes = ev.pipelines(models, x, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (48, 40))
+    assert set(pipes) == {"unet", "sam_f_none", "sam_f_box", "sam_f_unet_box", "sam_f_box_zeroshot"}
+    log.clear()
+    out = pipes["sam_f_unet_box"]()
+    assert out.shape == (48, 40) and out.dtype == bool
+    assert log == ["unet", "encode", "decode box [12.0, 10.0, 21.0, 19.0]"], "U-Net, then its box, then SAM"
+    log.clear()
+    pipes["sam_f_box"]()
+    assert log == ["encode", "decode box [1.0, 2.0, 3.0, 4.0]"]
+    res = ev.measure_latency(models, x[0].numpy(), np.array([1, 2, 3, 4], np.float32), (48, 40), "cpu",
+                             n_runs=3, warmup=1)
+    assert set(res) == set(pipes)
+    assert res["sam_f_unet_box"]["n_runs"] == 3 and res["sam_f_unet_box"]["p90"] >= res["sam_f_unet_box"]["median"]
+    assert "encoder_ms" in res["sam_f_unet_box"] and "decoder_ms" in res["sam_f_none"] and "encoder_ms" not in res["unet"]
+
+
+def test_results_markdown_states_what_n_allows():
+    per_case, per_slice = _tables(2, ("unet", "sam_x_box"))
+    summary = ev.summarise(per_case, per_slice)
+    for name in summary:
+        summary[name].update(prompt=ev.prompt_of(name), latency_ms={"median": 5.0, "p90": 6.0, "device": "cpu"},
+                             data={"train_slices": 100, "val_slices": 20, "train_cases": 7, "val_cases": 2})
+    metrics = {"dataset": {"name": "synthetic", "n_test_cases": 2, "split_sha256": "f" * 64}, "models": summary,
+               "statistics": ev.paired_tests(per_case), "conventions": {"dice": "x"}, "latency_protocol": "y",
+               "provenance": {"commit": "abc123", "dirty": False, "command": "bash run_all.sh"}}
+    md = ev.results_markdown(metrics)
+    assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "(CI n/a, n = 2)" in md
+    assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md
+    assert "n/a (n = 2; min attainable p 0.5)" in md and "`bash run_all.sh` at commit `abc123`" in md

@@ -51,8 +51,13 @@ def test_empty_mask_conventions_agree_with_monai_where_it_defines_them():
         ref = _monai(pred, gt, (1.0, 1.0))
         assert M.dice(pred, gt) == pytest.approx(ref["dice"]) and M.iou(pred, gt) == pytest.approx(ref["iou"])
     assert M.hd95(z, z) == 0.0
-    assert M.hd95(z, one) == M.hd95(one, z) == M.HD95_EMPTY_PENALTY == pytest.approx(
-        math.sqrt(240**2 + 240**2 + 155**2), abs=0.005)
+    # exactly one empty: the grid's diagonal in mm (BraTS: 373.13 for a volume, 339.41 for a slice)
+    assert M.hd95(z, one) == M.hd95(one, z) == pytest.approx(math.sqrt(20**2 + 20**2), abs=0.005)
+    assert M.hd95(z, one, spacing=(2.0, 1.0)) == pytest.approx(math.sqrt(40**2 + 20**2), abs=0.005)
+    vol, empty = np.zeros((240, 240, 155), bool), np.zeros((240, 240, 155), bool)
+    vol[100:110, 100:110, 50:60] = True
+    assert M.hd95(vol, empty) == M.HD95_EMPTY_PENALTY == pytest.approx(math.sqrt(240**2 + 240**2 + 155**2), abs=0.005)
+    assert M.hd95(vol[..., 55], empty[..., 55]) == pytest.approx(339.41, abs=0.005)
     assert (M.precision(z, z), M.recall(z, z)) == (1.0, 1.0)
     assert (M.precision(z, one), M.recall(z, one)) == (0.0, 0.0)
     assert (M.precision(one, z), M.recall(one, z)) == (0.0, 1.0)

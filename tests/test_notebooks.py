@@ -114,6 +114,11 @@ def test_02_train_unet(nb_run, run02):
     assert [h["epoch"] for h in hist["history"]] == [1, 2]
     split = json.loads((out / "data" / "splits.json").read_text())
     assert hist["meta"]["split_sha256"] == split["sha256"] and hist["meta"]["dataset"] == "synthetic"
+    data = hist["meta"]["data"]
+    manifest_rows = pd.read_csv(out / "data" / "slices" / "index.csv")
+    assert data["train_slices"] == manifest_rows.case_id.isin(split["train"]).sum()
+    assert data["val_slices"] == manifest_rows.case_id.isin(split["val"]).sum()
+    assert data["train_cases"] == len(split["train"]) and "note" not in data
     import torch
 
     ckpt = torch.load(out / "unet" / "best.pt", map_location="cpu", weights_only=True)
@@ -149,6 +154,8 @@ def test_03_finetune_sam(nb_run, run03):
         hist = json.loads((d / "history.json").read_text())
         assert len(hist["history"]) == 1 and hist["meta"]["split_sha256"] == split["sha256"]
         assert hist["meta"]["prompt"] == prompt and (d / "best.pt").exists()
+        data = hist["meta"]["data"]  # the tiny budget holds 11 slices: the subsample is recorded, not hidden
+        assert 0 < data["train_slices"] + data["val_slices"] <= 11 and "holds 11 of" in data["note"]
     summary = pd.read_csv(out / "sam" / "summary.csv")
     assert set(summary.variant) == {"sam_litemedsam_box", "sam_litemedsam_none"}
     assert (out / "figures" / "sam_training_curves.png").stat().st_size > 10_000
@@ -171,6 +178,16 @@ def test_04_evaluate(nb_run, run02, run03):
         assert entry["latency_ms"]["median"] > 0 and entry["latency_ms"]["device"] == "cpu"
     assert m["models"]["sam_litemedsam_box"]["oracle"] is True and m["models"]["sam_litemedsam_unet_box"]["oracle"] is False
     assert "encoder_ms" in m["models"]["sam_litemedsam_none"]["latency_ms"]
+    unet_meta = json.loads((out / "unet" / "history.json").read_text())["meta"]["data"]
+    assert m["models"]["unet"]["data"] == {k: unet_meta[k] for k in ("train_slices", "val_slices", "train_cases",
+                                                                     "val_cases")}
+    assert "holds 11 of" in m["models"]["sam_litemedsam_box"]["data"]["note"]
+    assert m["models"]["sam_litemedsam_box_zeroshot"]["data"]["train_slices"] == 0
+    # one test patient: no CI, no p-value, and the oracle box has no false-positive rate
+    assert m["models"]["unet"]["per_case"]["dice"]["ci95"] is None
+    assert m["statistics"]["sam_litemedsam_none"]["p_value"] is None
+    assert m["models"]["sam_litemedsam_box"]["false_positive_rate"]["value"] is None
+    assert m["provenance"]["commit"] and m["provenance"]["command"]
     per_case = pd.read_csv(out / "results" / "per_case.csv")
     assert set(per_case.model) == names and len(per_case) == 5
     md = (out / "results" / "results.md").read_text()

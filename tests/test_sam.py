@@ -67,10 +67,35 @@ def test_mask_to_box_and_jitter():
     np.testing.assert_array_equal(mask_to_box(m), [3, 2, 8, 4])
     assert mask_to_box(np.zeros((4, 4))) is None
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        j = jitter_box(np.array([3, 2, 8, 4], np.float32), 12, rng, fraction=0.1, pixels=3)
-        assert (j >= 0).all() and (j <= 11).all() and j[2] >= j[0] and j[3] >= j[1]
-        assert np.abs(j - [3, 2, 8, 4]).max() <= 0.1 * 6 + 3 + 1e-6
+    seen = []
+    for _ in range(200):
+        j = jitter_box(np.array([3, 2, 8, 4], np.float32), 12, rng, max_px=3)
+        # enlarge only, by whole pixels in 0..3 per side, clipped to the 12 x 12 slice
+        assert j[0] <= 3 and j[1] <= 2 and j[2] >= 8 and j[3] >= 4
+        grow = np.array([3 - j[0], 2 - j[1], j[2] - 8, j[3] - 4])
+        assert (grow >= 0).all() and (grow <= 3).all() and np.array_equal(grow, np.round(grow))
+        assert (j >= 0).all() and (j <= 11).all()
+        seen.append(grow)
+    seen = np.array(seen)
+    assert set(np.unique(seen[:, 0])) == {0, 1, 2, 3}, "every shift 0..k occurs (x0 has room for 3)"
+    np.testing.assert_array_equal(jitter_box(np.array([3, 2, 8, 4], np.float32), 12, rng, max_px=0), [3, 2, 8, 4])
+    with pytest.raises(ValueError, match="max_px"):
+        jitter_box(np.array([3, 2, 8, 4], np.float32), 12, rng, max_px=-1)
+
+
+@pytest.mark.parametrize("mask_box", [[5, 5, 5, 5], [6, 6, 7, 6], [0, 0, 2, 1], [61, 60, 63, 63], [0, 30, 0, 31]])
+def test_jittered_box_always_covers_tiny_and_border_tumours(mask_box):
+    """A 1-3 px tumour, or one on the slice border, stays fully inside every jittered box (64 x 64 slice)."""
+    m = np.zeros((64, 64), np.uint8)
+    x0, y0, x1, y1 = mask_box
+    m[y0:y1 + 1, x0:x1 + 1] = 1
+    box = mask_to_box(m)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        j = jitter_box(box, 64, rng, max_px=5)
+        assert j[0] <= x0 and j[1] <= y0 and j[2] >= x1 and j[3] >= y1, (j, mask_box)
+        assert j[0] >= 0 and j[1] >= 0 and j[2] <= 63 and j[3] <= 63
+        assert j[2] - j[0] >= x1 - x0 and j[3] - j[1] >= y1 - y0
 
 
 @pytest.mark.parametrize("name", ["litemedsam", "vit_b", "medsam"])

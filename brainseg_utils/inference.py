@@ -1,0 +1,227 @@
+"""Trained models at inference: load them from a run, predict a whole case, map back to the native grid.
+
+Owns what evaluation and the demo share (neither imports the training engine):
+  * ``load_unet`` / ``load_sam_decoder`` / ``load_models``: checkpoints -> models, with the split check
+    (a model trained on another split is refused);
+  * ``to_native``: logits at any square size -> boolean masks on the source grid. One bilinear,
+    pixel-centre-aligned (``align_corners=False``) interpolation of the *logits* to the padded
+    square, crop of the padding, threshold at 0 (= sigmoid 0.5). The slice cache resizes images and
+    masks with the same centre-aligned convention (``slices.resize_slice``), so nothing shifts;
+  * ``predict_case``: every brain slice of a case through the U-Net and every SAM variant.
+    SAM's 256 x 256 low-resolution logits go straight to the native grid (one interpolation),
+    not through the slice-cache size first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .brats import Case, load_case
+from .checkpoints import load_checkpoint, load_model_state
+from .sam import SamDecoderModel, build_backend, mask_to_box
+from .slices import resize_slice
+from .unet import UNet
+
+
+# ----------------------------------------------------------------------------- loading models
+def check_split(ckpt: dict, path: Path, split_sha256: str) -> None:
+    """Refuse a checkpoint trained on another split than the one being evaluated."""
+    have = ckpt.get("meta", {}).get("split_sha256")
+    if have != split_sha256:
+        raise ValueError(f"{path} was trained on split {str(have)[:12]}…, but splits.json has "
+                         f"{split_sha256[:12]}…; evaluating it on this test split would leak or mismatch cases. "
+                         "Re-run notebooks 02/03 on this split or point OUTPUT_DIR at the matching run.")
+
+
+def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="cpu") -> tuple[UNet, dict]:
+    path = Path(path)
+    ckpt = load_checkpoint(path, expect_arch="unet")
+    if split_sha256 is not None:
+        check_split(ckpt, path, split_sha256)
+    cfg = {k: v for k, v in ckpt["config"]["model"].items() if k != "arch"}
+    model = UNet(**cfg)
+    load_model_state(model, ckpt["model"], str(path))
+    return model.to(device).eval(), ckpt
+
+
+def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
+                     ) -> tuple[SamDecoderModel, dict]:
+    path = Path(path)
+    ckpt = load_checkpoint(path, expect_arch="sam_decoder")
+    if split_sha256 is not None:
+        check_split(ckpt, path, split_sha256)
+    cfg = ckpt["config"]["model"]
+    if cfg.get("backend") != backend.name:
+        raise ValueError(f"{path} was trained with backend {cfg.get('backend')!r}, not {backend.name!r}")
+    model = SamDecoderModel(backend, cfg["prompt"], cfg["img_size"])
+    load_model_state(model, ckpt["model"], str(path))
+    return model.to(device).eval(), ckpt
+
+
+def training_data(ckpt: dict) -> dict:
+    """What a checkpoint's model learnt from: ``{train_slices, val_slices, train_cases, val_cases}`` (None if unknown)."""
+    data = dict(ckpt.get("meta", {}).get("data") or {})
+    return {k: data.get(k) for k in ("train_slices", "val_slices", "train_cases", "val_cases")} | (
+        {"note": data["note"]} if data.get("note") else {})
+
+
+@dataclass
+class Models:
+    """What evaluation runs: the U-Net and, per SAM backend, the trained decoders by prompt.
+
+    ``data`` maps every model name (see ``names``) to what it learnt from (``training_data``).
+    """
+
+    unet: UNet
+    sam: dict[str, dict[str, SamDecoderModel]] = field(default_factory=dict)  # backend -> prompt -> decoder
+    backends: dict = field(default_factory=dict)
+    data: dict[str, dict] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        out = ["unet"]
+        for b, decs in self.sam.items():
+            if "none" in decs:
+                out.append(f"sam_{b}_none")
+            if "box" in decs:
+                out += [f"sam_{b}_box", f"sam_{b}_unet_box"]
+            if "box_zeroshot" in decs:
+                out.append(f"sam_{b}_box_zeroshot")
+        return out
+
+
+def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | None = None) -> Models:
+    """The U-Net from ``unet/best.pt`` and every ``sam/sam_<backend>_<prompt>/best.pt``.
+
+    ``sam_checkpoints`` maps a backend name to its weights path (vit_* / medsam; LiteMedSAM needs none).
+    """
+    unet_path = run.root / "unet" / "best.pt"
+    if not unet_path.exists():
+        raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first")
+    unet, ckpt = load_unet(unet_path, split_sha256, device)
+    models = Models(unet, data={"unet": training_data(ckpt)})
+    sam_root = run.root / "sam"
+    for best in sorted(sam_root.glob("sam_*/best.pt")) if sam_root.exists() else []:
+        cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
+        name = cfg["backend"]
+        if name not in models.backends:
+            ckpt_path = (sam_checkpoints or {}).get(name)
+            models.backends[name] = build_backend(name, ckpt_path).to(device)
+        dec, ckpt = load_sam_decoder(best, models.backends[name], split_sha256, device)
+        models.sam.setdefault(name, {})[cfg["prompt"]] = dec
+        models.data[f"sam_{name}_{cfg['prompt']}"] = training_data(ckpt)
+        if cfg["prompt"] == "box":  # the pretrained decoder as shipped: how much did fine-tuning add?
+            zero = SamDecoderModel(models.backends[name], "box", cfg["img_size"])
+            models.sam[name]["box_zeroshot"] = zero.to(device).eval()
+            models.data[f"sam_{name}_unet_box"] = {**training_data(ckpt), "note": "box decoder's data; box from unet"}
+            models.data[f"sam_{name}_box_zeroshot"] = {
+                "train_slices": 0, "val_slices": 0, "train_cases": 0, "val_cases": 0,
+                "note": f"pretrained {name} decoder, not fine-tuned on this data"}
+    return models
+
+
+# ----------------------------------------------------------------------------- geometry
+def to_native(logits: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """(n, S, S) logits at any square size S -> bool (n, h, w) on the source grid.
+
+    Bilinear (pixel-centre aligned) to the padded square ``max(h, w)``, crop the centred padding,
+    threshold at 0 (sigmoid 0.5). Works the same for U-Net logits at the cache size and for SAM's
+    256 x 256 low-resolution logits.
+    """
+    if logits.dim() != 3 or logits.shape[-1] != logits.shape[-2]:
+        raise ValueError(f"expected logits (n, S, S), got shape {tuple(logits.shape)}")
+    side = max(h, w)
+    up = F.interpolate(logits[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    ph, pw = (side - h) // 2, (side - w) // 2
+    return (up[:, ph:ph + h, pw:pw + w] > 0).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def _batched(fn, n: int, batch: int) -> torch.Tensor:
+    return torch.cat([fn(i, min(i + batch, n)) for i in range(0, n, batch)]) if n else torch.zeros(0)
+
+
+@torch.no_grad()
+def predict_case(models: Models, case: Case, img_size: int, modalities: tuple[str, ...], device="cpu",
+                 batch: int = 8) -> dict:
+    """Predicted whole-tumour volumes of every model for one case, plus the truth and geometry.
+
+    Returns {"gt": bool (H, W, D), "pred": {model: bool (H, W, D)}, "brain_z": int array,
+    "affine", "spacing", "flair": float32 (H, W, D) in [0, 1], "sample": float32 (C, S, S) the brain
+    slice with the largest tumour at cache size, "sample_box": its ground-truth XYXY box or None}
+    (the sample is what latency is measured on).
+    """
+    vol = load_case(case, modalities)
+    image, wt, brain = vol["image"], vol["wt"].astype(bool), vol["brain"]
+    h, w, d = wt.shape
+    zs = np.flatnonzero(brain.reshape(-1, d).any(0))
+    small = [resize_slice(image[..., z], wt[..., z].astype(np.uint8), img_size) for z in zs]
+    x = torch.from_numpy(np.stack([s[0] for s in small]).astype(np.float32)) if len(zs) else torch.zeros(0)
+    gt_small = np.stack([s[1] for s in small]) if len(zs) else np.zeros((0, img_size, img_size), np.uint8)
+
+    preds: dict[str, np.ndarray] = {}
+
+    def place(p_native: np.ndarray) -> np.ndarray:
+        out = np.zeros((h, w, d), bool)
+        out[:, :, zs] = np.moveaxis(p_native, 0, -1)
+        return out
+
+    unet_logits = _batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
+    preds["unet"] = place(to_native(unet_logits, h, w))
+    unet_small = (unet_logits > 0).numpy()
+
+    for bname, decoders in models.sam.items():
+        preds.update(_sam_predictions(bname, models.backends[bname], decoders, x, gt_small, unet_small, device,
+                                      batch, lambda p: place(to_native(p, h, w))))
+    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
+    k = int(gt_small.reshape(len(zs), -1).sum(1).argmax()) if len(zs) else None  # largest tumour slice
+    return {"gt": wt, "pred": preds, "brain_z": zs, "affine": vol["affine"], "spacing": spacing,
+            "flair": image[0], "sample": None if k is None else x[k].numpy(),
+            "sample_box": None if k is None else mask_to_box(gt_small[k])}
+
+
+@torch.no_grad()
+def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish) -> dict:
+    """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
+    (n, L, L) low-resolution logits to a native-grid volume. Each slice is encoded at most once;
+    slices without a prompt (box variants) get a large negative logit, i.e. an empty mask."""
+    n = len(x)
+    need = np.zeros(n, bool)
+    if "none" in decoders:
+        need[:] = True
+    if "box" in decoders:
+        need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
+    idx = np.flatnonzero(need)
+    emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
+    pos = {int(i): k for k, i in enumerate(idx)}
+
+    def run(dec, rows, boxes):
+        low = None
+        if len(rows):
+            e = emb[[pos[int(r)] for r in rows]]
+            bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
+            low = _batched(lambda a, b: dec.low_res_logits(
+                e[a:b].to(device), None if bx is None else bx[a:b].to(device))[:, 0].float().cpu(), len(rows), batch)
+        size = low.shape[-1] if low is not None else dec.low_res_size
+        logits = torch.full((n, size, size), -1e4)  # finite: bilinear weights of 0 x -inf would be NaN
+        if low is not None:
+            logits[rows] = low
+        return finish(logits)
+
+    out = {}
+    if "none" in decoders:
+        out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
+    jobs = [("box", f"sam_{bname}_box", gt_small), ("box", f"sam_{bname}_unet_box", unet_small),
+            ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small)]
+    for key, name, source in jobs:
+        if key in decoders:
+            rows = np.flatnonzero(source.reshape(n, -1).any(1))
+            out[name] = run(decoders[key], rows, [mask_to_box(source[r]) for r in rows])
+    return out
