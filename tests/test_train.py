@@ -1,4 +1,3 @@
-import math
 import re
 from pathlib import Path
 
@@ -134,24 +133,23 @@ def _toy_cfg(**kw):
 
 
 def test_resume_with_more_epochs_follows_the_longer_cosine_curve(tmp_path):
-    """Extending 2 -> 5 epochs: from epoch 3 on the LR is that of an uninterrupted 5-epoch run."""
+    """Extending 1 -> 3 epochs: from epoch 2 on the LR is that of an uninterrupted 3-epoch run.
+    (Before the fix the old T_max = 1 stayed: the LR fell to 0 and climbed again.)"""
     tr, va = _toy_data()
     torch.manual_seed(0)
-    fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=2))
-    extended = fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=5))
+    fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=1))
+    extended = fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=3))
     torch.manual_seed(0)
-    full = fit(UNet(base_channels=4), tr, va, tmp_path / "full", _toy_cfg(epochs=5))
-    assert [h["epoch"] for h in extended] == [1, 2, 3, 4, 5]
+    full = fit(UNet(base_channels=4), tr, va, tmp_path / "full", _toy_cfg(epochs=3))
+    assert [h["epoch"] for h in extended] == [1, 2, 3]
     lr0 = 1e-2
-    # the first two epochs ran on the 2-epoch curve: lr0, lr0 (1 + cos(pi / 2)) / 2
-    assert [h["lr"] for h in extended[:2]] == pytest.approx([lr0, lr0 / 2], abs=1e-12)
-    for a, b in zip(extended[2:], full[2:], strict=True):
+    assert extended[0]["lr"] == full[0]["lr"] == lr0
+    for a, b in zip(extended[1:], full[1:], strict=True):
         assert abs(a["lr"] - b["lr"]) < 1e-7, (a["epoch"], a["lr"], b["lr"])
-    # hand-computed: lr(e) = lr0 (1 + cos(pi e / 5)) / 2 for e = 2, 3, 4
-    expect = [lr0 * (1 + math.cos(math.pi * e / 5)) / 2 for e in (2, 3, 4)]
-    assert [h["lr"] for h in extended[2:]] == pytest.approx(expect, abs=1e-9)
+    # hand-computed: lr(e) = lr0 (1 + cos(pi e / 3)) / 2 for e = 1, 2: 0.0075, 0.0025
+    assert [h["lr"] for h in extended[1:]] == pytest.approx([0.0075, 0.0025], abs=1e-9)
     ckpt = torch.load(tmp_path / "short" / "last.pt", weights_only=True)
-    assert ckpt["config"]["train"]["epochs"] == 5 and ckpt["scheduler"]["T_max"] == 5
+    assert ckpt["config"]["train"]["epochs"] == 3 and ckpt["scheduler"]["T_max"] == 3
 
 
 @pytest.mark.parametrize("change, keys", [
