@@ -18,10 +18,10 @@ import time
 
 import torch
 
+from brainseg_utils.checkpoints import amp_dtype
 from brainseg_utils.env import device_summary
 from brainseg_utils.io import atomic_write_json
 from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.train import amp_dtype
 from brainseg_utils.unet import UNet, count_parameters
 
 SIZES = {"quick": (16, 128), "full": (64, 240)}

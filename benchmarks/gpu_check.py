@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from brainseg_utils.brats import discover_cases
+from brainseg_utils.checkpoints import amp_dtype, load_checkpoint, load_model_state
 from brainseg_utils.dataset import SliceDataset
 from brainseg_utils.embeddings import EmbeddingDataset, build_embedding_cache
 from brainseg_utils.env import device_summary
@@ -50,7 +51,7 @@ from brainseg_utils.io import atomic_write_json
 from brainseg_utils.sam import SamDecoderModel, build_backend
 from brainseg_utils.slices import SliceConfig, build_cache, write_split_once
 from brainseg_utils.synthetic import SyntheticConfig, generate_dataset
-from brainseg_utils.train import TrainConfig, amp_dtype, fit, load_checkpoint, load_model_state
+from brainseg_utils.train import TrainConfig, fit
 from brainseg_utils.unet import UNet
 
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.

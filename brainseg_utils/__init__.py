@@ -8,9 +8,10 @@ Modules (imported on use; torch is only loaded by the ones that need it):
   sam         SAM backends and batched decoder      embeddings  frozen-encoder embedding cache
   metrics     Dice/IoU/precision/recall/HD95        evaluate    test-split evaluation and result files
   viz         figures and the slice explorer        demo        the Gradio demo
+  checkpoints checkpoint files, device + AMP policy   upload      untrusted upload checks and loading
   report      README results table                  data, paths, env, io   plumbing
 """
 
 __version__ = "0.1.0"
-__all__ = ["brats", "data", "dataset", "demo", "embeddings", "env", "evaluate", "io", "losses", "metrics", "paths",
-           "report", "sam", "slices", "synthetic", "train", "transforms", "unet", "viz"]
+__all__ = ["brats", "checkpoints", "data", "dataset", "demo", "embeddings", "env", "evaluate", "io", "losses",
+           "metrics", "paths", "report", "sam", "slices", "synthetic", "train", "transforms", "unet", "upload", "viz"]

@@ -19,10 +19,12 @@ Binary target: whole tumour (WT) = seg > 0 = labels {1, 2, 4}. FLAIR alone suppo
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,9 +224,45 @@ def _check_seg(case: Case, seg: np.ndarray) -> None:
                                   f"labels {sorted(labels)}")
 
 
-def _read(img) -> np.ndarray:
-    # dataobj keeps the on-disk dtype and skips nibabel's float64 cache.
-    return np.asarray(img.dataobj)
+def _data_bytes(img) -> tuple[int, int]:
+    """(vox_offset, bytes of voxel data the header declares)."""
+    hdr = img.header
+    n = int(np.prod(hdr.get_data_shape(), dtype=np.int64))
+    # the image's header copy has vox_offset reset to 0; the proxy keeps the file's offset
+    offset = int(getattr(img.dataobj, "offset", hdr.get_data_offset()))
+    return offset, n * hdr.get_data_dtype().itemsize
+
+
+def _decompressed_size(path: Path) -> int:
+    """Bytes a (possibly truncated or damaged) gzip stream yields before it ends or fails."""
+    got = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                got += len(block)
+    except (OSError, EOFError, zlib.error):
+        pass
+    return got
+
+
+def _read(case: Case, path: Path, img) -> np.ndarray:
+    """The voxel data in its on-disk dtype; a truncated or damaged file raises ``CaseValidationError``
+    naming the file and the bytes expected vs found."""
+    offset, need = _data_bytes(img)
+    expected = f"{need:,} bytes of voxel data ({'x'.join(map(str, img.shape))} x {img.get_data_dtype()})"
+    gz = str(path).endswith(".gz")
+    if not gz:
+        have = Path(path).stat().st_size - offset
+        if have < need:
+            raise CaseValidationError(case.case_id, path, expected, f"{max(have, 0):,} bytes (the file is truncated)")
+    try:
+        # dataobj keeps the on-disk dtype and skips nibabel's float64 cache.
+        return np.asarray(img.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        found = (f"{max(_decompressed_size(path) - offset, 0):,} bytes before the compressed stream ends or breaks"
+                 if gz else "unreadable data")
+        raise CaseValidationError(case.case_id, path, expected,
+                                  f"{found} (truncated or damaged: {type(exc).__name__}: {exc})") from exc
 
 
 def validate_case(case: Case) -> CaseReport:
@@ -236,14 +274,14 @@ def validate_case(case: Case) -> CaseReport:
     shape, _, imgs = _check_geometry(case)
     dtypes, brain = {}, 0
     for k in MODALITIES:
-        data = _read(imgs[k])
+        data = _read(case, case.images[k], imgs[k])
         dtypes[k] = str(data.dtype)
         _check_image(case, k, case.images[k], data)
         if k == "flair":
             brain = int((data != 0).sum())
     labels, tumour = [], 0
     if case.seg is not None:
-        seg = _read(imgs["seg"])
+        seg = _read(case, case.seg, imgs["seg"])
         _check_seg(case, seg)
         dtypes["seg"] = str(seg.dtype)
         labels = sorted(int(v) for v in np.unique(seg))
@@ -294,17 +332,33 @@ def audit_frame(reports: list[CaseReport], skipped: list[dict] | None = None):
 
 
 # ----------------------------------------------------------------------------- loading
-def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5) -> np.ndarray:
-    """float32 in [0, 1]: clip brain voxels (!= 0) to their [lower, upper] percentiles, rescale; background 0."""
-    vol = np.asarray(vol, dtype=np.float32)
-    brain = vol != 0
-    out = np.zeros_like(vol)
+_CHUNK = 1 << 20  # voxels per step of the in-place rescale (bounded float64 temporaries)
+
+
+def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5, copy: bool = True
+                     ) -> np.ndarray:
+    """float32 in [0, 1]: clip brain voxels (!= 0) to their [lower, upper] percentiles, rescale; background 0.
+
+    ``copy=False`` with a writeable float32 array normalises it in place (the upload path): the peak
+    extra memory is a bool brain mask (0.25 x) and the brain values for the percentiles (<= 1 x the
+    float32 volume), plus fixed-size chunks; the arithmetic (float64 per chunk, one rounding to
+    float32) gives the same values as the copying path.
+    """
+    if (copy or vol.dtype != np.float32 or not vol.flags.writeable
+            or not (vol.flags.c_contiguous or vol.flags.f_contiguous)):
+        vol = np.array(vol, dtype=np.float32, copy=True)
+    flat = vol.ravel(order="K")  # a view of a contiguous array (C or Fortran order)
+    brain = flat != 0
     if not brain.any():
-        return out
-    lo, hi = np.percentile(vol[brain], [lower_pct, upper_pct])
+        return vol  # all zeros already
+    vals = flat[brain]
+    lo, hi = np.percentile(vals, [lower_pct, upper_pct], overwrite_input=True)
+    del vals
     scale = max(float(hi - lo), 1e-6)
-    out[brain] = np.clip((vol[brain] - lo) / scale, 0.0, 1.0)
-    return out
+    for i in range(0, flat.size, _CHUNK):
+        v, b = flat[i:i + _CHUNK], brain[i:i + _CHUNK]
+        v[b] = np.clip((v[b] - lo) / scale, 0.0, 1.0)
+    return vol
 
 
 def load_case(case: Case, modalities: tuple[str, ...] = ("flair",)) -> dict:
@@ -320,13 +374,13 @@ def load_case(case: Case, modalities: tuple[str, ...] = ("flair",)) -> dict:
     shape, affine, imgs = _check_geometry(case)
     chans, brain = [], np.zeros(shape, bool)
     for m in modalities:
-        data = _read(imgs[m])
+        data = _read(case, case.images[m], imgs[m])
         _check_image(case, m, case.images[m], data)
         brain |= data != 0
         chans.append(normalise_volume(data))
     wt = None
     if case.seg is not None:
-        seg = _read(imgs["seg"])
+        seg = _read(case, case.seg, imgs["seg"])
         _check_seg(case, seg)
         wt = (seg > 0).astype(np.uint8)
     return {"image": np.stack(chans), "wt": wt, "brain": brain, "affine": np.asarray(affine, np.float64)}

@@ -1,24 +1,22 @@
 """Gradio demo: U-Net and SAM side by side on an uploaded slice or NIfTI volume.
 
-``build_demo(predictor, examples)`` returns a ``gr.Blocks``; ``build_demo_from_run(output_dir)``
+``build_demo(predictor, examples)`` returns a ``gr.Blocks``; ``predictor_from_run(output_dir)``
 loads the trained checkpoints of a run. One stateless endpoint, ``/segment``
 (file, slice index, box "x0,y0,x1,y1" or "", prompt), serves the page and API clients alike.
 
-Uploads are validated before anything is allocated: size on disk, magic bytes, for NIfTI the
-header's dimensions x dtype size against a cap (2-D or 3-D only), finite values after loading,
-and Pillow's decompression-bomb guard for images. Every failure is a ``gr.Error`` with a plain
-message; the server keeps serving.
+Uploads are validated and loaded by ``upload.py`` (bounded memory, a byte-bounded cache); every
+failure is a ``gr.Error`` with a plain message and the server keeps serving. Results (overlays,
+masks) go out as uniquely named files, so concurrent users never receive a file that another
+request is rewriting. The queue holds ``QUEUE_SIZE`` waiting requests; beyond that a user gets
+Gradio's "queue is full" message.
 """
 
 
-import functools
-import gzip
-import io
 import os
 import tempfile
 import time
+import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -26,152 +24,15 @@ import numpy as np
 import torch
 
 from .brats import normalise_volume
+from .checkpoints import load_checkpoint, resolve_device
 from .inference import load_sam_decoder, load_unet, to_native
 from .sam import build_backend, mask_to_box
 from .slices import resize_slice
-from .train import resolve_device
+from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
 
-MAX_UPLOAD_BYTES = 256 * 1024**2  # on disk
-MAX_ARRAY_BYTES = 512 * 1024**2  # what the header says the data will take in memory
-MAX_IMAGE_PIXELS = 64_000_000  # Pillow's decompression-bomb limit for 2-D images
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-NIFTI_EXTS = (".nii", ".nii.gz")
 PROMPTS = ("none", "box", "unet_box")
-
-
-class UploadError(ValueError):
-    """An upload that cannot be used; the message is shown to the user as is."""
-
-
-# ----------------------------------------------------------------------------- validation
-def _nifti_header(head: bytes, name: str) -> nib.Nifti1Header:
-    if len(head) < 348:
-        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; {len(head)} bytes "
-                          "is too short for either header")
-    le, be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
-    if 348 not in (le, be) or head[344:347] not in (b"n+1", b"ni1"):
-        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; the file's first "
-                          "bytes match none of them")
-    try:
-        return nib.Nifti1Header.from_fileobj(io.BytesIO(head[:348]))
-    except Exception as exc:
-        raise UploadError(f"{name}: unreadable NIfTI header ({exc})") from exc
-
-
-def sniff(path: str | os.PathLike, max_bytes: int | None = None) -> str:
-    """"image" or "nifti" after checking size and magic bytes; raises ``UploadError``."""
-    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
-    path = Path(path)
-    name = path.name
-    size = path.stat().st_size
-    if size == 0:
-        raise UploadError(f"{name}: the file is empty")
-    if size > max_bytes:
-        raise UploadError(f"{name}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.0f} MiB upload limit")
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-        fh.seek(0)
-        head = fh.read(352)
-    if magic[:4] == b"\x89PNG" or magic[:3] == b"\xff\xd8\xff" or magic in (b"II*\x00", b"MM\x00*"):
-        return "image"
-    if magic[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as gz:
-                head = gz.read(352)
-        except OSError as exc:
-            raise UploadError(f"{name}: a damaged gzip file ({exc})") from exc
-    hdr = _nifti_header(head, name)
-    dims = tuple(int(d) for d in hdr.get_data_shape())
-    while len(dims) > 3 and dims[-1] == 1:
-        dims = dims[:-1]
-    if len(dims) not in (2, 3):
-        raise UploadError(f"{name}: a {len(dims)}-D NIfTI volume {dims}; upload a 2-D slice or a 3-D volume")
-    need = int(np.prod(dims, dtype=np.int64)) * hdr.get_data_dtype().itemsize
-    if need > MAX_ARRAY_BYTES:
-        raise UploadError(f"{name}: the header declares {dims} x {hdr.get_data_dtype()} = {need / 2**20:.0f} MiB, "
-                          f"over the {MAX_ARRAY_BYTES / 2**20:.0f} MiB limit")
-    if magic[:2] != b"\x1f\x8b" and size < int(hdr.get_data_offset()) + need:
-        raise UploadError(f"{name}: truncated: the header declares {need:,} bytes of data, the file holds "
-                          f"{max(0, size - int(hdr.get_data_offset())):,}")
-    return "nifti"
-
-
-@dataclass
-class Upload:
-    """A validated upload: ``volume`` float32 (H, W, D) in [0, 1] (D = 1 for a 2-D image)."""
-
-    kind: str  # "image" or "nifti"
-    volume: np.ndarray
-    name: str
-    affine: np.ndarray | None = None
-    header: object = None
-
-
-def _to_grey(img) -> np.ndarray:
-    """float32 (H, W) from 8/16-bit grey, palette or RGB(A) (RGB averaged)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-    elif img.mode in ("L", "P", "1", "LA"):
-        arr = np.asarray(img.convert("L"), dtype=np.float32)
-    else:
-        arr = np.asarray(img.convert("RGB"), dtype=np.float32).mean(-1)
-    if arr.ndim != 2:
-        raise UploadError(f"unsupported image layout {arr.shape}")
-    return arr
-
-
-def load_upload(path: str | os.PathLike) -> Upload:
-    """Validate then load an upload (see module docstring). Raises ``UploadError``."""
-    from PIL import Image
-
-    path = Path(path)
-    kind = sniff(path)
-    if kind == "image":
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    img.load()
-                    arr = _to_grey(img)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UploadError(f"{path.name}: image too large ({exc}); the limit is {MAX_IMAGE_PIXELS:,} pixels") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise UploadError(f"{path.name}: not a readable image ({exc})") from exc
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
-        vol, affine, header = arr[:, :, None], None, None
-    else:
-        try:
-            img = nib.load(path)
-            vol = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as exc:
-            raise UploadError(f"{path.name}: unreadable NIfTI data ({type(exc).__name__}: {exc})") from exc
-        while vol.ndim > 3 and vol.shape[-1] == 1:
-            vol = vol[..., 0]
-        if vol.ndim == 2:
-            vol = vol[:, :, None]
-        affine, header = img.affine, img.header
-    if min(vol.shape[:2]) < 16:
-        raise UploadError(f"{path.name}: slices of {vol.shape[0]} x {vol.shape[1]} pixels are too small (16 minimum)")
-    if not np.isfinite(vol).all():
-        raise UploadError(f"{path.name}: {int((~np.isfinite(vol)).sum())} NaN or infinite values")
-    if not (vol != 0).any():
-        raise UploadError(f"{path.name}: the image is blank (all zeros)")
-    return Upload(kind, normalise_volume(vol), path.name, affine, header)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Upload:
-    return load_upload(path)
-
-
-def cached_upload(path: str | os.PathLike) -> Upload:
-    """``load_upload`` once per file version: moving the slice slider or pressing Segment again does not
-    re-read and re-normalise the whole volume. Keyed by path, mtime and size; callers must not modify it."""
-    st = Path(path).stat()
-    return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
+QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error
 
 
 def start_slice(volume: np.ndarray) -> int:
@@ -269,15 +130,33 @@ def overlay(sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=N
     return rgb.astype(np.uint8)
 
 
+def _token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _save_png(arr: np.ndarray, folder: Path, name: str) -> str:
+    """Write ``arr`` (uint8 (H, W) or (H, W, 3)) to a new, uniquely named PNG and return its path.
+
+    Results go out as unique files, never as arrays: Gradio caches an array output under a name derived
+    from its content and rewrites that file in place, so identical results for two users would be
+    rewritten while the first is still being downloaded (empty or cut images)."""
+    from PIL import Image
+
+    path = folder / f"{name}_{_token()}.png"
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
 def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) -> list[str]:
     from PIL import Image
 
     paths = []
     stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
+    token = _token()  # unique names: see _save_png
     for name, mask in masks.items():
         if mask is None:
             continue
-        png = folder / f"{stem}_z{z}_{name}_mask.png"
+        png = folder / f"{stem}_z{z}_{name}_mask_{token}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(png)
         paths.append(str(png))
         if up.kind == "nifti":
@@ -286,7 +165,7 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
             img = nib.Nifti1Image(vol, up.affine, up.header)
             img.set_data_dtype(np.uint8)
             img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-            nii = folder / f"{stem}_{name}_mask.nii.gz"
+            nii = folder / f"{stem}_{name}_mask_{token}.nii.gz"
             nib.save(img, nii)
             paths.append(str(nii))
     return paths
@@ -311,14 +190,31 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
     sl = display_slice(up, z)
     box = parse_box(box_text, *sl.shape)
     res = predictor(sl, box, prompt)
-    out_dir = Path(tempfile.mkdtemp(dir=workdir))
+    out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
     masks = {"unet": res["unet"], "sam": res["sam"]}
     files = _save_masks(up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v)
                                 for k, v in masks.items()}, out_dir)
     px = {k: int(v.sum()) for k, v in masks.items() if v is not None}
-    return {"unet_overlay": overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None),
-            "sam_overlay": overlay(sl, res["sam"], (30, 160, 255), res["box"]),
+    unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None)
+    sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"])
+    return {"unet_overlay": unet_ov, "sam_overlay": sam_ov,
+            "unet_overlay_png": _save_png(unet_ov, out_dir, "unet_overlay"),
+            "sam_overlay_png": _save_png(sam_ov, out_dir, "sam_overlay"),
             "info": px, "res": res, "files": files, "z": z, "depth": depth}
+
+
+def _prune(workdir: Path, max_age_s: float = 600.0) -> None:
+    """Drop our request folders older than ``max_age_s`` (Gradio has copied their files to its own cache);
+    nothing else in ``workdir`` (e.g. a run's demo/examples) is touched."""
+    import shutil
+
+    now = time.time()
+    for d in workdir.glob(f"{REQUEST_PREFIX}*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------------------- the app
@@ -328,6 +224,10 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="brainseg-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+
+    def _view(up, z):
+        folder = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
+        return _save_png(overlay(display_slice(up, z), None), folder, "slice")
 
     def on_file(path):
         if not path:
@@ -339,14 +239,14 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         z, depth = start_slice(up.volume), up.volume.shape[2]
         # a slider needs maximum > minimum: a 2-D image gets a fixed slider at 0
         slider = gr.update(maximum=max(1, depth - 1), value=z, interactive=depth > 1)
-        return slider, overlay(display_slice(up, z), None), ""
+        return slider, _view(up, z), ""
 
     def on_slice(path, z):
         if not path:
             return None
         try:
             up = cached_upload(path)
-            return overlay(display_slice(up, min(int(z), up.volume.shape[2] - 1)), None)
+            return _view(up, min(int(z), up.volume.shape[2] - 1))
         except UploadError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -364,6 +264,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         try:
             if box_text and box_text.endswith(";"):
                 raise UploadError("click a second corner to finish the box (or clear it)")
+            _prune(workdir)
             out = segment(predictor, path, z, box_text, prompt, workdir)
         except UploadError as exc:
             raise gr.Error(str(exc)) from None
@@ -375,7 +276,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
                          + (f" · box {', '.join(f'{v:.0f}' for v in r['box'])}" if r["box"] is not None else ""))
         if r["sam_note"]:
             lines.append(f"- SAM: {r['sam_note']}")
-        return out["unet_overlay"], out["sam_overlay"], "\n".join(lines), out["files"]
+        return out["unet_overlay_png"], out["sam_overlay_png"], "\n".join(lines), out["files"]
 
     with gr.Blocks(title="brainseg demo: U-Net vs SAM") as demo:
         gr.Markdown("# Brain-tumour segmentation: U-Net vs SAM\nUpload a FLAIR slice (PNG/JPG/TIFF, 8- or "
@@ -406,7 +307,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         view.select(on_click, [box], [box], api_visibility="private")
         clear.click(lambda: "", None, [box], api_visibility="private")
         go.click(run, [file, z, box, prompt], [out_unet, out_sam, info, masks], api_name="segment")
-    demo.queue(max_size=16, default_concurrency_limit=1)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     demo.brainseg_workdir = workdir
     return demo
 
@@ -434,12 +335,10 @@ def predictor_from_run(output_dir: str | os.PathLike = "outputs", device: str = 
     sam_box = sam_none = backend = None
     decs = sorted(out.glob("sam/sam_*/best.pt"))
     if decs:
-        from .train import load_checkpoint
-
-        first = load_checkpoint(decs[0])["config"]["model"]["backend"]
+        first = load_checkpoint(decs[0], expect_arch="sam_decoder")["config"]["model"]["backend"]
         backend = build_backend(first, sam_checkpoint).to(dev)
         for p in decs:
-            if load_checkpoint(p)["config"]["model"]["backend"] != first:
+            if load_checkpoint(p, expect_arch="sam_decoder")["config"]["model"]["backend"] != first:
                 continue
             dec, _ = load_sam_decoder(p, backend, device=dev)
             if dec.prompt == "box":

@@ -46,11 +46,11 @@ import torch
 
 from . import metrics as M
 from .brats import discover_cases
+from .checkpoints import resolve_device
 from .env import code_version
 from .inference import Models, predict_case, to_native
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .sam import mask_to_box
-from .train import resolve_device
 
 MIN_PATIENTS_FOR_STATS = 10  # below this, CIs and p-values are reported as n/a
 

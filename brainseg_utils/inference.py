@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from .brats import Case, load_case
+from .checkpoints import load_checkpoint, load_model_state
 from .encoder_runtime import RuntimeModule
 from .io import file_sha256
 from .sam import SamDecoderModel, build_backend, mask_to_box
 from .slices import resize_slice
-from .train import load_checkpoint, load_model_state
 from .unet import UNet
 
 
@@ -45,7 +45,7 @@ def check_split(ckpt: dict, path: Path, split_sha256: str) -> None:
 def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="cpu") -> tuple[RuntimeModule, dict]:
     """The U-Net of a checkpoint, for inference (a ``RuntimeModule``: OpenVINO on CPU when available)."""
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, expect_arch="unet")
     if split_sha256 is not None:
         check_split(ckpt, path, split_sha256)
     cfg = {k: v for k, v in ckpt["config"]["model"].items() if k != "arch"}
@@ -62,7 +62,7 @@ def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="
 def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
                      ) -> tuple[SamDecoderModel, dict]:
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, expect_arch="sam_decoder")
     if split_sha256 is not None:
         check_split(ckpt, path, split_sha256)
     cfg = ckpt["config"]["model"]
@@ -116,7 +116,7 @@ def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | No
     models = Models(unet, data={"unet": training_data(ckpt)})
     sam_root = run.root / "sam"
     for best in sorted(sam_root.glob("sam_*/best.pt")) if sam_root.exists() else []:
-        cfg = load_checkpoint(best)["config"]["model"]
+        cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
         name = cfg["backend"]
         if name not in models.backends:
             ckpt_path = (sam_checkpoints or {}).get(name)

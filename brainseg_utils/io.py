@@ -16,25 +16,67 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+TMP_MARK = ".tmp"  # temporary files are ".<name>.<random>.tmp<suffix>" beside their target
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename in it survives a power loss; a no-op where the OS cannot (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` atomically.
+    """Call ``write(tmp_path)``, fsync it, move it onto ``path`` atomically, fsync the folder.
 
     ``suffix`` keeps extensions that writers look at (nibabel needs ``.nii.gz``).
-    The temporary file is removed when ``write`` raises.
+    The temporary file is removed when ``write`` raises; one left by a killed process is removed
+    by ``remove_stale_temps``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TMP_MARK}{suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are ordinary files
+        _fsync_file(tmp)  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: list[str] | tuple[str, ...]) -> list[Path]:
+    """Delete temporary files that ``atomic_write`` left for ``names`` in ``folder`` when a process was
+    killed mid-write (``.<name>.<random>.tmp*``). Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for name in names:
+        for p in folder.glob(f".{name}.*{TMP_MARK}*"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

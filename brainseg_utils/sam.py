@@ -46,8 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoints import load_checkpoint, load_model_state
 from .io import file_sha256
-from .train import load_checkpoint, load_model_state
 
 PROMPTS = ("none", "box", "unet_box")
 TRAIN_PROMPTS = ("none", "box")

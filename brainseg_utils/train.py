@@ -11,25 +11,38 @@ A dataset item is ``(inputs, target)``: ``inputs`` a tensor (``model(x)``), a tu
 (``model(*x)``) or a dict (``model(**x)``); ``target`` float (1, H, W) in {0, 1}; the model
 returns logits shaped like ``target``.
 
-Every epoch: validation loss and Dice; ``last.pt`` and (when validation Dice improves) ``best.pt``
-written atomically; ``history.json`` rewritten. ``resume="auto"`` continues from ``last.pt``
-(model, optimizer, scheduler, scaler, epoch, history and RNG states) after an interruption.
+Every epoch: validation loss and Dice (``validate``); then, in this order, ``best.pt`` (when validation
+Dice improves), ``history.json`` and ``last.pt``, each written atomically (temp file, fsync, rename).
+``last.pt`` is the resume point and is written last, so a run killed between the writes repeats that
+epoch and leaves ``best.pt``, ``history.json`` and ``last.pt`` agreeing on the best epoch; temporary
+files a killed run left behind are removed when ``fit`` starts.
+
+Resume (``resume="auto"`` continues from ``last.pt``; or a checkpoint path): model, optimizer,
+scheduler, scaler, epoch, history and RNG states are restored, after comparing the stored training
+and model config with the requested one:
+  * identical: resume where it stopped;
+  * only ``epochs`` larger: extend the cosine schedule: ``T_max`` becomes the new epoch count and the
+    LR continues on the new curve from the current epoch, lr(e) = lr0 (1 + cos(pi e / epochs)) / 2,
+    exactly the LRs an uninterrupted run with the larger epoch count uses from that epoch on (the
+    epochs already done keep the LRs of the old curve);
+  * anything else (another lr, batch size, model width, fewer epochs, ...): refused with the
+    differing keys; start fresh with ``resume="never"`` (notebook ``RESUME="never"``) or another
+    output folder.
 Randomness is re-seeded from (seed, epoch) at the start of every epoch, so a resumed run repeats
-the uninterrupted one.
+the uninterrupted one; on CPU two runs with the same seed give bitwise-identical weights.
 
 Validation Dice convention: per slice, threshold 0.5 on sigmoid, Dice = 1 when prediction and
 target are both empty and 0 when exactly one is; ``val_dice`` averages over all validation
 slices (tumour-free ones included), ``val_dice_tumour`` over slices with tumour only.
 
 Checkpoints are plain dicts of tensors / numbers / strings / lists and load with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)`` (see ``checkpoints.py``, which owns the file format and device policy).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import pickle
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -40,10 +53,18 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from .io import atomic_write, atomic_write_json
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    amp_dtype,
+    load_checkpoint,
+    load_model_state,
+    resolve_device,
+    save_checkpoint,
+)
+from .io import atomic_write_json, remove_stale_temps
 from .losses import FocalDiceLoss
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FILES = ("best.pt", "last.pt", "history.json")  # what fit writes in its output folder
 
 
 @dataclass
@@ -74,25 +95,7 @@ class TrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
-# ----------------------------------------------------------------------------- devices and AMP
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    return dev
-
-
-def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """Autocast dtype for ``device``: bf16 on native-bf16 GPUs, fp16 on older ones, None on CPU."""
-    if not enabled or device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
-
-
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- RNG state (saved in checkpoints)
 def _rng_state() -> dict:
     np_state = np.random.get_state()
     return {
@@ -113,47 +116,6 @@ def _set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(weights_only=True)`` onto ``map_location`` (CPU by default: a checkpoint saved on
-    CUDA loads on a CPU-only machine) with clear errors for missing, truncated or unsafe files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path} holds objects other than tensors and plain data; refused to load it "
-                         f"(weights_only=True): {str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"{path} is truncated or not a torch checkpoint ({size_str(path)}): {exc}") from exc
-
-
-def size_str(path: Path) -> str:
-    return f"{path.stat().st_size:,} bytes"
-
-
-def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """``load_state_dict`` that first lists every missing, unexpected and wrongly shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        def _list(keys):
-            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
-
-        parts = [f"{n} {label}: {_list(k)}" for n, label, k in
-                 ((len(missing), "missing keys", missing), (len(unexpected), "unexpected keys", unexpected),
-                  (len(shapes), "shape mismatches", shapes)) if k]
-        raise ValueError(f"{source} does not match this model architecture; " + "; ".join(parts))
-    model.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -192,7 +154,7 @@ def dice_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last=False, progress=False) -> dict:
+def validate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last=False, progress=False) -> dict:
     """Mean loss, mean per-slice Dice (all slices / tumour slices only) and images/s."""
     from tqdm.auto import tqdm
 
@@ -216,11 +178,11 @@ def evaluate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last
 
 def evaluate_dataset(model: nn.Module, dataset, batch_size: int = 16, device: str = "auto", amp: bool = True,
                      loss_fn: nn.Module | None = None, progress: bool = False) -> dict:
-    """``evaluate`` over a Dataset (e.g. a zero-shot score before any training)."""
+    """``validate`` over a Dataset (e.g. a zero-shot score before any training)."""
     dev = resolve_device(device)
     model.to(dev)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return evaluate(model, loader, loss_fn or FocalDiceLoss(), dev, amp_dtype(dev, amp), progress=progress)
+    return validate(model, loader, loss_fn or FocalDiceLoss(), dev, amp_dtype(dev, amp), progress=progress)
 
 
 def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
@@ -255,10 +217,14 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
 
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -math.inf, -1
+    removed = remove_stale_temps(out, CHECKPOINT_FILES)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted run in {out}")
     resume_path = _resume_path(cfg.resume, out)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         _check_resumable(ckpt, resume_path, meta)
+        extend = _compare_configs(ckpt.get("config", {}), run_config, resume_path, out)
         load_model_state(model, ckpt["model"], str(resume_path))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -266,6 +232,12 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
         history = list(ckpt["history"])
         start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best_metric"], ckpt["best_epoch"]
         _set_rng_state(ckpt["rng"])
+        if extend:
+            _extend_schedule(scheduler, optimizer, cfg.epochs)
+            print(f"extending training from {ckpt['config']['train']['epochs']} to {cfg.epochs} epochs: the cosine "
+                  f"schedule now ends at epoch {cfg.epochs} (LR {optimizer.param_groups[0]['lr']:.3g} "
+                  f"for epoch {start_epoch + 1})")
+        best, best_epoch = _reconcile_best(out, start_epoch, best, best_epoch)
         print(f"resumed from {resume_path} after epoch {start_epoch} (best val Dice {best:.4f} at epoch {best_epoch})")
     if start_epoch >= cfg.epochs:
         print(f"training already complete ({start_epoch}/{cfg.epochs} epochs in {out}); nothing to do")
@@ -305,7 +277,7 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
         train_seconds = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val = evaluate(model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, cfg.progress)
+        val = validate(model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, cfg.progress)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
                "val_dice": val["dice"], "val_dice_tumour": val["dice_tumour"], "lr": lr,
                "epoch_seconds": time.perf_counter() - t0, "train_images_per_s": seen / train_seconds,
@@ -319,12 +291,15 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
                    "best_metric": best, "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
                    "config": run_config, "meta": meta, "device": str(device),
                    "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none"}
-        save_checkpoint(out / "last.pt", payload)
+        # Order matters for a kill between writes: best.pt, then history.json, then last.pt (the resume
+        # point). A run killed before last.pt is written repeats this epoch and rewrites the other two, so
+        # best.pt, history.json's best_epoch and last.pt's best_epoch always agree after a resume.
         if improved:
             save_checkpoint(out / "best.pt", payload)
         atomic_write_json(out / "history.json", {"history": history, "best_epoch": best_epoch, "best_val_dice": best,
                                                  "config": run_config, "meta": meta,
                                                  "amp_dtype": payload["amp_dtype"], "device": str(device)})
+        save_checkpoint(out / "last.pt", payload)
         print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  "
               f"val Dice {val['dice']:.4f} (tumour slices {val['dice_tumour']:.4f})  "
               f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f} s" + ("  *best" if improved else ""))
@@ -354,3 +329,58 @@ def _check_resumable(ckpt: dict, path: Path, meta: dict) -> None:
     if old and meta.get("split_sha256") and old != meta["split_sha256"]:
         raise ValueError(f"{path} was trained on split {old[:12]}…, this run uses {meta['split_sha256'][:12]}…; "
                          "use another output folder or resume='never'")
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _compare_configs(stored: dict, requested: dict, path: Path, out: Path) -> bool:
+    """True when only ``train.epochs`` grew (extend the schedule), False when identical; raises otherwise."""
+    old, new = _flatten(stored), _flatten(requested)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    if not differ:
+        return False
+    if differ == ["train.epochs"] and new["train.epochs"] > old["train.epochs"]:
+        return True
+    details = "; ".join(f"{k}: stored {old.get(k, '<absent>')!r}, requested {new.get(k, '<absent>')!r}"
+                        for k in differ)
+    raise ValueError(f"{path} was trained with other settings than this run asks for ({details}). Resuming would "
+                     "mix them; only a larger `epochs` can be resumed (the schedule is extended). To start fresh, "
+                     f"set RESUME='never' (TrainConfig(resume='never')) to overwrite {out}, or use another output "
+                     "folder; or rerun with the stored settings to continue.")
+
+
+def _extend_schedule(scheduler, optimizer, epochs: int) -> None:
+    """Point a resumed cosine schedule at ``epochs``: T_max = epochs and each group's LR set to the new
+    curve's value at the current epoch, lr(e) = eta_min + (base - eta_min) (1 + cos(pi e / epochs)) / 2;
+    the scheduler's recursive update then follows the new curve (same LRs as an uninterrupted run)."""
+    scheduler.T_max = epochs
+    e = scheduler.last_epoch
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def _reconcile_best(out: Path, start_epoch: int, best: float, best_epoch: int) -> tuple[float, int]:
+    """A run killed after writing best.pt but before last.pt left a best.pt from the epoch being repeated.
+    Adopt its metric so the repeated epoch does not count as an improvement over itself; on a
+    deterministic device it reproduces the same weights either way."""
+    path = out / "best.pt"
+    if not path.is_file():
+        return best, best_epoch
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError:
+        return best, best_epoch
+    if ckpt.get("epoch", 0) > start_epoch and ckpt.get("best_metric", -math.inf) > best:
+        print(f"{path} is from epoch {ckpt['epoch']} of an interrupted run (after the resume point, epoch "
+              f"{start_epoch}); keeping it as the best so far")
+        return ckpt["best_metric"], ckpt["best_epoch"]
+    return best, best_epoch

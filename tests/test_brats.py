@@ -1,4 +1,5 @@
 import logging
+import re
 import shutil
 
 import nibabel as nib
@@ -170,6 +171,39 @@ def test_unreadable_file(synth_copy):
     _path(synth_copy, "t1").write_bytes(b"not a nifti file at all")
     with pytest.raises(CaseValidationError, match="expected a readable NIfTI-1 file"):
         validate_case(_case(synth_copy))
+
+
+def test_truncated_nii_names_file_and_bytes(synth_copy):
+    path = _path(synth_copy, "t2")
+    full = path.read_bytes()
+    path.write_bytes(full[:200_000])  # header intact, voxel data cut
+    need = 240 * 240 * 32 * 2  # int16
+    msg = (rf"BraTS20_Training_001 \({path}\): expected {need:,} bytes of voxel data \(240x240x32 x int16\), "
+           rf"found {200_000 - 352:,} bytes \(the file is truncated\)")
+    with pytest.raises(CaseValidationError, match=msg):
+        validate_case(_case(synth_copy))
+    with pytest.raises(CaseValidationError, match=msg):
+        load_case(_case(synth_copy), ("flair", "t2"))
+
+
+def test_truncated_nii_gz_names_file_and_bytes(synth_copy):
+    """A cut .nii.gz used to escape as a bare EOFError (no file name) and stop the whole audit."""
+    import gzip
+
+    src = _path(synth_copy, "flair")
+    gz = src.with_name(src.name + ".gz")
+    blob = gzip.compress(src.read_bytes())
+    gz.write_bytes(blob[: len(blob) // 2])
+    src.unlink()
+    with pytest.raises(CaseValidationError, match=rf"\({re.escape(str(gz))}\): expected {240 * 240 * 32 * 2:,} bytes "
+                                                  r"of voxel data .*, found [\d,]+ bytes before the compressed stream "
+                                                  r"ends or breaks \(truncated or damaged: EOFError"):
+        load_case(_case(synth_copy))
+    cases = discover_cases(synth_copy)
+    good, _, skipped = brats.audit_cases(cases, skip_bad=True, progress=False)
+    assert len(good) == 4 and [s["case_id"] for s in skipped] == [CID] and skipped[0]["path"] == str(gz)
+    with pytest.raises(CaseValidationError, match="truncated or damaged"):
+        brats.audit_cases(cases, skip_bad=False, progress=False)
 
 
 def test_not_3d(synth_copy):

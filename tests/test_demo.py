@@ -1,6 +1,8 @@
-"""Demo: upload validation, prediction, and the app driven over HTTP with gradio_client."""
+"""Demo: prediction, result files, and the app driven over HTTP with gradio_client (uploads: test_upload.py)."""
 
 import gzip
+import re
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 from brainseg_utils import demo as D
 from brainseg_utils.sam import SamDecoderModel, build_backend
 from brainseg_utils.unet import UNet
+from brainseg_utils.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +41,6 @@ def _nifti(path, data, affine=None):
     return path
 
 
-# ----------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("name, mode", [("a.png", "L"), ("b.png", "I;16"), ("c.jpg", "RGB"), ("d.tif", "L")])
-def test_images_load_normalised(tmp_path, name, mode):
-    up = D.load_upload(_slice_png(tmp_path / name, mode=mode))
-    assert up.kind == "image" and up.volume.shape == (80, 96, 1) and up.volume.dtype == np.float32
-    assert up.volume.min() == 0.0 and up.volume.max() == pytest.approx(1.0)
-
-
-def test_nifti_volume_and_start_slice(tmp_path):
-    rng = np.random.default_rng(0)
-    vol = np.zeros((64, 64, 20), np.int16)
-    vol[10:50, 10:50, :] = rng.normal(100, 10, (40, 40, 20)).astype(np.int16)
-    vol[20:34, 20:34, 13] = 300  # the bright, tumour-like slice
-    up = D.load_upload(_nifti(tmp_path / "v.nii.gz", vol))
-    assert up.kind == "nifti" and up.volume.shape == (64, 64, 20)
-    assert D.start_slice(up.volume) == 13
-
-
 def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
@@ -65,49 +50,21 @@ def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
     return path
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: (p.write_bytes(b""), p)[1], "the file is empty"),
-    (lambda p: (p.write_text("just some text, no image here" * 20), p)[1], "expected a PNG, JPEG or TIFF image or a NIfTI-1"),
-    (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50), p)[1], "not a readable image"),
-    (lambda p: (p.write_bytes(b"\x1f\x8b" + b"not really gzip" * 30), p)[1], "damaged gzip"),
-    (lambda p: _raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
-    (lambda p: _raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
-    (lambda p: _raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
-])
-def test_bad_uploads(tmp_path, make, message):
-    path = make(tmp_path / "upload.png")
-    with pytest.raises(D.UploadError, match=message):
-        D.load_upload(path)
-
-
-def test_non_finite_blank_and_tiny(tmp_path):
-    data = np.ones((32, 32, 4), np.float32)
-    data[3, 3, 1] = np.nan
-    with pytest.raises(D.UploadError, match="1 NaN or infinite values"):
-        D.load_upload(_nifti(tmp_path / "nan.nii", data))
-    with pytest.raises(D.UploadError, match="blank"):
-        D.load_upload(_nifti(tmp_path / "zero.nii", np.zeros((32, 32, 2), np.float32)))
-    with pytest.raises(D.UploadError, match="too small"):
-        D.load_upload(_nifti(tmp_path / "tiny.nii", np.ones((8, 8, 2), np.float32)))
-
-
-def test_size_cap_and_decompression_bomb(tmp_path, monkeypatch):
-    png = _slice_png(tmp_path / "s.png")
-    monkeypatch.setattr(D, "MAX_UPLOAD_BYTES", 100)
-    with pytest.raises(D.UploadError, match="over the 0 MiB upload limit"):
-        D.load_upload(png)
-    monkeypatch.setattr(D, "MAX_UPLOAD_BYTES", 10**9)
-    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 1000)  # 80 x 96 = 7,680 px: a "bomb" at this limit
-    with pytest.raises(D.UploadError, match="image too large"):
-        D.load_upload(png)
+# ----------------------------------------------------------------------------- box, start slice
+def test_start_slice_is_the_brightest(tmp_path):
+    rng = np.random.default_rng(0)
+    vol = np.zeros((64, 64, 20), np.int16)
+    vol[10:50, 10:50, :] = rng.normal(100, 10, (40, 40, 20)).astype(np.int16)
+    vol[20:34, 20:34, 13] = 300  # the bright, tumour-like slice
+    assert D.start_slice(load_upload(_nifti(tmp_path / "v.nii.gz", vol)).volume) == 13
 
 
 def test_parse_box():
     np.testing.assert_array_equal(D.parse_box("30, 10, 5, 40", 50, 60), [5, 10, 30, 40])
     assert D.parse_box("", 50, 60) is None
-    with pytest.raises(D.UploadError, match="four numbers"):
+    with pytest.raises(UploadError, match="four numbers"):
         D.parse_box("1,2,3", 50, 60)
-    with pytest.raises(D.UploadError, match="outside"):
+    with pytest.raises(UploadError, match="outside"):
         D.parse_box("100,100,120,120", 50, 60)
 
 
@@ -131,13 +88,13 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     aff = np.diag([-1.0, -1.0, 1.0, 1.0])
     path = _nifti(tmp_path / "v.nii.gz", vol, aff)
     out = D.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
-    nii = [p for p in out["files"] if p.endswith("sam_mask.nii.gz")][0]
+    nii = [p for p in out["files"] if re.search(r"_sam_mask_[0-9a-f]{8}\.nii\.gz$", p)][0]
     back = nib.load(nii)
     assert back.shape == (64, 64, 10) and np.allclose(back.affine, aff) and back.get_data_dtype() == np.uint8
     m = np.asarray(back.dataobj)
     np.testing.assert_array_equal(np.rot90(m[:, :, 4]), out["res"]["sam"])  # display = rot90 of the volume slice
     assert m[:, :, [0, 1, 2, 3, 5, 6, 7, 8, 9]].max() == 0
-    with pytest.raises(D.UploadError, match="outside the volume"):
+    with pytest.raises(UploadError, match="outside the volume"):
         D.segment(predictor, path, 10, "", "none", tmp_path)
 
 
@@ -146,7 +103,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
 def served(predictor, tmp_path_factory):
     demo = D.build_demo(predictor, None, tmp_path_factory.mktemp("work"))
     _, url, _ = demo.launch(prevent_thread_lock=True, inline=False, share=False, quiet=True,
-                            server_name="127.0.0.1", max_file_size=D.MAX_UPLOAD_BYTES)
+                            server_name="127.0.0.1", max_file_size=MAX_UPLOAD_BYTES)
     from gradio_client import Client
 
     yield Client(url, verbose=False)
@@ -164,7 +121,7 @@ def test_http_png_nifti_and_box(served, predictor, tmp_path):
     unet_img, sam_img, info, files = _call(served, png, 0, "40,20,70,60", "box")
     direct = D.segment(predictor, png, 0, "40,20,70,60", "box", tmp_path)
     got = {p["name"] if isinstance(p, dict) else p for p in files}
-    sam_png = next(p for p in got if str(p).endswith("sam_mask.png"))
+    sam_png = next(p for p in got if re.search(r"_sam_mask_[0-9a-f]{8}\.png$", str(p)))
     np.testing.assert_array_equal(np.asarray(Image.open(sam_png)) > 0, direct["res"]["sam"])
     assert "U-Net:" in info and "SAM (box)" in info
     vol = np.zeros((64, 64, 12), np.int16)
@@ -173,7 +130,7 @@ def test_http_png_nifti_and_box(served, predictor, tmp_path):
     nii = _nifti(tmp_path / "vol.nii.gz", vol)
     _, _, info, files = _call(served, nii, 7, "", "none")
     names = [str(p["name"] if isinstance(p, dict) else p) for p in files]
-    assert any(n.endswith("unet_mask.nii.gz") for n in names) and "slice 7 of 12" in info
+    assert any(re.search(r"_unet_mask_[0-9a-f]{8}\.nii\.gz$", n) for n in names) and "slice 7 of 12" in info
 
 
 def test_server_survives_bad_uploads(served, tmp_path):
@@ -193,3 +150,83 @@ def test_server_survives_bad_uploads(served, tmp_path):
         _call(served, gz)
     unet_img, *_ = _call(served, _slice_png(tmp_path / "fine.png"))
     assert unet_img is not None, "the next good request still works"
+
+
+# ----------------------------------------------------------------------------- concurrent users (issue 10)
+def test_identical_results_are_distinct_files(predictor, tmp_path):
+    """Gradio rewrites an array output in place at a path derived from its content; results go out as files
+    with unique names instead, so two users with the same result never share (or rewrite) one file."""
+    png = _slice_png(tmp_path / "s.png")
+    a = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
+    b = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
+    for key in ("unet_overlay_png", "sam_overlay_png"):
+        assert a[key] != b[key]
+        np.testing.assert_array_equal(np.asarray(Image.open(a[key])), np.asarray(Image.open(b[key])))
+        np.testing.assert_array_equal(np.asarray(Image.open(a[key])), a[key.removesuffix("_png")])
+    assert not set(a["files"]) & set(b["files"])
+
+
+def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
+    """20 clients at once on the same input: each gets a complete, decodable image equal to the expected
+    overlay, or Gradio's "queue is full" message; the server answers afterwards. (A U-Net-only predictor
+    keeps it fast: the race was in serving result files, not in the models.)"""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
+
+    torch.manual_seed(0)
+    pred = D.Predictor(UNet(base_channels=4), 64)
+    demo = D.build_demo(pred, None, tmp_path_factory.mktemp("work20"))
+    _, url, _ = demo.launch(prevent_thread_lock=True, inline=False, share=False, quiet=True,
+                            server_name="127.0.0.1", max_file_size=MAX_UPLOAD_BYTES)
+    try:
+        png = _slice_png(tmp_path / "same.png")
+        expected = D.segment(pred, png, 0, "", "unet_box", tmp_path)
+        clients = [Client(url, verbose=False, download_files=str(tmp_path / f"dl{i}")) for i in range(20)]
+        results: list = [None] * 20
+        barrier = threading.Barrier(20)
+
+        def one(i):
+            barrier.wait()
+            try:
+                results[i] = clients[i].predict(handle_file(str(png)), 0, "", "unet_box", api_name="/segment")
+            except (QueueError, AppError) as exc:
+                results[i] = exc
+            except Exception as exc:  # anything else is a failure the assertions below report
+                results[i] = ("unexpected", repr(exc))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        served = 0
+        for i, r in enumerate(results):
+            if isinstance(r, Exception):
+                assert "queue is full" in str(r).lower(), (i, repr(r))
+                continue
+            assert isinstance(r, tuple) and len(r) == 4, (i, r)
+            unet_img, sam_img = r[0], r[1]
+            for got, want in ((unet_img, expected["unet_overlay"]), (sam_img, expected["sam_overlay"])):
+                with Image.open(got) as im:
+                    im.load()  # raises on a truncated or empty file
+                    np.testing.assert_array_equal(np.asarray(im.convert("RGB")), want)
+            served += 1
+        assert served >= 1
+        unet_img, *_ = clients[0].predict(handle_file(str(png)), 0, "", "unet_box", api_name="/segment")
+        assert Image.open(unet_img).size == (96, 80), "the server still answers"
+    finally:
+        demo.close()
+
+
+def test_prune_removes_only_old_request_folders(tmp_path):
+    import os
+
+    old_req, new_req, examples = tmp_path / "request-old", tmp_path / "request-new", tmp_path / "examples"
+    for d in (old_req, new_req, examples):
+        d.mkdir()
+        (d / "f.png").write_bytes(b"x")
+    for d in (old_req, examples):
+        os.utime(d, (0, 0))
+    D._prune(tmp_path, max_age_s=600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "request-new"]

@@ -6,8 +6,8 @@ from scipy import ndimage
 
 from brainseg_utils import inference as inf
 from brainseg_utils.brats import discover_cases
+from brainseg_utils.checkpoints import save_checkpoint
 from brainseg_utils.slices import resize_slice
-from brainseg_utils.train import save_checkpoint
 from brainseg_utils.unet import UNet
 
 

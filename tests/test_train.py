@@ -8,7 +8,7 @@ import torch.nn as nn
 from brainseg_utils import train
 from brainseg_utils.dataset import SliceDataset
 from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.train import TrainConfig, evaluate, fit, load_checkpoint, load_model_state
+from brainseg_utils.train import TrainConfig, fit, validate
 from brainseg_utils.transforms import train_augmentation
 from brainseg_utils.unet import UNet
 
@@ -20,16 +20,6 @@ def _datasets(tiny_cache, aug=True):
     tr = SliceDataset(cache, cache.rows_for(split["train"]), train_augmentation() if aug else None, seed=0)
     va = SliceDataset(cache, cache.rows_for(split["val"]))
     return tr, va
-
-
-def test_amp_policy(monkeypatch):
-    assert train.amp_dtype(torch.device("cpu")) is None
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # T4
-    assert train.amp_dtype(cuda) is torch.float16
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))  # A100
-    assert train.amp_dtype(cuda) is torch.bfloat16
-    assert train.amp_dtype(cuda, enabled=False) is None
 
 
 def test_dice_per_sample_conventions():
@@ -67,7 +57,7 @@ def test_unet_learns_on_synthetic_data(learn_data, tmp_path):
     va = SliceDataset(cache, cache.rows_for(split["val"]))
     torch.manual_seed(0)
     model = UNet(base_channels=8)
-    before = evaluate(model, torch.utils.data.DataLoader(va, batch_size=16), FocalDiceLoss(), torch.device("cpu"), None)
+    before = validate(model, torch.utils.data.DataLoader(va, batch_size=16), FocalDiceLoss(), torch.device("cpu"), None)
     hist = fit(model, tr, va, tmp_path, TrainConfig(epochs=20, batch_size=16, lr=2e-3, seed=0, progress=False))
     best = max(h["val_dice_tumour"] for h in hist)
     assert before["dice_tumour"] < 0.1
@@ -120,65 +110,135 @@ def test_explicit_resume_path_must_exist(tiny_cache, tmp_path):
         fit(UNet(base_channels=4), tr, va, tmp_path, TrainConfig(epochs=1, resume=str(tmp_path / "nope.pt")))
 
 
-def test_other_architecture_lists_mismatched_keys(tmp_path):
-    ckpt = tmp_path / "small.pt"
-    train.save_checkpoint(ckpt, {"model": UNet(base_channels=4).state_dict()})
-    with pytest.raises(ValueError, match=r"99 shape mismatches: bottleneck\.0\.0\.weight: checkpoint \(64, 32, 3, 3\) vs model \(128, 64, 3, 3\)"):
-        load_model_state(UNet(base_channels=8), load_checkpoint(ckpt)["model"], str(ckpt))
-    other = {"layer.weight": torch.zeros(2, 2)}
-    with pytest.raises(ValueError, match=r"missing keys: .*unexpected keys: layer\.weight"):
-        load_model_state(UNet(base_channels=4), other)
-
-
-def test_cuda_checkpoint_loads_on_cpu(tmp_path, monkeypatch):
-    """A file whose tensors were saved from cuda:0 (location tag forced) loads onto the CPU."""
-    import torch.serialization as ser
-
-    path = tmp_path / "cuda.pt"
-    monkeypatch.setattr(ser, "location_tag", lambda storage: "cuda:0")
-    torch.save({"model": UNet(base_channels=4).state_dict()}, path)
-    monkeypatch.undo()
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA"):
-            torch.load(path, weights_only=True)  # what a bare load does on a CPU-only machine
-    state = load_checkpoint(path)["model"]
-    assert all(v.device.type == "cpu" for v in state.values())
-    load_model_state(UNet(base_channels=4), state)
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("this would run arbitrary code",))
-
-
-def test_unsafe_and_truncated_checkpoints_refused(tmp_path):
-    evil = tmp_path / "evil.pt"
-    torch.save({"model": {}, "x": _Evil()}, evil)
-    with pytest.raises(ValueError, match="refused to load it"):
-        load_checkpoint(evil)
-    good = tmp_path / "good.pt"
-    train.save_checkpoint(good, {"model": UNet(base_channels=4).state_dict()})
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="truncated or not a torch checkpoint"):
-        load_checkpoint(cut)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_checkpoint(tmp_path / "none.pt")
-
-
-def test_every_torch_load_is_weights_only():
-    pkg = Path(train.__file__).parent
-    calls = []
-    for f in pkg.glob("*.py"):
-        for m in re.finditer(r"torch\.load\((.*?)\)\n", f.read_text(), re.S):
-            calls.append((f.name, m.group(1)))
-    assert calls, "the package loads checkpoints somewhere"
-    for name, args in calls:
-        assert "weights_only=True" in args, f"{name}: torch.load({args}) without weights_only=True"
-
-
 def test_bad_config():
     with pytest.raises(ValueError):
         TrainConfig(epochs=0)
     with pytest.raises(ValueError):
         TrainConfig(lr=0)
+
+
+# ----------------------------------------------------------------------------- resume rules, write order, determinism
+def _toy_data(n=4, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g)
+    y = (x > 0.7).float()
+    ds = torch.utils.data.TensorDataset(x, y)
+    return ds, ds
+
+
+def _toy_cfg(**kw):
+    base = dict(epochs=2, batch_size=2, lr=1e-2, seed=0, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_with_more_epochs_follows_the_longer_cosine_curve(tmp_path):
+    """Extending 1 -> 3 epochs: from epoch 2 on the LR is that of an uninterrupted 3-epoch run.
+    (Before the fix the old T_max = 1 stayed: the LR fell to 0 and climbed again.)"""
+    tr, va = _toy_data()
+    torch.manual_seed(0)
+    fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=1))
+    extended = fit(UNet(base_channels=4), tr, va, tmp_path / "short", _toy_cfg(epochs=3))
+    torch.manual_seed(0)
+    full = fit(UNet(base_channels=4), tr, va, tmp_path / "full", _toy_cfg(epochs=3))
+    assert [h["epoch"] for h in extended] == [1, 2, 3]
+    lr0 = 1e-2
+    assert extended[0]["lr"] == full[0]["lr"] == lr0
+    for a, b in zip(extended[1:], full[1:], strict=True):
+        assert abs(a["lr"] - b["lr"]) < 1e-7, (a["epoch"], a["lr"], b["lr"])
+    # hand-computed: lr(e) = lr0 (1 + cos(pi e / 3)) / 2 for e = 1, 2: 0.0075, 0.0025
+    assert [h["lr"] for h in extended[1:]] == pytest.approx([0.0075, 0.0025], abs=1e-9)
+    ckpt = torch.load(tmp_path / "short" / "last.pt", weights_only=True)
+    assert ckpt["config"]["train"]["epochs"] == 3 and ckpt["scheduler"]["T_max"] == 3
+
+
+@pytest.mark.parametrize("change, keys", [
+    (dict(lr=5e-3), "train.lr: stored 0.01, requested 0.005"),
+    (dict(epochs=1), "train.epochs: stored 2, requested 1"),
+    (dict(batch_size=4, weight_decay=0.0), "train.batch_size: stored 2, requested 4; train.weight_decay"),
+])
+def test_resume_refuses_other_settings(tmp_path, change, keys):
+    tr, va = _toy_data()
+    fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(stop_after_epoch=1))
+    with pytest.raises(ValueError, match=re.escape(keys) + ".*RESUME='never'.*another output folder"):
+        fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(**change))
+    with pytest.raises(ValueError, match=re.escape("model.base_channels: stored 4, requested 8")):
+        fit(UNet(base_channels=8), tr, va, tmp_path, _toy_cfg())
+    # resume="never" starts fresh with the new settings
+    hist = fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(**change, resume="never"))
+    assert len(hist) == change.get("epochs", 2)
+
+
+def test_same_seed_gives_bitwise_identical_weights(tmp_path):
+    tr, va = _toy_data()
+    states = []
+    for run in ("a", "b"):
+        torch.manual_seed(0)
+        model = UNet(base_channels=4)
+        fit(model, tr, va, tmp_path / run, _toy_cfg(epochs=2))
+        states.append(model.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    assert not torch.equal(states[0]["head.weight"], UNet(base_channels=4).state_dict()["head.weight"])
+
+
+_KILL_SCRIPT = r"""
+import os, signal, sys
+import torch
+from brainseg_utils import train
+from brainseg_utils.unet import UNet
+
+out, kill_at = sys.argv[1], int(sys.argv[2])
+dice_by_epoch = {0: 0.1, 1: 0.5, 2: 0.3, 3: 0.2}  # best at epoch 2, never improved on afterwards
+state = {"epoch": 0, "renames": 0}
+seed_epoch, replace = train._seed_epoch, os.replace
+
+def _seed(seed, epoch):
+    state["epoch"] = epoch
+    seed_epoch(seed, epoch)
+
+def _validate(*a, **k):
+    return {"loss": 1.0, "dice": dice_by_epoch[state["epoch"]], "dice_tumour": 0.0, "images_per_s": 1.0}
+
+def _replace(src, dst):
+    # the k-th file write of epoch 2 (index 1): SIGKILL before it is renamed into place
+    if state["epoch"] == 1 and os.path.basename(str(dst)) in train.CHECKPOINT_FILES:
+        if state["renames"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        state["renames"] += 1
+    replace(src, dst)
+
+train._seed_epoch, train.validate, os.replace = _seed, _validate, _replace
+g = torch.Generator().manual_seed(0)
+x = torch.rand(4, 1, 16, 16, generator=g)
+ds = torch.utils.data.TensorDataset(x, (x > 0.7).float())
+torch.manual_seed(0)
+train.fit(UNet(base_channels=4), ds, ds, out, train.TrainConfig(epochs=4, batch_size=2, lr=1e-2, progress=False))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_kill_between_checkpoint_writes_leaves_a_consistent_run(tmp_path, kill_at):
+    """SIGKILL after the first (then the second) of epoch 2's three writes, with its temp file on disk;
+    resuming then gives best.pt epoch == history best_epoch == last.pt best_epoch and no temp files."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill_fit.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(train.__file__).parents[1])}
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(script), str(out), str(kill_at)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert list(out.glob(".*.tmp*")), "the kill left a temporary file (what the next start must remove)"
+    done = subprocess.run([sys.executable, str(script), str(out), "99"], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    best = torch.load(out / "best.pt", weights_only=True)
+    last = torch.load(out / "last.pt", weights_only=True)
+    history = json.loads((out / "history.json").read_text())
+    assert best["epoch"] == history["best_epoch"] == last["best_epoch"] == 2
+    assert last["epoch"] == 4 and len(history["history"]) == 4
+    assert not list(out.glob(".*")), "no temporary files remain"

@@ -1,0 +1,126 @@
+"""Checkpoint files and the device policy: everything that loads a trained model needs this, not the engine.
+
+Owns:
+  * ``save_checkpoint`` / ``load_checkpoint``: atomic ``torch.save`` and ``torch.load(weights_only=True)``
+    onto the CPU by default, with clear errors for missing, truncated, unsafe and wrong-kind files.
+    ``expect_arch`` checks the architecture a checkpoint records (``config.model.arch``: ``"unet"``,
+    ``"sam_decoder"``) before any model is built from it;
+  * ``load_model_state``: ``load_state_dict`` that lists every missing, unexpected and mis-shaped key;
+  * ``resolve_device`` and ``amp_dtype``: which device, and which autocast dtype on it.
+
+A checkpoint is a plain dict of tensors / numbers / strings / lists (``CHECKPOINT_FORMAT`` 1): model
+state, optimizer, scheduler, scaler, epoch, best metric, history, RNG states, ``config`` (``train`` and
+``model``), ``meta`` (split hash, dataset, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .io import atomic_write
+
+CHECKPOINT_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- devices and AMP
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; an explicit cuda device without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    return dev
+
+
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """Autocast dtype for ``device``: bf16 on native-bf16 GPUs (compute capability >= 8), fp16 on older
+    ones, None on CPU. A bare ``torch.cuda.is_bf16_supported()`` answers True on a T4 through emulation,
+    so the decision uses the real capability."""
+    if not enabled or device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+# ----------------------------------------------------------------------------- files
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """``torch.save`` to a temporary file, fsync, then rename: a crash never leaves half a checkpoint."""
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _size_str(path: Path) -> str:
+    return f"{path.stat().st_size:,} bytes"
+
+
+def checkpoint_arch(ckpt: dict) -> str | None:
+    """The architecture a checkpoint records (``config.model.arch``), or None when it records none."""
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    arch = model.get("arch") if isinstance(model, dict) else None
+    return str(arch) if arch is not None else None
+
+
+def check_arch(ckpt: dict, path: str | os.PathLike, expect_arch: str) -> None:
+    """Raise ``ValueError`` naming the file, what it holds and what was expected when the recorded
+    architecture is not ``expect_arch``."""
+    have = checkpoint_arch(ckpt)
+    if have == expect_arch:
+        return
+    if have is None:
+        holds = "no recorded architecture (no config.model.arch; not a checkpoint written by train.fit)"
+    else:
+        model = ckpt["config"]["model"]
+        extra = ", ".join(f"{k}={model[k]!r}" for k in ("backend", "prompt") if k in model)
+        holds = f"a {have!r} checkpoint" + (f" ({extra})" if extra else "")
+    raise ValueError(f"{path} holds {holds}; expected a {expect_arch!r} checkpoint. "
+                     "Check which file was put at this path (e.g. a SAM decoder copied to unet/best.pt).")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    expect_arch: str | None = None) -> dict:
+    """``torch.load(weights_only=True)`` onto ``map_location`` (CPU by default: a checkpoint saved on
+    CUDA loads on a CPU-only machine) with clear errors for missing, truncated or unsafe files.
+
+    ``expect_arch`` (e.g. ``"unet"``, ``"sam_decoder"``): refuse a checkpoint whose recorded
+    ``config.model.arch`` differs, naming the file, what it holds and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path} holds objects other than tensors and plain data; refused to load it "
+                         f"(weights_only=True): {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is truncated or not a torch checkpoint ({_size_str(path)}): {exc}") from exc
+    if expect_arch is not None:
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; "
+                             f"expected a {expect_arch!r} checkpoint")
+        check_arch(ckpt, path, expect_arch)
+    return ckpt
+
+
+def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """``load_state_dict`` that first lists every missing, unexpected and wrongly shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shapes:
+        def _list(keys):
+            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+
+        parts = [f"{n} {label}: {_list(k)}" for n, label, k in
+                 ((len(missing), "missing keys", missing), (len(unexpected), "unexpected keys", unexpected),
+                  (len(shapes), "shape mismatches", shapes)) if k]
+        raise ValueError(f"{source} does not match this model architecture; " + "; ".join(parts))
+    model.load_state_dict(state)
