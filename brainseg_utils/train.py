@@ -32,7 +32,7 @@ import os
 import pickle
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,38 +40,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from .config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .io import atomic_write, atomic_write_json
 from .losses import FocalDiceLoss
 
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (the original project's defaults)."""
-
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    channels_last: bool = False
-    num_workers: int = 0
-    seed: int = 0
-    resume: str = "auto"  # "auto": continue from last.pt if present; "never"; or a checkpoint path
-    threshold: float = 0.5
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    stop_after_epoch: int | None = None  # end this call after that epoch (as if disconnected)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 # ----------------------------------------------------------------------------- devices and AMP
