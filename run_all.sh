@@ -47,7 +47,7 @@ for nb in "${NOTEBOOKS[@]}"; do
     echo "=== $nb"
     start=$SECONDS
     if ! "$PY" -m papermill "$src" "$out" -k brainseg --cwd . -f "$PARAMS" \
-            -r DATA_ROOT "$ROOT" -r OUTPUT_DIR "$OUTPUT_DIR" --no-progress-bar --log-output "$@"; then
+            -r DATA_ROOT "$ROOT" -r OUTPUT_DIR "$OUTPUT_DIR" -p INTERACTIVE False --no-progress-bar --log-output "$@"; then
         echo "FAILED: notebook $src; the executed copy with the error is $out" >&2
         exit 1
     fi

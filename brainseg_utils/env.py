@@ -1,4 +1,9 @@
-"""Where are we running: Colab, Kaggle or a plain machine; and what accelerator is there."""
+"""Where are we running: Colab, Kaggle or a plain machine; what accelerator is there; which code ran.
+
+Owns platform detection (``platform``, ``default_output_root``), the accelerator summary written into
+logs and results (``device_summary``), the git commit of the package (``code_version``, recorded in
+``metrics.json``) and ``enter_project_root`` (a notebook opened in ``notebooks/`` writes to ``<repo>/outputs``).
+"""
 
 from __future__ import annotations
 

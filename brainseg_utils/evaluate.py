@@ -375,11 +375,10 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
         "provenance": {**code_version(), "command": command or os.environ.get("BRAINSEG_RUN_COMMAND")
                        or "notebooks/04_evaluate.ipynb (run by hand)"},
     }
-    res_dir = run.results
-    atomic_write_json(res_dir / "metrics.json", json.loads(json.dumps(metrics, default=float)))  # numpy -> float
-    atomic_write(res_dir / "per_case.csv", lambda tmp: per_case.to_csv(tmp, index=False))
-    atomic_write(res_dir / "per_slice.csv", lambda tmp: per_slice.to_csv(tmp, index=False))
-    atomic_write_text(res_dir / "results.md", results_markdown(metrics))
+    atomic_write_json(run.metrics, json.loads(json.dumps(metrics, default=float)))  # numpy -> float
+    atomic_write(run.per_case, lambda tmp: per_case.to_csv(tmp, index=False))
+    atomic_write(run.per_slice, lambda tmp: per_slice.to_csv(tmp, index=False))
+    atomic_write_text(run.results_md, results_markdown(metrics))
     return metrics, volumes
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import OVERFLOW, TrainConfig
 from .dataset import training_meta
 from .embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
 from .io import atomic_write_json
 from .sam import SamBackend, SamDecoderModel
 from .slices import SliceCache
-from .train import TrainConfig, evaluate_dataset, fit
-
-OVERFLOW = ("subsample", "encode")
+from .train import evaluate_dataset, fit
 
 
 @dataclass

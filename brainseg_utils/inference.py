@@ -27,6 +27,7 @@ from .brats import Case, load_case
 from .checkpoints import load_checkpoint, load_model_state
 from .encoder_runtime import RuntimeModule
 from .io import file_sha256
+from .paths import RunDir
 from .sam import SamDecoderModel, build_backend, mask_to_box
 from .slices import resize_slice
 from .unet import UNet
@@ -104,18 +105,17 @@ class Models:
         return out
 
 
-def load_models(run, split_sha256: str, device="cpu", sam_checkpoints: dict | None = None) -> Models:
+def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoints: dict | None = None) -> Models:
     """The U-Net from ``unet/best.pt`` and every ``sam/sam_<backend>_<prompt>/best.pt``.
 
     ``sam_checkpoints`` maps a backend name to its weights path (vit_* / medsam; LiteMedSAM needs none).
     """
-    unet_path = run.root / "unet" / "best.pt"
+    unet_path = run.unet_best
     if not unet_path.exists():
         raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first")
     unet, ckpt = load_unet(unet_path, split_sha256, device)
     models = Models(unet, data={"unet": training_data(ckpt)})
-    sam_root = run.root / "sam"
-    for best in sorted(sam_root.glob("sam_*/best.pt")) if sam_root.exists() else []:
+    for best in run.sam_checkpoints().values():
         cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
         name = cfg["backend"]
         if name not in models.backends:

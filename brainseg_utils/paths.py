@@ -1,7 +1,13 @@
-"""One place that builds every output path (notebooks talk to each other only through these files)."""
+"""Output paths of a run: the one place every path under the run folder is built.
+
+Owns ``RunDir`` (folder properties create their folder; file properties only name the file) and
+``open_run_data`` (what notebooks 02-04 read from notebook 01: slice cache, hash-checked split,
+dataset info). Notebooks talk to each other only through these files.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +21,20 @@ class RunDir:
         <root>/data/splits.json      patient-level split (written once)
         <root>/data/audit.csv        per-case validation report (notebook 01)
         <root>/data/dataset.json     dataset name ("synthetic"/"brats2020"), root, case counts
-        <root>/unet/                 U-Net checkpoints and history
+        <root>/unet/                 U-Net checkpoints (best.pt, last.pt) and history.json
         <root>/sam/<variant>/        SAM decoder checkpoints and history (variant: sam_<backend>_<prompt>)
         <root>/sam/embeddings/       frozen-encoder embedding caches
+        <root>/sam/summary.csv       validation Dice of every SAM variant (notebook 03)
         <root>/results/              metrics.json, per_case.csv, per_slice.csv, results.md
         <root>/figures/              PNG figures
         <root>/predictions/<model>/  predicted volumes (NIfTI)
+        <root>/demo/                 the demo's downloads; demo/examples/ its example inputs
         <root>/notebooks/            executed notebooks (run_all.sh)
+
+    Folder properties (``data``, ``unet``, ``sam_root``, ``results``, ...) and folder methods
+    (``sam(variant)``, ``predictions(model)``) create the folder; file properties (``splits``,
+    ``unet_best``, ``metrics``, ...) create their parent folder, never the file. Listing methods
+    (``sam_checkpoints``, ``histories``, ``prediction_dirs``) create nothing.
     """
 
     root: Path
@@ -34,6 +47,7 @@ class RunDir:
         p.mkdir(parents=True, exist_ok=True)
         return p
 
+    # ------------------------------------------------------------------ data (notebook 01)
     @property
     def data(self) -> Path:
         return self._dir("data")
@@ -54,11 +68,24 @@ class RunDir:
     def dataset(self) -> Path:
         return self.data / "dataset.json"
 
+    # ------------------------------------------------------------------ models (notebooks 02, 03)
     @property
     def unet(self) -> Path:
         return self._dir("unet")
 
+    @property
+    def unet_best(self) -> Path:
+        """The U-Net checkpoint evaluation and the demo load."""
+        return self.unet / "best.pt"
+
+    @property
+    def sam_root(self) -> Path:
+        return self._dir("sam")
+
     def sam(self, variant: str) -> Path:
+        """Folder of one SAM decoder, ``variant`` = ``sam_<backend>_<prompt>``."""
+        if not variant.startswith("sam_") or "/" in variant:
+            raise ValueError(f"SAM variant names look like sam_<backend>_<prompt>, got {variant!r}")
         return self._dir("sam", variant)
 
     @property
@@ -66,18 +93,89 @@ class RunDir:
         return self._dir("sam", "embeddings")
 
     @property
+    def sam_summary(self) -> Path:
+        return self.sam_root / "summary.csv"
+
+    def sam_checkpoints(self) -> dict[str, Path]:
+        """``{variant: <root>/sam/<variant>/best.pt}`` for every trained SAM decoder, sorted by name."""
+        folder = self.root / "sam"
+        return {p.parent.name: p for p in sorted(folder.glob("sam_*/best.pt"))} if folder.is_dir() else {}
+
+    def histories(self) -> dict[str, Path]:
+        """``{"unet": ..., variant: ...}``: every ``history.json`` written so far (U-Net first)."""
+        out = {"unet": self.root / "unet" / "history.json"} if (self.root / "unet" / "history.json").is_file() else {}
+        folder = self.root / "sam"
+        if folder.is_dir():
+            out.update({p.parent.name: p for p in sorted(folder.glob("sam_*/history.json"))})
+        return out
+
+    # ------------------------------------------------------------------ results (notebook 04)
+    @property
     def results(self) -> Path:
         return self._dir("results")
+
+    @property
+    def metrics(self) -> Path:
+        return self.results / "metrics.json"
+
+    @property
+    def per_case(self) -> Path:
+        return self.results / "per_case.csv"
+
+    @property
+    def per_slice(self) -> Path:
+        return self.results / "per_slice.csv"
+
+    @property
+    def results_md(self) -> Path:
+        return self.results / "results.md"
 
     @property
     def figures(self) -> Path:
         return self._dir("figures")
 
     def predictions(self, model: str) -> Path:
+        """Folder of one model's predicted volumes."""
         return self._dir("predictions", model)
+
+    def prediction_dirs(self) -> list[Path]:
+        """Every ``predictions/<model>/`` folder written so far, sorted."""
+        folder = self.root / "predictions"
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    # ------------------------------------------------------------------ demo (notebook 05)
+    @property
+    def demo(self) -> Path:
+        return self._dir("demo")
+
+    @property
+    def demo_examples(self) -> Path:
+        return self._dir("demo", "examples")
 
     def written(self) -> list[Path]:
         """Every file under the run root, sorted (for the "what this notebook wrote" cell)."""
         if not self.root.exists():
             return []
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def open_run_data(run: RunDir):
+    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run``.
+
+    Returns ``(slices.SliceCache, split dict from slices.load_split, dataset.json as a dict)``. Fails with
+    what to do when notebook 01 has not run, when dataset.json is not JSON, or when the split no longer
+    matches the hash recorded in dataset.json.
+    """
+    from .slices import SliceCache, load_split  # numpy/pandas only when data is opened
+
+    if not run.dataset.exists():
+        raise FileNotFoundError(f"{run.dataset} not found: run notebooks/01_eda.ipynb first with OUTPUT_DIR={run.root}")
+    try:
+        info = json.loads(run.dataset.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run.dataset} is not valid JSON ({exc}); re-run notebooks/01_eda.ipynb") from exc
+    split = load_split(run.splits)
+    if split["sha256"] != info.get("split_sha256"):
+        raise ValueError(f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
+                         f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01")
+    return SliceCache.open(run.slices), split, info

@@ -305,19 +305,3 @@ def split_summary(split: dict, index: pd.DataFrame) -> pd.DataFrame:
                      "tumour_slices": int(part["has_tumour"].sum()),
                      "tumour_free_slices": int((~part["has_tumour"].astype(bool)).sum())})
     return pd.DataFrame(rows).set_index("split")
-
-
-def open_run_data(run) -> tuple[SliceCache, dict, dict]:
-    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (a RunDir).
-
-    Fails with what to do when notebook 01 has not run, or when the split no longer matches the
-    hash recorded in dataset.json.
-    """
-    if not run.dataset.exists():
-        raise FileNotFoundError(f"{run.dataset} not found: run notebooks/01_eda.ipynb first with OUTPUT_DIR={run.root}")
-    info = json.loads(run.dataset.read_text())
-    split = load_split(run.splits)
-    if split["sha256"] != info.get("split_sha256"):
-        raise ValueError(f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
-                         f"({str(info.get('split_sha256'))[:12]}…); re-run notebook 01")
-    return SliceCache.open(run.slices), split, info

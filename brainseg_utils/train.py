@@ -25,6 +25,7 @@ and model config with the requested one:
     LR continues on the new curve from the current epoch, lr(e) = lr0 (1 + cos(pi e / epochs)) / 2,
     exactly the LRs an uninterrupted run with the larger epoch count uses from that epoch on (the
     epochs already done keep the LRs of the old curve);
+  * device and DataLoader workers may differ (they do not change what is computed);
   * anything else (another lr, batch size, model width, fewer epochs, ...): refused with the
     differing keys; start fresh with ``resume="never"`` (notebook ``RESUME="never"``) or another
     output folder.
@@ -45,7 +46,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -61,38 +62,11 @@ from .checkpoints import (
     resolve_device,
     save_checkpoint,
 )
+from .config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .io import atomic_write_json, remove_stale_temps
 from .losses import FocalDiceLoss
 
 CHECKPOINT_FILES = ("best.pt", "last.pt", "history.json")  # what fit writes in its output folder
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (the original project's defaults)."""
-
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-    channels_last: bool = False
-    num_workers: int = 0
-    seed: int = 0
-    resume: str = "auto"  # "auto": continue from last.pt if present; "never"; or a checkpoint path
-    threshold: float = 0.5
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    stop_after_epoch: int | None = None  # end this call after that epoch (as if disconnected)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 # ----------------------------------------------------------------------------- RNG state (saved in checkpoints)
@@ -341,10 +315,16 @@ def _flatten(cfg: dict, prefix: str = "") -> dict:
     return out
 
 
+# Settings that do not change what is computed: a run may resume on another device (e.g. a CPU after a
+# lost Colab GPU) or with another number of DataLoader workers (augmentation is seeded per item).
+RESUME_FREE = ("train.device", "train.num_workers")
+
+
 def _compare_configs(stored: dict, requested: dict, path: Path, out: Path) -> bool:
     """True when only ``train.epochs`` grew (extend the schedule), False when identical; raises otherwise."""
     old, new = _flatten(stored), _flatten(requested)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>")
+                    and k not in RESUME_FREE)
     if not differ:
         return False
     if differ == ["train.epochs"] and new["train.epochs"] > old["train.epochs"]:

@@ -1,5 +1,6 @@
 """Notebook hygiene, and each notebook executed headless through papermill on tiny synthetic data."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -21,6 +22,21 @@ def test_notebooks_exist():
                                           "04_evaluate.ipynb", "05_demo.ipynb"]
 
 
+def parameters_cell_values(source: str) -> dict:
+    """NAME -> value of a parameters cell that holds literals only: every statement is `NAME: type = literal`
+    (papermill injects overrides after this cell, so a value computed here would go stale).
+    ``ast.literal_eval`` refuses calls, names and arithmetic; nothing is executed."""
+    out = {}
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name), ast.unparse(node)
+        assert node.target.id.isupper(), f"parameter names are UPPER_CASE: {node.target.id}"
+        try:
+            out[node.target.id] = ast.literal_eval(node.value)
+        except ValueError as exc:
+            raise AssertionError(f"{ast.unparse(node)} is not a literal") from exc
+    return out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_hygiene(path):
     nb = nbformat.read(path, as_version=4)
@@ -29,15 +45,46 @@ def test_notebook_hygiene(path):
     assert not [c for c in code if c.outputs or c.execution_count], "commit notebooks without outputs"
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
-    # literals only: every non-comment line is NAME: type = literal
-    for line in params[0].source.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            assert name.strip().split(":")[0].isupper(), line
-            compile(value.split("#")[0].strip() or "None", "<param>", "eval")
+    assert parameters_cell_values(params[0].source), "empty parameters cell"
     defs = [c for c in code if any(ln.lstrip().startswith(("def ", "class ")) for ln in c.source.splitlines())]
     assert not defs, "logic belongs in brainseg_utils, not in notebooks"
-    assert nb.cells[0].cell_type == "markdown" and "Bootstrap" in code[0].source
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[1].cell_type == "code", "title, then bootstrap"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_bootstrap_cell_is_the_one_source(path):
+    """Every notebook's bootstrap cell is brainseg_utils.bootstrap.CELL, verbatim
+    (edit CELL, then `python -m brainseg_utils.bootstrap` rewrites the five cells)."""
+    from brainseg_utils.bootstrap import CELL, bootstrap_cell_index
+
+    nb = nbformat.read(path, as_version=4)
+    assert bootstrap_cell_index(nb.cells) == 1
+    assert nb.cells[1].source == CELL, f"{path.name}: bootstrap cell differs from brainseg_utils.bootstrap.CELL"
+
+
+def test_bootstrap_sync_rewrites_a_drifted_cell(tmp_path):
+    import shutil
+
+    from brainseg_utils.bootstrap import CELL, sync
+
+    for p in NOTEBOOKS[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
+    nb.cells[1].source = CELL.replace("--depth", "--depth=1 #")
+    nbformat.write(nb, tmp_path / NOTEBOOKS[0].name)
+    assert sync(tmp_path) == [tmp_path / NOTEBOOKS[0].name]  # only the drifted one is rewritten
+    assert nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4).cells[1].source == CELL
+    assert sync(tmp_path) == []
+
+
+def test_parameters_check_refuses_non_literals():
+    """The hygiene check refuses what compile() accepted: calls, names, arithmetic, untyped or lower-case names."""
+    good = 'A: int = 1  # comment\nB: list = [0.7, 0.15, 0.15]\nC: str = "x"\nD: float = -1e-4\n'
+    assert parameters_cell_values(good) == {"A": 1, "B": [0.7, 0.15, 0.15], "C": "x", "D": -1e-4}
+    for bad in ("X: int = int('3')", "X: int = OTHER", "X: int = 2 * 3", "X: str = __import__('os').getcwd()",
+                "X = 3", "x: int = 3", "import os"):
+        with pytest.raises(AssertionError):
+            parameters_cell_values(bad)
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +180,7 @@ def test_02_train_unet(nb_run, run02):
 
 
 SAM_TINY = {"SAM_PROMPTS": "box,none", "SAM_EPOCHS": 1, "SAM_BATCH_SIZE": 4, "SAM_CACHE_BUDGET_GB": 0.0234,
-            "SAM_ENCODE_BATCH": 4}
+            "SAM_ENCODE_BATCH": 4, "SAM_OVERFLOW": "subsample"}
 
 
 @pytest.fixture(scope="session")
