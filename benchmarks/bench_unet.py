@@ -14,31 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 from brainseg_utils.checkpoints import amp_dtype
 from brainseg_utils.env import device_summary
+from brainseg_utils.evaluate import time_runs
 from brainseg_utils.io import atomic_write_json
 from brainseg_utils.losses import FocalDiceLoss
 from brainseg_utils.unet import UNet, count_parameters
 
 SIZES = {"quick": (16, 128), "full": (64, 240)}
-
-
-def _time(fn, steps: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench(base: int, size: int, device: torch.device, amp: bool, steps: int, batch: int = 8) -> dict:
@@ -67,7 +53,9 @@ def bench(base: int, size: int, device: torch.device, amp: bool, steps: int, bat
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             model(x)
 
-    t_train, t_infer = _time(train_step, steps, device), _time(infer_step, steps, device)
+    # seconds per step: median of evaluate.time_runs (ms, one warm-up, synchronised on CUDA)
+    t_train, t_infer = (statistics.median(time_runs(fn, device, steps, warmup=1)) / 1000.0
+                        for fn in (train_step, infer_step))
     return {"base_channels": base, "img_size": size, "batch": batch, "parameters": count_parameters(model)["total"],
             "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none",
             "train_images_per_s": round(batch / t_train, 2), "infer_images_per_s": round(batch / t_infer, 2)}

@@ -407,3 +407,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def save_mask(mask: np.ndarray, affine: np.ndarray, header, path: str | os.PathLike) -> Path:
+    """Write a binary mask as a uint8 NIfTI (1 = whole tumour) with the given affine and header, atomically.
+
+    The header's data type and scaling are reset (uint8, slope 1, intercept 0): nibabel would otherwise
+    keep the source image's dtype and scaling."""
+    from .io import atomic_write
+
+    img = nib.Nifti1Image(np.asarray(mask).astype(np.uint8), affine, header)
+    img.set_data_dtype(np.uint8)
+    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+
+
+def best_slice(seg: np.ndarray) -> int:
+    """Axial index (last axis) with the largest tumour area (the middle slice when there is no tumour)."""
+    area = (np.asarray(seg) > 0).reshape(-1, seg.shape[2]).sum(0)
+    return int(area.argmax()) if area.any() else seg.shape[2] // 2

@@ -23,14 +23,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .brats import normalise_volume
+from .brats import best_slice, normalise_volume, save_mask
 from .checkpoints import load_checkpoint, resolve_device
 from .inference import load_sam_decoder, load_unet, to_native
-from .sam import build_backend, mask_to_box
+from .paths import RunDir, run_split
+from .sam import PROMPTS, build_backend, mask_to_box
 from .slices import resize_slice
 from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
 
-PROMPTS = ("none", "box", "unet_box")
 REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
 QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error
 
@@ -162,12 +162,7 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
         if up.kind == "nifti":
             vol = np.zeros(up.volume.shape, np.uint8)
             vol[:, :, z] = mask
-            img = nib.Nifti1Image(vol, up.affine, up.header)
-            img.set_data_dtype(np.uint8)
-            img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-            nii = folder / f"{stem}_{name}_mask_{token}.nii.gz"
-            nib.save(img, nii)
-            paths.append(str(nii))
+            paths.append(str(save_mask(vol, up.affine, up.header, folder / f"{stem}_{name}_mask_{token}.nii.gz")))
     return paths
 
 
@@ -324,16 +319,16 @@ def launch(demo, share: bool = False, auth=None, **kwargs):
 def predictor_from_run(output_dir: str | os.PathLike = "outputs", device: str = "auto",
                        sam_checkpoint: str | None = None) -> Predictor:
     """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders."""
-    out = Path(output_dir)
+    run = RunDir(output_dir)
     dev = resolve_device(device)
-    unet_path = out / "unet" / "best.pt"
+    unet_path = run.unet_best
     if not unet_path.exists():
         raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or bash run_all.sh)")
     unet, ckpt = load_unet(unet_path, device=dev)
     img_size = int(ckpt["meta"].get("img_size", 128))
     dataset = ckpt["meta"].get("dataset", "unknown")
     sam_box = sam_none = backend = None
-    decs = sorted(out.glob("sam/sam_*/best.pt"))
+    decs = list(run.sam_checkpoints().values())
     if decs:
         first = load_checkpoint(decs[0], expect_arch="sam_decoder")["config"]["model"]["backend"]
         backend = build_backend(first, sam_checkpoint).to(dev)
@@ -349,24 +344,23 @@ def predictor_from_run(output_dir: str | os.PathLike = "outputs", device: str = 
 
 
 def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list[list]:
-    """[file, slice] rows from the test split: FLAIR PNG slices and one NIfTI volume, under <run>/demo/examples."""
-    import json
+    """[file, slice] rows from the test split: FLAIR PNG slices and one NIfTI volume, under <run>/demo/examples.
 
+    The split is read with its hash checked against the one notebook 01 recorded (``paths.run_split``)."""
     from PIL import Image
 
     from .brats import discover_cases
 
-    out = Path(output_dir)
-    info = json.loads((out / "data" / "dataset.json").read_text())
-    split = json.loads((out / "data" / "splits.json").read_text())
+    run = RunDir(output_dir)
+    split, info = run_split(run)
     cases = {c.case_id: c for c in discover_cases(info["root"])}
-    folder = out / "demo" / "examples"
+    folder = run.demo_examples
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for cid in split["test"][:n]:
         case = cases[cid]
         seg = np.asarray(nib.load(case.seg).dataobj)
-        z = int((seg > 0).reshape(-1, seg.shape[2]).sum(0).argmax())
+        z = best_slice(seg)
         flair = normalise_volume(np.asarray(nib.load(case.images["flair"]).dataobj))
         png = folder / f"{cid}_flair_z{z}.png"
         if not png.exists():
@@ -379,5 +373,5 @@ def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list
             img = nib.load(case.images["flair"])
             nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), nii)
         seg = np.asarray(nib.load(case.seg).dataobj)
-        rows.append([str(nii), int((seg > 0).reshape(-1, seg.shape[2]).sum(0).argmax())])
+        rows.append([str(nii), best_slice(seg)])
     return rows

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from . import metrics as M
-from .brats import discover_cases
+from .brats import discover_cases, save_mask
 from .checkpoints import resolve_device
 from .env import code_version
 from .inference import Models, predict_case, to_native
@@ -226,10 +226,7 @@ def measure_latency(models: Models, sample: np.ndarray, sample_box: np.ndarray |
 def export_prediction(pred: np.ndarray, source: str | os.PathLike, path: str | os.PathLike) -> Path:
     """uint8 NIfTI (1 = whole tumour) with the source image's affine and header."""
     ref = nib.load(source)
-    img = nib.Nifti1Image(pred.astype(np.uint8), ref.affine, ref.header)
-    img.set_data_dtype(np.uint8)  # with a header given, nibabel keeps the header's dtype otherwise
-    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-    return atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+    return save_mask(pred, ref.affine, ref.header, path)
 
 
 def fmt_ci(stats: dict, n: int) -> str:

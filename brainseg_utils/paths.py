@@ -159,14 +159,14 @@ class RunDir:
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def open_run_data(run: RunDir):
-    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run``.
+def run_split(run: RunDir) -> tuple[dict, dict]:
+    """(verified split, dataset info) that notebook 01 wrote under ``run``: ``splits.json`` with its own
+    sha256 checked (``slices.load_split``) and equal to the hash recorded in ``dataset.json``.
 
-    Returns ``(slices.SliceCache, split dict from slices.load_split, dataset.json as a dict)``. Fails with
-    what to do when notebook 01 has not run, when dataset.json is not JSON, or when the split no longer
-    matches the hash recorded in dataset.json.
+    Fails with what to do when notebook 01 has not run, when dataset.json is not JSON, or when the split
+    no longer matches.
     """
-    from .slices import SliceCache, load_split  # numpy/pandas only when data is opened
+    from .slices import load_split  # numpy/pandas only when data is opened
 
     if not run.dataset.exists():
         raise FileNotFoundError(f"{run.dataset} not found: run notebooks/01_eda.ipynb first with OUTPUT_DIR={run.root}")
@@ -178,4 +178,12 @@ def open_run_data(run: RunDir):
     if split["sha256"] != info.get("split_sha256"):
         raise ValueError(f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
                          f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01")
+    return split, info
+
+
+def open_run_data(run: RunDir):
+    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (see ``run_split``)."""
+    from .slices import SliceCache
+
+    split, info = run_split(run)
     return SliceCache.open(run.slices), split, info

@@ -238,12 +238,9 @@ class SamViTBackend(SamBackend):
         return (x - mean) / std  # square slices: no padding needed at 1024
 
 
-class MedSamBackend(SamBackend):
-    def preprocess(self, images):
-        return _minmax(_resize(self.three_channels(images.float()), self.input_size))
+class MinMaxBackend(SamBackend):
+    """MedSAM and LiteMedSAM: three channels, resized to the encoder input, min-max to [0, 1] per slice."""
 
-
-class LiteMedSamBackend(SamBackend):
     def preprocess(self, images):
         return _minmax(_resize(self.three_channels(images.float()), self.input_size))
 
@@ -283,7 +280,7 @@ def build_medsam(checkpoint=None, random_init: bool = False) -> SamBackend:
     if checkpoint is None and not random_init:
         raise ValueError("backend 'medsam' needs SAM_CHECKPOINT: the path of a MedSAM ViT-B checkpoint (medsam_vit_b.pth)")
     model, digest = _build_vit("vit_b", checkpoint, verify=False)
-    return MedSamBackend("medsam", model, 1024, "medsam: 3ch, resize 1024 bilinear-aa, per-slice min-max", digest)
+    return MinMaxBackend("medsam", model, 1024, "medsam: 3ch, resize 1024 bilinear-aa, per-slice min-max", digest)
 
 
 def build_litemedsam(checkpoint=None, random_init: bool = False) -> SamBackend:
@@ -305,7 +302,7 @@ def build_litemedsam(checkpoint=None, random_init: bool = False) -> SamBackend:
         else:
             digest = file_sha256(path)
         load_model_state(model, _state_dict(load_checkpoint(path)), str(path))
-    return LiteMedSamBackend("litemedsam", model, 256, "litemedsam: 3ch, resize 256 bilinear-aa, per-slice min-max",
+    return MinMaxBackend("litemedsam", model, 256, "litemedsam: 3ch, resize 256 bilinear-aa, per-slice min-max",
                              digest)
 
 

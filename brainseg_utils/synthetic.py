@@ -54,9 +54,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .brats import MODALITIES
 from .io import atomic_write, atomic_write_json
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
 SHAPE_XY = (240, 240)
 DEFAULT_DEPTH = 155
 ALIAS_355 = "W39_1998.09.19_Segm.nii"

@@ -47,7 +47,6 @@ IMAGE_BYTES_PER_PIXEL = 4 + 4 + 3 + WORKING_BYTES_PER_VOXEL  # Pillow's buffer, 
 MAX_IMAGE_PIXELS = 64_000_000  # Pillow's decompression-bomb limit for 2-D images
 CACHE_MAX_BYTES = 512 * 1024**2  # loaded volumes kept by ``cached_upload`` (sum of their float32 arrays)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-NIFTI_EXTS = (".nii", ".nii.gz")
 _NIFTI_HEADER_BYTES = 352  # 348-byte header + 4-byte extension flag
 _READ_CHUNK_BYTES = 8 * 1024**2
 

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .brats import MODALITIES, Case, normalise_volume
+from .brats import MODALITIES, Case, best_slice, normalise_volume
 from .io import atomic_write
 
 # BraTS label colours (RGBA): NCR/NET red, ED green, ET yellow.
@@ -69,12 +69,6 @@ def show_slice(ax, image: np.ndarray, seg: np.ndarray | None = None, overlay: bo
         ax.imshow(_display(label_overlay(seg, alpha)), interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-
-
-def best_slice(seg: np.ndarray) -> int:
-    """Axial index with the largest tumour area (middle slice when there is no tumour)."""
-    area = (seg > 0).reshape(-1, seg.shape[2]).sum(0)
-    return int(area.argmax()) if area.any() else seg.shape[2] // 2
 
 
 def example_overlays(cases: list[Case], dataset: str, n: int = 4, modality: str = "flair"):

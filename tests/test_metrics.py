@@ -96,3 +96,21 @@ def test_bootstrap_and_wilcoxon():
     res = M.paired_wilcoxon(a, b)
     assert res["p_value"] == pytest.approx(wilcoxon(a, b).pvalue) and res["n"] == 6
     assert math.isnan(M.paired_wilcoxon(a, a)["p_value"])
+
+
+def test_training_dice_agrees_with_the_evaluation_dice():
+    """train.dice_per_sample (torch, per batch item) and metrics.dice (numpy) are one definition."""
+    import torch
+
+    from brainseg_utils.train import dice_per_sample
+
+    rng = np.random.default_rng(0)
+    pred = rng.random((12, 16, 16)) > 0.6
+    gt = rng.random((12, 16, 16)) > 0.7
+    pred[0] = gt[0] = False  # both empty: 1
+    pred[1], gt[1] = False, True  # one empty: 0
+    pred[2], gt[2] = True, False
+    ours = dice_per_sample(torch.from_numpy(pred), torch.from_numpy(gt)).numpy()
+    ref = [M.dice(p, g) for p, g in zip(pred, gt, strict=True)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    assert ours[0] == 1.0 and ours[1] == 0.0 and ours[2] == 0.0

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from brainseg_utils import viz  # noqa: E402
+from brainseg_utils import brats, viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +43,8 @@ def test_mask_overlay_and_best_slice():
     seg = np.zeros((4, 4, 5), np.uint8)
     seg[0, 0, 1] = 2
     seg[:2, :2, 3] = 1  # 4 voxels: the largest area
-    assert viz.best_slice(seg) == 3
-    assert viz.best_slice(np.zeros((4, 4, 5), np.uint8)) == 2  # no tumour: the middle slice
+    assert brats.best_slice(seg) == 3
+    assert brats.best_slice(np.zeros((4, 4, 5), np.uint8)) == 2  # no tumour: the middle slice
 
 
 def _history(n=3):
