@@ -4,6 +4,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from brainseg_utils import synthetic
 from brainseg_utils.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
@@ -124,3 +125,59 @@ def test_cli_gz(tmp_path, capsys):
     files = sorted(p.name for p in (tmp_path / "o" / "BraTS20_Training_001").iterdir())
     assert files == sorted(f"BraTS20_Training_001_{m}.nii.gz" for m in (*MODALITIES, "seg"))
     assert "1 cases" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- realism (issue 14)
+def test_tissue_means_are_drawn_per_case_within_ranges_and_keep_contrast_direction():
+    """SynthSeg-style: each draw differs, stays inside CONTRAST_RANGE and keeps every ordering."""
+    for m in MODALITIES:
+        draws = np.stack([synthetic.draw_contrast(np.random.default_rng([7, k]), m) for k in range(200)])
+        lo, hi = (np.array(v) for v in zip(*synthetic.CONTRAST_RANGE[m]))
+        assert (draws >= lo - 1e-6).all() and (draws <= hi + 1e-6).all(), m
+        for a, b, gap in synthetic.CONTRAST_ORDER[m]:
+            assert (draws[:, a] >= draws[:, b] + gap - 1e-6).all(), (m, a, b)
+        assert draws[:, synthetic.WM].std() > 0.02, f"{m}: white-matter mean barely varies across cases"
+    fl = synthetic.CONTRAST_ORDER["flair"]
+    assert (synthetic.ED, synthetic.GM, 0.2) in fl and (synthetic.GM, synthetic.WM, 0.04) in fl
+
+
+def test_intensity_ratios_differ_across_cases():
+    """Not one fixed look: the grey/white FLAIR contrast changes from case to case."""
+    ratios = []
+    for i in range(2):
+        d = generate_case(SyntheticConfig(cases=2, seed=4, depth=24), i)
+        f = d["flair"][d["flair"] > 0]
+        ratios.append(np.percentile(f, 90) / np.percentile(f, 50))
+    assert abs(ratios[0] - ratios[1]) > 0.01, ratios
+
+
+def test_tumour_labels_nested_as_in_brats():
+    """Necrosis (1) sits inside the enhancing rim (4), the core inside edema (2): the core's outer
+    boundary touches edema rather than normal brain, and necrosis in a high-grade case touches
+    mostly the rim."""
+    d = generate_case(SyntheticConfig(cases=1, seed=1, depth=64), 0)
+    seg = d["seg"]
+    assert d["meta"]["grade"] == "HGG"
+    core = (seg == 1) | (seg == 4)
+    shell = ndimage.binary_dilation(core) & ~core
+    assert (seg[shell] == 2).mean() > 0.7, "the tumour core is wrapped in edema"
+    ncr = seg == 1
+    ncr_shell = ndimage.binary_dilation(ncr) & ~ncr
+    assert (seg[ncr_shell] == 4).mean() > 0.6, "necrosis is enclosed by the enhancing rim"
+
+
+def test_flair_hyperintensities_outside_tumours():
+    """Some cases carry FLAIR-bright non-tumour lesions (label 0) so bright is not always tumour."""
+    found = False
+    for i in range(6):
+        d = generate_case(SyntheticConfig(cases=6, seed=2, depth=64), i)
+        les = d["meta"]["lesions"]
+        if not (les["caps"] or les["spots"]):
+            continue
+        seg, fl = d["seg"], d["flair"]
+        normal = (fl > 0) & (seg == 0)
+        bright_normal = normal & (fl > np.percentile(fl[seg == 2], 25))
+        assert bright_normal.sum() > 20, f"case {i}: lesions {les} but no bright non-tumour voxels"
+        found = True
+        break
+    assert found, "no case among 6 had non-tumour lesions"
