@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -189,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if a.cpu or not torch.cuda.is_available() else "cuda")
+    sources = {"generator_sha256": _source_sha("synthetic.py"), "transforms_sha256": _source_sha("transforms.py")}
 
     syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train")
     best, split, train_info = train_unet(work, syn, a)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "evaluate.predict_case: every brain slice at the cache size, bilinear back to native, > 0.5, "
                     "3-D Dice vs seg > 0",
         "config": {k: v for k, v in vars(a).items() if k not in ("out", "work", "realanatomy")},
-        "generator_sha256": _source_sha("synthetic.py"), "transforms_sha256": _source_sha("transforms.py"),
+        **sources,
         "generation_seconds_per_case": round(gen_s, 2),
         "generation_note": "wall time of generate_dataset / cases with 2 worker processes on a contended 2-core CPU",
         "device": str(device), "torch_threads": a.threads,

@@ -111,7 +111,8 @@ def _sample_coords(rng: np.random.Generator, centres: list[np.ndarray], pushes: 
     coords = np.einsum("ij,jxyz->ixyz", m, rel) + (c0 - shift)[:, None, None, None]
     for k in range(3):
         coords[k] += 3.0 * _lowres_field(rng, 6, SHAPE)
-    for c, push in zip(centres, pushes):  # mass effect: sample closer to the centre -> tissue moves outward
+    # mass effect: sample closer to the centre -> tissue moves outward
+    for c, push in zip(centres, pushes, strict=True):
         d = grid - c[:, None, None, None]
         r = np.sqrt((d**2).sum(0)) + 1e-3
         mag = push * np.exp(-((r / (3.0 * push + 10.0)) ** 2))
@@ -181,7 +182,7 @@ def make_case(tpl: dict, seed: int, index: int) -> dict:
     seg = np.zeros(SHAPE, np.uint8)
     infil = np.zeros(SHAPE, np.float32)
     grades = []
-    for c, rad in zip(centres, radii):
+    for c, rad in zip(centres, radii, strict=True):
         hg = bool(rng.random() < 0.7)
         grades.append(hg)
         core, edema, inf = _tumour(rng, wm, csf, brain, c, rad, hg)

@@ -92,7 +92,7 @@ CONTRAST_ORDER = {
 def draw_contrast(rng: np.random.Generator, modality: str, tries: int = 100) -> np.ndarray:
     """float32 (N_CLASSES,) tissue means for one case and modality, within CONTRAST_RANGE and
     satisfying CONTRAST_ORDER (rejection sampling; deterministic for the generator state)."""
-    lo, hi = (np.array(v, np.float32) for v in zip(*CONTRAST_RANGE[modality]))
+    lo, hi = (np.array(v, np.float32) for v in zip(*CONTRAST_RANGE[modality], strict=True))
     for _ in range(tries):
         mu = rng.uniform(lo, hi).astype(np.float32)
         if all(mu[a] >= mu[b] + gap for a, b, gap in CONTRAST_ORDER[modality]):
@@ -185,10 +185,11 @@ def _ellipsoid_r(shape, centre, radii) -> np.ndarray:
 def _paint_ellipsoid(tissue: np.ndarray, centre, radii, value: int, where: np.ndarray | None = None,
                      scale: float = 1.0) -> None:
     """Set ``tissue`` to ``value`` inside an ellipsoid (only its bounding box is touched)."""
-    sl = tuple(slice(max(0, int(c - r - 1)), min(n, int(c + r + 2))) for c, r, n in zip(centre, radii, tissue.shape))
+    sl = tuple(slice(max(0, int(c - r - 1)), min(n, int(c + r + 2)))
+               for c, r, n in zip(centre, radii, tissue.shape, strict=True))
     if any(s.stop <= s.start for s in sl):
         return
-    local = [c - s.start for c, s in zip(centre, sl)]
+    local = [c - s.start for c, s in zip(centre, sl, strict=True)]
     inside = _ellipsoid_r(tuple(s.stop - s.start for s in sl), local, radii) < scale
     if where is not None:
         inside &= where[sl]
@@ -199,11 +200,30 @@ def _paint_ellipsoid(tissue: np.ndarray, centre, radii, value: int, where: np.nd
 def _anatomy(rng: np.random.Generator, depth: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Tissue-class volume (uint8, 240x240xdepth), the normalised brain radius field and landmarks."""
     shape = (*SHAPE_XY, depth)
-    zc = depth * rng.uniform(0.47, 0.53)
+    zc = depth * rng.uniform(0.53, 0.57)
     centre = (120 + rng.uniform(-6, 6), 120 + rng.uniform(-6, 6), zc)
-    radii = (rng.uniform(64, 76), rng.uniform(82, 94), depth * rng.uniform(0.40, 0.45))
+    radii = (rng.uniform(64, 76), rng.uniform(82, 94), depth * rng.uniform(0.37, 0.41))
     r = _ellipsoid_r(shape, centre, radii)
     r *= 1.0 + 0.07 * _smooth_noise(rng, shape, 30, 8)  # per-case shape deformation
+    # Below the cerebrum, separate lobes as on the lowest real slices: temporal lobes (lateral,
+    # anterior), cerebellar hemispheres (posterior; y grows towards the back as in BraTS files)
+    # and the brainstem. ``r`` stays a normalised radius (min over the parts).
+    rz = radii[2]
+    parts = []
+    for side in (-1, 1):
+        parts.append(((centre[0] + side * rng.uniform(40, 52), centre[1] - rng.uniform(0, 15),
+                       zc - rz * rng.uniform(0.55, 0.7)),
+                      (rng.uniform(16, 22), rng.uniform(30, 40), depth * rng.uniform(0.10, 0.14))))
+        parts.append(((centre[0] + side * rng.uniform(18, 26), centre[1] + rng.uniform(40, 55),
+                       zc - rz * rng.uniform(0.75, 0.9)),
+                      (rng.uniform(24, 30), rng.uniform(20, 28), depth * rng.uniform(0.08, 0.11))))
+    parts.append(((centre[0], centre[1] + rng.uniform(10, 20), zc - rz * rng.uniform(0.55, 0.7)),
+                  (rng.uniform(9, 12), rng.uniform(10, 14), depth * rng.uniform(0.12, 0.16))))
+    for pc, pr in parts:
+        sl = tuple(slice(max(0, int(c - q - 1)), min(n, int(c + q + 2)))
+                   for c, q, n in zip(pc, pr, shape, strict=True))
+        local = [c - s_.start for c, s_ in zip(pc, sl, strict=True)]
+        r[sl] = np.minimum(r[sl], _ellipsoid_r(tuple(s_.stop - s_.start for s_ in sl), local, pr))
     brain = r < 1.0
 
     tissue = np.zeros(shape, np.uint8)
@@ -227,7 +247,8 @@ def _anatomy(rng: np.random.Generator, depth: int) -> tuple[np.ndarray, np.ndarr
     tissue[brain & upper & (mid < rng.uniform(0.6, 1.4)) & (r > 0.35)] = CSF
     # Deep grey nuclei (thalamus / basal ganglia) either side of the ventricles.
     for side in (-1, 1):
-        nc = (centre[0] + side * rng.uniform(14, 22), centre[1] + rng.uniform(-6, 8), zc + depth * rng.uniform(0.0, 0.05))
+        nc = (centre[0] + side * rng.uniform(14, 22), centre[1] + rng.uniform(-6, 8),
+              zc + depth * rng.uniform(0.0, 0.05))
         nr = (rng.uniform(6, 10), rng.uniform(12, 20), depth * rng.uniform(0.05, 0.08))
         _paint_ellipsoid(tissue, nc, nr, GM)
     # Lateral ventricles either side of the midline (body + frontal and occipital horns), and a thin
@@ -305,7 +326,7 @@ def _tumours(rng: np.random.Generator, tissue: np.ndarray, r: np.ndarray) -> lis
         push = radius * rng.uniform(0.2, 0.6)
         shift = np.minimum(push * np.exp(-((dist / (1.5 * radius + 8.0)) ** 2)), 0.9 * dist) / dist
         src = [np.clip(np.rint(g - v * shift), s.start, s.stop - 1).astype(np.intp) - s.start
-               for g, v, s in zip(grid, rel, sl)]
+               for g, v, s in zip(grid, rel, sl, strict=True)]
         moved = sub[tuple(src)]
         inside_brain = sub > BG
         sub[inside_brain] = np.where(moved[inside_brain] > BG, moved[inside_brain], sub[inside_brain])

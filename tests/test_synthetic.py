@@ -132,7 +132,7 @@ def test_tissue_means_are_drawn_per_case_within_ranges_and_keep_contrast_directi
     """SynthSeg-style: each draw differs, stays inside CONTRAST_RANGE and keeps every ordering."""
     for m in MODALITIES:
         draws = np.stack([synthetic.draw_contrast(np.random.default_rng([7, k]), m) for k in range(200)])
-        lo, hi = (np.array(v) for v in zip(*synthetic.CONTRAST_RANGE[m]))
+        lo, hi = (np.array(v) for v in zip(*synthetic.CONTRAST_RANGE[m], strict=True))
         assert (draws >= lo - 1e-6).all() and (draws <= hi + 1e-6).all(), m
         for a, b, gap in synthetic.CONTRAST_ORDER[m]:
             assert (draws[:, a] >= draws[:, b] + gap - 1e-6).all(), (m, a, b)
