@@ -12,16 +12,24 @@ the last axis, background exactly 0 (skull-stripped). ``seg`` holds BraTS labels
 0 background, 1 necrotic / non-enhancing core (NCR/NET), 2 peritumoral edema (ED),
 4 GD-enhancing tumour (ET).
 
-What makes it stand in for MRI:
-  * a brain whose ellipsoidal shape is deformed by a smooth random field per case;
-  * white matter inside, a folded grey-matter cortex with CSF-filled sulci, two lateral
-    ventricles (dark on FLAIR and T1, bright on T2);
-  * 1-3 tumours per case, radius 4-25 mm, irregular boundaries, sometimes near the brain edge:
-    high-grade ones have a necrotic core (1) inside an enhancing rim (4), low-grade ones a
-    non-enhancing core (1) only; all are wrapped in finger-like edema (2);
-  * per-modality contrasts in the right direction (edema bright on FLAIR/T2, rim bright on T1ce,
-    CSF dark on FLAIR), partial-volume blur, tissue texture, a smooth multiplicative bias field
-    and Rician-like noise;
+What makes it stand in for MRI (SynthSeg-style domain randomisation: every case looks different,
+so a model cannot learn one fixed look of the generator):
+  * anatomy: an ellipsoidal cerebrum deformed by a smooth random field per case, with separate
+    temporal lobes, cerebellar hemispheres and brainstem on the lowest slices; white matter
+    inside, a folded grey-matter cortex with CSF-filled sulci (fold size and cortical thickness
+    vary), an interhemispheric fissure, deep grey nuclei, lateral ventricles with horns (size
+    varies) and a third ventricle;
+  * 1-3 glioma-like tumours per case, radius 4-25 mm, deep, near the cortex or beside a ventricle:
+    mass effect (surrounding anatomy pushed outwards), edema (2) that infiltrates white matter
+    further than grey matter, around a core: high grade = enhancing rim (4) of irregular thickness
+    around necrosis (1), low grade = non-enhancing core (1);
+  * FLAIR-bright lesions that are NOT tumour (label 0): periventricular caps and small
+    white-matter hyperintensities in some cases;
+  * intensities drawn per case and modality: the mean of each tissue class within a range, with
+    the contrast direction of real scans enforced (``CONTRAST_RANGE`` / ``CONTRAST_ORDER``: e.g.
+    FLAIR edema > grey > white > CSF; T2 CSF bright; T1ce rim bright), then texture, partial-volume
+    blur (in-plane and through-plane), a multiplicative bias field, Rician-like noise and a gamma
+    curve, each with a random strength;
   * tumour-free brain slices above and below every tumour.
 
 Deterministic for a seed: case ``i`` uses ``numpy.random.default_rng([seed, i])`` whatever the
