@@ -12,24 +12,16 @@ the last axis, background exactly 0 (skull-stripped). ``seg`` holds BraTS labels
 0 background, 1 necrotic / non-enhancing core (NCR/NET), 2 peritumoral edema (ED),
 4 GD-enhancing tumour (ET).
 
-What makes it stand in for MRI (SynthSeg-style domain randomisation: every case looks different,
-so a model cannot learn one fixed look of the generator):
-  * anatomy: an ellipsoidal cerebrum deformed by a smooth random field per case, with separate
-    temporal lobes, cerebellar hemispheres and brainstem on the lowest slices; white matter
-    inside, a folded grey-matter cortex with CSF-filled sulci (fold size and cortical thickness
-    vary), an interhemispheric fissure, deep grey nuclei, lateral ventricles with horns (size
-    varies) and a third ventricle;
-  * 1-3 glioma-like tumours per case, radius 4-25 mm, deep, near the cortex or beside a ventricle:
-    mass effect (surrounding anatomy pushed outwards), edema (2) that infiltrates white matter
-    further than grey matter, around a core: high grade = enhancing rim (4) of irregular thickness
-    around necrosis (1), low grade = non-enhancing core (1);
-  * FLAIR-bright lesions that are NOT tumour (label 0): periventricular caps and small
-    white-matter hyperintensities in some cases;
-  * intensities drawn per case and modality: the mean of each tissue class within a range, with
-    the contrast direction of real scans enforced (``CONTRAST_RANGE`` / ``CONTRAST_ORDER``: e.g.
-    FLAIR edema > grey > white > CSF; T2 CSF bright; T1ce rim bright), then texture, partial-volume
-    blur (in-plane and through-plane), a multiplicative bias field, Rician-like noise and a gamma
-    curve, each with a random strength;
+What makes it stand in for MRI:
+  * a brain whose ellipsoidal shape is deformed by a smooth random field per case;
+  * white matter inside, a folded grey-matter cortex with CSF-filled sulci, two lateral
+    ventricles (dark on FLAIR and T1, bright on T2);
+  * 1-3 tumours per case, radius 4-25 mm, irregular boundaries, sometimes near the brain edge:
+    high-grade ones have a necrotic core (1) inside an enhancing rim (4), low-grade ones a
+    non-enhancing core (1) only; all are wrapped in finger-like edema (2);
+  * per-modality contrasts in the right direction (edema bright on FLAIR/T2, rim bright on T1ce,
+    CSF dark on FLAIR), partial-volume blur, tissue texture, a smooth multiplicative bias field
+    and Rician-like noise;
   * tumour-free brain slices above and below every tumour.
 
 Deterministic for a seed: case ``i`` uses ``numpy.random.default_rng([seed, i])`` whatever the
@@ -75,37 +67,15 @@ BRATS_AFFINE = np.array(
     [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
 )
 
-# Tissue classes of the hidden "anatomy" volume. WMH: FLAIR-bright white-matter lesions that
-# are NOT tumour (periventricular caps, small hyperintensities): label 0 in seg.
-BG, CSF, GM, WM, ED, NCR, ET, WMH = range(8)
-N_CLASSES = 8
-# Range of the mean intensity of each tissue class (BG, CSF, GM, WM, ED, NCR, ET, WMH), arbitrary
-# units, per modality. Each case draws its own means (SynthSeg-style domain randomisation) ...
-CONTRAST_RANGE = {
-    "flair": ((0, 0), (0.03, 0.25), (0.50, 0.75), (0.35, 0.60), (0.85, 1.25), (0.35, 0.95), (0.60, 1.05), (0.70, 1.10)),
-    "t1": ((0, 0), (0.10, 0.30), (0.45, 0.62), (0.65, 0.85), (0.35, 0.55), (0.20, 0.40), (0.40, 0.60), (0.45, 0.65)),
-    "t1ce": ((0, 0), (0.12, 0.32), (0.47, 0.64), (0.65, 0.85), (0.38, 0.58), (0.18, 0.38), (0.95, 1.30), (0.45, 0.65)),
-    "t2": ((0, 0), (0.90, 1.10), (0.48, 0.62), (0.30, 0.45), (0.75, 0.95), (0.80, 1.00), (0.55, 0.75), (0.70, 0.95)),
+# Tissue classes of the hidden "anatomy" volume.
+BG, CSF, GM, WM, ED, NCR, ET = range(7)
+# Mean intensity per tissue class (BG, CSF, GM, WM, ED, NCR, ET), arbitrary units.
+CONTRAST = {
+    "t1": (0.0, 0.20, 0.55, 0.75, 0.45, 0.30, 0.50),
+    "t1ce": (0.0, 0.22, 0.58, 0.75, 0.48, 0.25, 1.10),
+    "t2": (0.0, 1.00, 0.55, 0.38, 0.82, 0.92, 0.62),
+    "flair": (0.0, 0.10, 0.60, 0.45, 1.00, 0.55, 0.80),
 }
-# ... subject to these orderings (brighter class, darker class, minimum gap), so every modality
-# keeps the contrast direction of real scans (e.g. FLAIR: edema > grey > white > CSF).
-CONTRAST_ORDER = {
-    "flair": ((GM, WM, 0.04), (WM, CSF, 0.2), (ED, GM, 0.2), (WMH, GM, 0.1)),
-    "t1": ((WM, GM, 0.08), (GM, CSF, 0.15), (WM, ED, 0.15)),
-    "t1ce": ((WM, GM, 0.08), (GM, CSF, 0.15), (ET, WM, 0.2)),
-    "t2": ((CSF, ED, 0.0), (GM, WM, 0.05), (ED, GM, 0.15)),
-}
-
-
-def draw_contrast(rng: np.random.Generator, modality: str, tries: int = 100) -> np.ndarray:
-    """float32 (N_CLASSES,) tissue means for one case and modality, within CONTRAST_RANGE and
-    satisfying CONTRAST_ORDER (rejection sampling; deterministic for the generator state)."""
-    lo, hi = (np.array(v, np.float32) for v in zip(*CONTRAST_RANGE[modality], strict=True))
-    for _ in range(tries):
-        mu = rng.uniform(lo, hi).astype(np.float32)
-        if all(mu[a] >= mu[b] + gap for a, b, gap in CONTRAST_ORDER[modality]):
-            return mu
-    raise RuntimeError(f"{modality}: no tissue means satisfy {CONTRAST_ORDER[modality]} in {tries} draws")
 
 
 @dataclass(frozen=True)
@@ -190,189 +160,80 @@ def _ellipsoid_r(shape, centre, radii) -> np.ndarray:
     )
 
 
-def _paint_ellipsoid(tissue: np.ndarray, centre, radii, value: int, where: np.ndarray | None = None,
-                     scale: float = 1.0) -> None:
-    """Set ``tissue`` to ``value`` inside an ellipsoid (only its bounding box is touched)."""
-    sl = tuple(slice(max(0, int(c - r - 1)), min(n, int(c + r + 2)))
-               for c, r, n in zip(centre, radii, tissue.shape, strict=True))
-    if any(s.stop <= s.start for s in sl):
-        return
-    local = [c - s.start for c, s in zip(centre, sl, strict=True)]
-    inside = _ellipsoid_r(tuple(s.stop - s.start for s in sl), local, radii) < scale
-    if where is not None:
-        inside &= where[sl]
-    tissue[sl][inside] = value
-
-
 # ----------------------------------------------------------------------------- anatomy
-def _anatomy(rng: np.random.Generator, depth: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Tissue-class volume (uint8, 240x240xdepth), the normalised brain radius field and landmarks."""
+def _anatomy(rng: np.random.Generator, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue-class volume (uint8, 240x240xdepth) and the normalised brain radius field."""
     shape = (*SHAPE_XY, depth)
-    zc = depth * rng.uniform(0.53, 0.57)
+    zc = depth * rng.uniform(0.47, 0.53)
     centre = (120 + rng.uniform(-6, 6), 120 + rng.uniform(-6, 6), zc)
-    radii = (rng.uniform(64, 76), rng.uniform(82, 94), depth * rng.uniform(0.37, 0.41))
+    radii = (rng.uniform(64, 76), rng.uniform(82, 94), depth * rng.uniform(0.40, 0.45))
     r = _ellipsoid_r(shape, centre, radii)
     r *= 1.0 + 0.07 * _smooth_noise(rng, shape, 30, 8)  # per-case shape deformation
-    # Below the cerebrum, separate lobes as on the lowest real slices: temporal lobes (lateral,
-    # anterior), cerebellar hemispheres (posterior; y grows towards the back as in BraTS files)
-    # and the brainstem. ``r`` stays a normalised radius (min over the parts).
-    rz = radii[2]
-    parts = []
-    for side in (-1, 1):
-        parts.append(((centre[0] + side * rng.uniform(40, 52), centre[1] - rng.uniform(0, 15),
-                       zc - rz * rng.uniform(0.55, 0.7)),
-                      (rng.uniform(16, 22), rng.uniform(30, 40), depth * rng.uniform(0.10, 0.14))))
-        parts.append(((centre[0] + side * rng.uniform(18, 26), centre[1] + rng.uniform(40, 55),
-                       zc - rz * rng.uniform(0.75, 0.9)),
-                      (rng.uniform(24, 30), rng.uniform(20, 28), depth * rng.uniform(0.08, 0.11))))
-    parts.append(((centre[0], centre[1] + rng.uniform(10, 20), zc - rz * rng.uniform(0.55, 0.7)),
-                  (rng.uniform(9, 12), rng.uniform(10, 14), depth * rng.uniform(0.12, 0.16))))
-    for pc, pr in parts:
-        sl = tuple(slice(max(0, int(c - q - 1)), min(n, int(c + q + 2)))
-                   for c, q, n in zip(pc, pr, shape, strict=True))
-        local = [c - s_.start for c, s_ in zip(pc, sl, strict=True)]
-        r[sl] = np.minimum(r[sl], _ellipsoid_r(tuple(s_.stop - s_.start for s_ in sl), local, pr))
     brain = r < 1.0
 
     tissue = np.zeros(shape, np.uint8)
     tissue[brain] = WM
     # Folded cortex: grey matter in an outer shell and along the zero-sheets of a smooth
     # field (gyri); CSF in the thin core of those sheets (sulci) and outside a thin margin.
-    # Fold depth and cortical thickness vary per case.
-    folds = _smooth_noise(rng, shape, rng.uniform(5.5, 8.5), 2)
-    shell = r > rng.uniform(0.8, 0.87) + 0.05 * folds
-    near_fold = (np.abs(folds) < rng.uniform(0.25, 0.45)) & (r > rng.uniform(0.55, 0.68))
+    folds = _smooth_noise(rng, shape, 7, 2)
+    shell = r > 0.84 + 0.05 * folds
+    near_fold = (np.abs(folds) < 0.35) & (r > 0.62)
     tissue[brain & (shell | near_fold)] = GM
-    tissue[brain & (np.abs(folds) < rng.uniform(0.04, 0.1)) & (r > 0.72)] = CSF
-    tissue[brain & (r > rng.uniform(0.96, 0.985))] = CSF
-    # Interhemispheric fissure: a wavy midline sheet of CSF lined by grey matter, above the
-    # corpus callosum level.
-    x = np.arange(shape[0], dtype=np.float32)[:, None, None]
-    wave = 2.5 * _smooth_noise(rng, (1, shape[1], depth), 25, 4)
-    mid = np.abs(x - centre[0] - wave)
-    upper = (np.arange(depth)[None, None, :] > zc + depth * rng.uniform(0.02, 0.1)) | (r > 0.6)
-    tissue[brain & upper & (mid < rng.uniform(2.5, 4.0)) & (r > 0.35)] = GM
-    tissue[brain & upper & (mid < rng.uniform(0.6, 1.4)) & (r > 0.35)] = CSF
-    # Deep grey nuclei (thalamus / basal ganglia) either side of the ventricles.
+    tissue[brain & (np.abs(folds) < 0.07) & (r > 0.72)] = CSF
+    tissue[brain & (r > 0.975)] = CSF
+    # Two lateral ventricles either side of the midline, slightly anterior.
     for side in (-1, 1):
-        nc = (centre[0] + side * rng.uniform(14, 22), centre[1] + rng.uniform(-6, 8),
-              zc + depth * rng.uniform(0.0, 0.05))
-        nr = (rng.uniform(6, 10), rng.uniform(12, 20), depth * rng.uniform(0.05, 0.08))
-        _paint_ellipsoid(tissue, nc, nr, GM)
-    # Lateral ventricles either side of the midline (body + frontal and occipital horns), and a thin
-    # third ventricle; their size varies a lot between people.
-    vent_scale = rng.uniform(0.7, 1.5)
-    horns = []
-    for side in (-1, 1):
-        vc = (centre[0] + side * rng.uniform(7, 12), centre[1] - rng.uniform(2, 10), zc + depth * 0.05)
-        vr = (rng.uniform(3.5, 7) * vent_scale, rng.uniform(24, 32), depth * rng.uniform(0.06, 0.10) * vent_scale)
-        _paint_ellipsoid(tissue, vc, vr, CSF)
-        for end in (-1, 1):  # horns curve down and outwards at both ends
-            hc = (vc[0] + side * rng.uniform(2, 6), vc[1] + end * vr[1] * rng.uniform(0.75, 0.95),
-                  vc[2] - depth * rng.uniform(0.0, 0.04))
-            hr = (rng.uniform(3, 6) * vent_scale, rng.uniform(6, 11), depth * rng.uniform(0.04, 0.07))
-            _paint_ellipsoid(tissue, hc, hr, CSF)
-            horns.append((hc, hr))
-    _paint_ellipsoid(tissue, (centre[0], centre[1] + rng.uniform(2, 8), zc - depth * 0.02),
-                     (rng.uniform(1.0, 2.2), rng.uniform(10, 15), depth * rng.uniform(0.04, 0.07)), CSF)
-    tissue[~brain] = BG
-    return tissue, r, {"centre": centre, "horns": horns}
-
-
-def _white_matter_lesions(rng: np.random.Generator, tissue: np.ndarray, landmarks: dict) -> dict:
-    """FLAIR-bright lesions that are not tumour, in place (class WMH, label 0).
-
-    Periventricular caps at the horn tips (about half of the cases) and a few small punctate
-    hyperintensities in white matter (about 40%), so that "bright on FLAIR" is not "tumour".
-    """
-    wm = tissue == WM
-    caps = bool(rng.random() < 0.5)
-    if caps:
-        for hc, hr in landmarks["horns"]:
-            _paint_ellipsoid(tissue, hc, tuple(np.array(hr) + rng.uniform(2, 6)), WMH, where=wm)
-    n_spots = int(rng.integers(1, 9)) if rng.random() < 0.4 else 0
-    cand = np.argwhere(wm[::4, ::4, ::4]) * 4
-    for _ in range(n_spots if len(cand) else 0):
-        c = cand[rng.integers(len(cand))]
-        _paint_ellipsoid(tissue, c, rng.uniform(1.5, 4.5, 3), WMH, where=wm)
-    return {"caps": caps, "spots": n_spots}
+        vc = (centre[0] + side * rng.uniform(8, 12), centre[1] - rng.uniform(2, 10), zc + depth * 0.05)
+        vr = (rng.uniform(4, 7), rng.uniform(24, 32), depth * rng.uniform(0.07, 0.10))
+        tissue[_ellipsoid_r(shape, vc, vr) < 1.0] = CSF
+    return tissue, r
 
 
 def _tumours(rng: np.random.Generator, tissue: np.ndarray, r: np.ndarray) -> list[dict]:
-    """Plant 1-3 glioma-like tumours into ``tissue`` in place; returns their descriptions.
-
-    Each: mass effect (the surrounding anatomy is pushed outwards, so ventricles and midline
-    move), edema (2) that infiltrates white matter further than grey matter and spares CSF, and
-    a core: high grade = enhancing rim (4) of irregular thickness around necrosis (1), low grade =
-    non-enhancing core (1). Centres: deep, near the cortex, or beside a ventricle.
-    """
+    """Plant 1-3 tumours into ``tissue`` in place; returns their descriptions."""
     depth = tissue.shape[2]
     n = int(rng.choice([1, 2, 3], p=[0.65, 0.25, 0.10]))
     planted = []
     for _ in range(n):
         radius = float(np.clip(rng.lognormal(np.log(11), 0.45), 4, 25))
         high_grade = bool(rng.random() < 0.75)
-        where = rng.choice(["deep", "edge", "ventricle"], p=[0.6, 0.25, 0.15])
+        near_edge = bool(rng.random() < 0.2)
+        # Centre: a brain voxel in the middle axial band, deep or near the edge.
+        lo, hi = (0.78, 0.9) if near_edge else (0.2, 0.72)
         zlo, zhi = int(depth * 0.3), int(depth * 0.7)
-        if where == "ventricle":
-            cand = np.argwhere(ndimage.binary_dilation(tissue[:, :, zlo:zhi] == CSF, iterations=3)
-                               & (tissue[:, :, zlo:zhi] == WM) & (r[:, :, zlo:zhi] < 0.6))
-        else:
-            lo, hi = (0.78, 0.9) if where == "edge" else (0.2, 0.72)
-            cand = np.argwhere((r[:, :, zlo:zhi] > lo) & (r[:, :, zlo:zhi] < hi))
+        cand = np.argwhere((r[:, :, zlo:zhi] > lo) & (r[:, :, zlo:zhi] < hi))
         c = cand[rng.integers(len(cand))].astype(np.float32)
         c[2] += zlo
-        edema = radius * rng.uniform(1.3, 2.4)
+        edema = radius * rng.uniform(1.3, 2.2)
         ext = int(np.ceil(edema * 1.5)) + 2
         sl = tuple(slice(max(0, int(c[k]) - ext), min(tissue.shape[k], int(c[k]) + ext + 1)) for k in range(3))
         sub = tissue[sl]
         box = sub.shape
         grid = np.meshgrid(*(np.arange(s.start, s.stop, dtype=np.float32) for s in sl), indexing="ij")
-        rel = [g - c[k] for k, g in enumerate(grid)]
-        dist = np.sqrt(sum(v**2 for v in rel)) + 1e-3
-        # Mass effect: each voxel takes the tissue from closer to the centre (nearest neighbour).
-        push = radius * rng.uniform(0.2, 0.6)
-        shift = np.minimum(push * np.exp(-((dist / (1.5 * radius + 8.0)) ** 2)), 0.9 * dist) / dist
-        src = [np.clip(np.rint(g - v * shift), s.start, s.stop - 1).astype(np.intp) - s.start
-               for g, v, s in zip(grid, rel, sl, strict=True)]
-        moved = sub[tuple(src)]
-        inside_brain = sub > BG
-        sub[inside_brain] = np.where(moved[inside_brain] > BG, moved[inside_brain], sub[inside_brain])
+        dist = np.sqrt(sum((g - c[k]) ** 2 for k, g in enumerate(grid)))
         core = dist / (radius * (1.0 + 0.22 * _smooth_noise(rng, box, max(2.0, radius / 3), 1)))
         swell = dist / (edema * (1.0 + 0.35 * _smooth_noise(rng, box, max(2.0, edema / 4), 1)))
-        # Edema infiltrates white matter (and its lesions) up to ``swell`` < 1 and reaches less far
-        # into grey matter; next to the core a band of edema covers everything (sulci effaced).
-        gm_reach = rng.uniform(0.45, 0.8)
-        band = (core < rng.uniform(1.25, 1.6)) & inside_brain
-        sub[((swell < 1.0) & ((sub == WM) | (sub == WMH))) | ((swell < gm_reach) & (sub == GM)) | band] = ED
-        tumour_tissue = inside_brain
+        inside_brain = sub > BG
+        sub[(swell < 1.0) & inside_brain] = ED
         if high_grade:
-            necro = rng.uniform(0.35, 0.7) * (1.0 + 0.3 * _smooth_noise(rng, box, max(2.0, radius / 4), 1))
-            sub[(core < 1.0) & tumour_tissue] = ET
-            sub[(core < necro) & tumour_tissue] = NCR
+            necro = rng.uniform(0.35, 0.65)
+            sub[(core < 1.0) & inside_brain] = ET
+            sub[(core < necro) & inside_brain] = NCR
         else:
-            sub[(core < 1.0) & tumour_tissue] = NCR
+            sub[(core < 1.0) & inside_brain] = NCR
         planted.append({"centre": [round(float(v), 1) for v in c], "radius_mm": round(radius, 1),
-                        "high_grade": high_grade, "where": str(where), "near_edge": where == "edge"})
+                        "high_grade": high_grade, "near_edge": near_edge})
     return planted
 
 
 def _render(rng: np.random.Generator, tissue: np.ndarray, modality: str, texture: np.ndarray) -> np.ndarray:
-    """Intensity volume for one modality, float32 >= 0 (0 outside the brain).
-
-    SynthSeg-style randomisation, all drawn per case and modality: tissue means
-    (``draw_contrast``), texture strength, partial-volume blur (in-plane and through-plane, as
-    from thicker slices), bias-field strength, noise level, a gamma curve and the scanner scale.
-    """
-    lut = draw_contrast(rng, modality)
-    img = lut[tissue]
-    sigma_xy, sigma_z = rng.uniform(0.4, 1.1), rng.uniform(0.4, 1.8)
-    img = ndimage.gaussian_filter(img, (sigma_xy, sigma_xy, sigma_z))
-    img *= 1.0 + rng.uniform(0.02, 0.10) * texture
-    img *= _bias_field(rng, tissue.shape, rng.uniform(0.05, 0.3))
-    img += rng.uniform(0.01, 0.045) * rng.standard_normal(tissue.shape, dtype=np.float32)
+    """Intensity volume for one modality: contrast LUT, partial volume, texture, bias, noise."""
+    lut = np.asarray(CONTRAST[modality], np.float32)
+    img = ndimage.gaussian_filter(lut[tissue], 0.6)
+    img *= 1.0 + 0.06 * texture
+    img *= _bias_field(rng, tissue.shape)
+    img += 0.025 * rng.standard_normal(tissue.shape, dtype=np.float32)
     np.abs(img, out=img)  # magnitude images: Rician-like noise floor
-    np.power(img, np.float32(np.exp(np.clip(rng.normal(0.0, 0.2), -0.45, 0.45))), out=img)  # gamma
     img[tissue == BG] = 0.0
     return img * rng.uniform(500, 1500)
 
@@ -380,8 +241,7 @@ def _render(rng: np.random.Generator, tissue: np.ndarray, modality: str, texture
 def generate_case(cfg: SyntheticConfig, index: int) -> dict:
     """Arrays of case ``index``: ``{modality: float32 volume, "seg": uint8 labels, "meta": {...}}``."""
     rng = np.random.default_rng([cfg.seed, index])
-    tissue, r, landmarks = _anatomy(rng, cfg.depth)
-    lesions = _white_matter_lesions(rng, tissue, landmarks)
+    tissue, r = _anatomy(rng, cfg.depth)
     planted = _tumours(rng, tissue, r)
     texture = _smooth_noise(rng, tissue.shape, 1.5, 1)
     out = {m: _render(rng, tissue, m, texture) for m in MODALITIES}
@@ -390,7 +250,7 @@ def generate_case(cfg: SyntheticConfig, index: int) -> dict:
     seg[tissue == ED] = 2
     seg[tissue == ET] = 4
     out["seg"] = seg
-    out["meta"] = {"tumours": planted, "lesions": lesions, "grade": "HGG" if (seg == 4).any() else "LGG"}
+    out["meta"] = {"tumours": planted, "grade": "HGG" if (seg == 4).any() else "LGG"}
     return out
 
 

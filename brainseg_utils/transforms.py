@@ -15,13 +15,11 @@ import cv2  # noqa: E402
 
 
 def train_augmentation(strength: float = 1.0) -> A.Compose:
-    """Flip, small affine (rotate/scale/shift), elastic deformation; MR-like intensity changes.
+    """Flip, small affine (rotate/scale/shift), elastic deformation, Gaussian noise.
 
     ``strength`` scales the probabilities (0 disables augmentation). Geometric transforms
-    move image and mask together (mask: nearest neighbour, border 0). Intensity transforms touch
-    the image only and keep background at 0: gamma (contrast curve of another scanner / protocol),
-    Gaussian blur (thicker slices, lower resolution) and Gaussian noise. Intensities are clipped
-    back to [0, 1] by the dataset.
+    move image and mask together (mask: nearest neighbour, border 0); noise touches the
+    image only. Intensities are clipped back to [0, 1].
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"augmentation strength must be in [0, 1], got {strength}")
@@ -32,8 +30,6 @@ def train_augmentation(strength: float = 1.0) -> A.Compose:
             A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15),
                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5 * p),
             A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.2 * p),
-            A.RandomGamma(gamma_limit=(70, 150), p=0.4 * p),
-            A.GaussianBlur(blur_limit=0, sigma_limit=(0.3, 1.0), p=0.2 * p),
             A.GaussNoise(std_range=(0.01, 0.04), mean_range=(0.0, 0.0), p=0.3 * p),
         ],
         strict=True,

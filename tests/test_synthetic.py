@@ -4,7 +4,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from brainseg_utils import synthetic
 from brainseg_utils.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
@@ -55,24 +54,16 @@ def test_deterministic_for_a_seed():
     assert not np.array_equal(a["flair"], c["flair"])
 
 
-def _high_grade_case(depth: int = 64) -> dict:
-    """The first case of seed 1 with an enhancing rim (grade is random, 75% high grade)."""
-    for i in range(8):
-        d = generate_case(SyntheticConfig(cases=8, seed=1, depth=depth), i)
-        if d["meta"]["grade"] == "HGG":
-            return d
-    raise AssertionError("no high-grade case among the first 8 of seed 1")
-
-
 def test_contrasts_point_the_right_way():
     """Edema bright on FLAIR and T2, rim bright on T1ce, CSF dark on FLAIR and bright on T2."""
-    d = _high_grade_case()
+    cfg = SyntheticConfig(cases=1, seed=1, depth=64)
+    d = generate_case(cfg, 0)
     seg = d["seg"]
     brain = d["flair"] > 0
     normal = brain & (seg == 0)
     for m in ("flair", "t2"):
         assert d[m][seg == 2].mean() > 1.3 * d[m][normal].mean(), m
-    assert (seg == 4).any()
+    assert (seg == 4).any(), "seed 1 case 0 is high grade (has an enhancing rim)"
     rim_t1ce = d["t1ce"][seg == 4].mean() / d["t1ce"][normal].mean()
     rim_t1 = d["t1"][seg == 4].mean() / d["t1"][normal].mean()
     assert rim_t1ce > 1.3 and rim_t1ce > 1.5 * rim_t1
@@ -133,58 +124,3 @@ def test_cli_gz(tmp_path, capsys):
     files = sorted(p.name for p in (tmp_path / "o" / "BraTS20_Training_001").iterdir())
     assert files == sorted(f"BraTS20_Training_001_{m}.nii.gz" for m in (*MODALITIES, "seg"))
     assert "1 cases" in capsys.readouterr().out
-
-
-# ----------------------------------------------------------------------------- realism (issue 14)
-def test_tissue_means_are_drawn_per_case_within_ranges_and_keep_contrast_direction():
-    """SynthSeg-style: each draw differs, stays inside CONTRAST_RANGE and keeps every ordering."""
-    for m in MODALITIES:
-        draws = np.stack([synthetic.draw_contrast(np.random.default_rng([7, k]), m) for k in range(200)])
-        lo, hi = (np.array(v) for v in zip(*synthetic.CONTRAST_RANGE[m], strict=True))
-        assert (draws >= lo - 1e-6).all() and (draws <= hi + 1e-6).all(), m
-        for a, b, gap in synthetic.CONTRAST_ORDER[m]:
-            assert (draws[:, a] >= draws[:, b] + gap - 1e-6).all(), (m, a, b)
-        assert draws[:, synthetic.WM].std() > 0.02, f"{m}: white-matter mean barely varies across cases"
-    fl = synthetic.CONTRAST_ORDER["flair"]
-    assert (synthetic.ED, synthetic.GM, 0.2) in fl and (synthetic.GM, synthetic.WM, 0.04) in fl
-
-
-def test_intensity_ratios_differ_across_cases():
-    """Not one fixed look: the grey/white FLAIR contrast changes from case to case."""
-    ratios = []
-    for i in range(2):
-        d = generate_case(SyntheticConfig(cases=2, seed=4, depth=24), i)
-        f = d["flair"][d["flair"] > 0]
-        ratios.append(np.percentile(f, 90) / np.percentile(f, 50))
-    assert abs(ratios[0] - ratios[1]) > 0.01, ratios
-
-
-def test_tumour_labels_nested_as_in_brats():
-    """Necrosis (1) sits inside the enhancing rim (4), the core inside edema (2): the core's outer
-    boundary touches edema rather than normal brain, and necrosis in a high-grade case touches
-    mostly the rim."""
-    d = _high_grade_case()
-    seg = d["seg"]
-    core = (seg == 1) | (seg == 4)
-    shell = ndimage.binary_dilation(core) & ~core
-    assert (seg[shell] == 2).mean() > 0.7, "the tumour core is wrapped in edema"
-    ncr = seg == 1
-    ncr_shell = ndimage.binary_dilation(ncr) & ~ncr
-    assert (seg[ncr_shell] == 4).mean() > 0.6, "necrosis is enclosed by the enhancing rim"
-
-
-def test_flair_hyperintensities_outside_tumours():
-    """Some cases carry FLAIR-bright non-tumour lesions (label 0) so bright is not always tumour."""
-    found = False
-    for i in range(6):
-        d = generate_case(SyntheticConfig(cases=6, seed=2, depth=64), i)
-        les = d["meta"]["lesions"]
-        if not (les["caps"] or les["spots"]):
-            continue
-        seg, fl = d["seg"], d["flair"]
-        normal = (fl > 0) & (seg == 0)
-        bright_normal = normal & (fl > np.percentile(fl[seg == 2], 25))
-        assert bright_normal.sum() > 20, f"case {i}: lesions {les} but no bright non-tumour voxels"
-        found = True
-        break
-    assert found, "no case among 6 had non-tumour lesions"
