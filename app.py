@@ -10,8 +10,11 @@ import os
 from brainseg_utils.demo import build_demo, launch, make_examples, predictor_from_run
 
 OUTPUT_DIR = os.environ.get("BRAINSEG_OUTPUT_DIR", "outputs")
-predictor = predictor_from_run(OUTPUT_DIR, device=os.environ.get("BRAINSEG_DEVICE", "auto"),
-                               sam_checkpoint=os.environ.get("SAM_CHECKPOINT") or None)
+predictor = predictor_from_run(
+    OUTPUT_DIR,
+    device=os.environ.get("BRAINSEG_DEVICE", "auto"),
+    sam_checkpoint=os.environ.get("SAM_CHECKPOINT") or None,
+)
 try:
     examples = make_examples(OUTPUT_DIR)
 except (FileNotFoundError, KeyError):  # a Space may ship checkpoints without the dataset
@@ -20,6 +23,10 @@ demo = build_demo(predictor, examples)
 
 if __name__ == "__main__":
     auth = os.environ.get("BRAINSEG_AUTH")
-    launch(demo, share=os.environ.get("BRAINSEG_SHARE") == "1", auth=tuple(auth.split(":", 1)) if auth else None,
-           server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-           allowed_paths=[os.path.join(OUTPUT_DIR, "demo", "examples")])
+    launch(
+        demo,
+        share=os.environ.get("BRAINSEG_SHARE") == "1",
+        auth=tuple(auth.split(":", 1)) if auth else None,
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        allowed_paths=[os.path.join(OUTPUT_DIR, "demo", "examples")],
+    )

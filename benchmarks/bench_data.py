@@ -42,8 +42,12 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=128)
     ap.add_argument("--out", default="outputs/benchmarks/data.json")
     args = ap.parse_args()
-    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                 "dataset": "synthetic", "depth": 155, "img_size": args.img_size}
+    res: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "dataset": "synthetic",
+        "depth": 155,
+        "img_size": args.img_size,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = SyntheticConfig(cases=args.cases, seed=0)
@@ -54,13 +58,20 @@ def main() -> None:
             t0 = time.perf_counter()
             generate_dataset(tmp / f"ds{workers}", cfg, workers=workers, progress=False)
             dt = time.perf_counter() - t0
-            res[f"generate_dataset_workers{workers}"] = {"seconds": round(dt, 2), "seconds_per_case": round(dt / args.cases, 2)}
+            res[f"generate_dataset_workers{workers}"] = {
+                "seconds": round(dt, 2),
+                "seconds_per_case": round(dt / args.cases, 2),
+            }
         root = tmp / "ds1"
         cases = discover_cases(root)
         t0 = time.perf_counter()
         cache = build_cache(cases, tmp / "slices", SliceConfig(img_size=args.img_size), progress=False)
-        res["cache_build"] = {"seconds": round(time.perf_counter() - t0, 2), "slices": len(cache),
-                              "cases": len(cases), "seconds_per_case": round((time.perf_counter() - t0) / len(cases), 2)}
+        res["cache_build"] = {
+            "seconds": round(time.perf_counter() - t0, 2),
+            "slices": len(cache),
+            "cases": len(cases),
+            "seconds_per_case": round((time.perf_counter() - t0) / len(cases), 2),
+        }
         t0 = time.perf_counter()
         build_cache(cases, tmp / "slices", SliceConfig(img_size=args.img_size), progress=False)
         res["cache_reuse_seconds"] = round(time.perf_counter() - t0, 4)
@@ -84,12 +95,16 @@ def main() -> None:
             vol = load_case(case)
             return vol["image"][..., z], vol["wt"][..., z]
 
-        res["read_slices_per_s"] = {"cache": round(_rate(from_cache, 5000), 1),
-                                    "nifti_slice": round(_rate(from_nifti_slice, 200), 1),
-                                    "nifti_volume": round(_rate(from_nifti_volume, 20), 2)}
+        res["read_slices_per_s"] = {
+            "cache": round(_rate(from_cache, 5000), 1),
+            "nifti_slice": round(_rate(from_nifti_slice, 200), 1),
+            "nifti_volume": round(_rate(from_nifti_volume, 20), 2),
+        }
         r = res["read_slices_per_s"]
-        res["cache_speedup"] = {"vs_nifti_slice": round(r["cache"] / r["nifti_slice"], 1),
-                                "vs_nifti_volume": round(r["cache"] / r["nifti_volume"], 1)}
+        res["cache_speedup"] = {
+            "vs_nifti_slice": round(r["cache"] / r["nifti_slice"], 1),
+            "vs_nifti_volume": round(r["cache"] / r["nifti_volume"], 1),
+        }
     atomic_write_json(args.out, res)
     print(json.dumps(res, indent=2))
 

@@ -66,11 +66,15 @@ def _runners(backend, batches) -> dict:
         with torch.inference_mode():
             return cl(x.contiguous(memory_format=torch.channels_last)).clone()
 
-    out = {"pytorch_fp32": {b: pytorch_fp32 for b in batches},
-           "pytorch_inference_channels_last": {b: pytorch_cl for b in batches}}
+    out = {
+        "pytorch_fp32": {b: pytorch_fp32 for b in batches},
+        "pytorch_inference_channels_last": {b: pytorch_cl for b in batches},
+    }
     if openvino_version() is not None:
-        out["openvino_fp32"] = {b: OpenVinoRuntime(enc, (3, size, size), backend.runtime_key(),
-                                                   label=f"{backend.name}-encoder", batch=b) for b in batches}
+        out["openvino_fp32"] = {
+            b: OpenVinoRuntime(enc, (3, size, size), backend.runtime_key(), label=f"{backend.name}-encoder", batch=b)
+            for b in batches
+        }
     return out
 
 
@@ -78,26 +82,39 @@ def bench_encoder(name: str, n: int, reps: int, batches=(1, 4)) -> dict:
     backend = build_backend(name, random_init=(name != "litemedsam"), runtime="pytorch")
     x = backend.preprocess(synthetic_slices(n))  # (n, 3, S, S)
     runners = _runners(backend, batches)
-    ref = torch.cat([runners["pytorch_fp32"][1](x[i:i + 1]) for i in range(n)])
+    ref = torch.cat([runners["pytorch_fp32"][1](x[i : i + 1]) for i in range(n)])
     times = {(r, b): [] for r in runners for b in batches}
     embs = {}
-    for (r, b) in times:  # warm-up (OpenVINO's first inference compiles kernels)
+    for r, b in times:  # warm-up (OpenVINO's first inference compiles kernels)
         runners[r][b](x[:b])
     for _ in range(reps):
-        for (r, b) in times:
+        for r, b in times:
             t0 = time.perf_counter()
-            embs[r, b] = torch.cat([runners[r][b](x[i:i + b]) for i in range(0, n, b)])
+            embs[r, b] = torch.cat([runners[r][b](x[i : i + b]) for i in range(0, n, b)])
             times[r, b].append((time.perf_counter() - t0) / n)
     base = statistics.median(times["pytorch_fp32", 1])
     rows = []
     for (r, b), t in times.items():
         med = statistics.median(t)
-        rows.append({"runtime": r, "batch": b, "ms_per_slice": round(med * 1e3, 1),
-                     "ms_per_slice_runs": [round(v * 1e3, 1) for v in t], "speedup": round(base / med, 2),
-                     "max_abs_diff": float((embs[r, b] - ref).abs().max())})
+        rows.append(
+            {
+                "runtime": r,
+                "batch": b,
+                "ms_per_slice": round(med * 1e3, 1),
+                "ms_per_slice_runs": [round(v * 1e3, 1) for v in t],
+                "speedup": round(base / med, 2),
+                "max_abs_diff": float((embs[r, b] - ref).abs().max()),
+            }
+        )
         print(json.dumps(rows[-1]))
-    return {"backend": name, "weights": "bundled" if name == "litemedsam" else "random (timing only)",
-            "input_size": backend.input_size, "slices": n, "reps": reps, "runs": rows}
+    return {
+        "backend": name,
+        "weights": "bundled" if name == "litemedsam" else "random (timing only)",
+        "input_size": backend.input_size,
+        "slices": n,
+        "reps": reps,
+        "runs": rows,
+    }
 
 
 def bench_unet(profile: str, reps: int, batch: int = 8) -> dict:
@@ -109,8 +126,9 @@ def bench_unet(profile: str, reps: int, batch: int = 8) -> dict:
         ref = net(x)
     runners = {"pytorch_fp32": lambda v: net(v)}
     if openvino_version() is not None:
-        runners["openvino_fp32"] = OpenVinoRuntime(net, (1, size, size), {"checkpoint_sha256": "random-init"},
-                                                   label="unet")
+        runners["openvino_fp32"] = OpenVinoRuntime(
+            net, (1, size, size), {"checkpoint_sha256": "random-init"}, label="unet"
+        )
     times = {r: [] for r in runners}
     out = {}
     for r in runners:  # warm-up
@@ -123,13 +141,25 @@ def bench_unet(profile: str, reps: int, batch: int = 8) -> dict:
                 out[r] = runners[r](x)
             times[r].append((time.perf_counter() - t0) / batch)
     base = statistics.median(times["pytorch_fp32"])
-    rows = [{"runtime": r, "batch": batch, "ms_per_image": round(statistics.median(t) * 1e3, 1),
-             "speedup": round(base / statistics.median(t), 2), "max_abs_diff": float((out[r] - ref).abs().max())}
-            for r, t in times.items()]
+    rows = [
+        {
+            "runtime": r,
+            "batch": batch,
+            "ms_per_image": round(statistics.median(t) * 1e3, 1),
+            "speedup": round(base / statistics.median(t), 2),
+            "max_abs_diff": float((out[r] - ref).abs().max()),
+        }
+        for r, t in times.items()
+    ]
     for row in rows:
         print(json.dumps({"unet": profile, **row}))
-    return {"profile": profile, "base_channels": base_ch, "img_size": size, "weights": "random (timing only)",
-            "runs": rows}
+    return {
+        "profile": profile,
+        "base_channels": base_ch,
+        "img_size": size,
+        "weights": "random (timing only)",
+        "runs": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,10 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--unet", default="quick", choices=["quick", "full", "none"])
     ap.add_argument("--out", default="outputs/benchmarks/encoder.json")
     args = ap.parse_args(argv)
-    results = {"device": device_summary(), "openvino": openvino_version(),
-               "protocol": "interleaved repetitions, median; CPU; ms per slice including the runtime call only "
-                           "(preprocessing excluded)",
-               "encoder": bench_encoder(args.backend, args.slices, args.reps)}
+    results = {
+        "device": device_summary(),
+        "openvino": openvino_version(),
+        "protocol": "interleaved repetitions, median; CPU; ms per slice including the runtime call only "
+        "(preprocessing excluded)",
+        "encoder": bench_encoder(args.backend, args.slices, args.reps),
+    }
     if args.unet != "none":
         results["unet"] = bench_unet(args.unet, args.reps)
     atomic_write_json(args.out, results)

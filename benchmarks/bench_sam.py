@@ -44,12 +44,12 @@ def bench(name: str, n: int, batch: int, size: int, device: torch.device, runtim
     g = torch.Generator().manual_seed(0)
     images = torch.rand(n, 1, size, size, generator=g)
     masks = torch.zeros(n, 1, size, size)
-    masks[:, :, size // 4: size // 2, size // 4: size // 2] = 1
+    masks[:, :, size // 4 : size // 2, size // 4 : size // 2] = 1
     boxes = torch.tensor([[size // 4, size // 4, size // 2 - 1, size // 2 - 1]], dtype=torch.float32).expand(n, 4)
 
     def step(emb, i):
-        logits = model(emb, boxes[i:i + batch].to(device))
-        loss = loss_fn(logits, masks[i:i + batch].to(device))
+        logits = model(emb, boxes[i : i + batch].to(device))
+        loss = loss_fn(logits, masks[i : i + batch].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -61,7 +61,7 @@ def bench(name: str, n: int, batch: int, size: int, device: torch.device, runtim
         t0 = time.perf_counter()
         store = np.memmap(path, np.float16, "w+", shape=(n, *EMBED_SHAPE))
         for i in range(0, n, batch):
-            store[i:i + batch] = backend.encode(images[i:i + batch].to(device)).float().cpu().numpy()
+            store[i : i + batch] = backend.encode(images[i : i + batch].to(device)).float().cpu().numpy()
         store.flush()
         _sync(device)
         build = time.perf_counter() - t0
@@ -71,22 +71,28 @@ def bench(name: str, n: int, batch: int, size: int, device: torch.device, runtim
         _sync(device)
         t0 = time.perf_counter()
         for i in range(0, n, batch):
-            step(torch.from_numpy(np.asarray(cached[i:i + batch], np.float32)).to(device), i)
+            step(torch.from_numpy(np.asarray(cached[i : i + batch], np.float32)).to(device), i)
         _sync(device)
         t_cached = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i in range(0, n, batch):
-            emb = backend.encode(images[i:i + batch].to(device))
+            emb = backend.encode(images[i : i + batch].to(device))
             step(emb, i)
         _sync(device)
         t_recompute = time.perf_counter() - t0
-    return {"backend": name, "weights": "bundled" if name == "litemedsam" else "random (timing only)",
-            "slices": n, "batch": batch, "img_size": size, "input_size": backend.input_size,
-            "encoder_runtime": backend.runtime,
-            "cache_build_s_per_slice": round(build / n, 3),
-            "epoch_cached_s_per_slice": round(t_cached / n, 3),
-            "epoch_recompute_s_per_slice": round(t_recompute / n, 3),
-            "speedup_cached_vs_recompute": round(t_recompute / t_cached, 2)}
+    return {
+        "backend": name,
+        "weights": "bundled" if name == "litemedsam" else "random (timing only)",
+        "slices": n,
+        "batch": batch,
+        "img_size": size,
+        "input_size": backend.input_size,
+        "encoder_runtime": backend.runtime,
+        "cache_build_s_per_slice": round(build / n, 3),
+        "epoch_cached_s_per_slice": round(t_cached / n, 3),
+        "epoch_recompute_s_per_slice": round(t_recompute / n, 3),
+        "speedup_cached_vs_recompute": round(t_recompute / t_cached, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

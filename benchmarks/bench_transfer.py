@@ -71,8 +71,13 @@ def _code_sha(name: str) -> str:
     tree = ast.parse((ROOT / "brainseg_utils" / name).read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
@@ -100,22 +105,50 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
     split_path = work / "splits.json"
     split_path.unlink(missing_ok=True)  # the split depends only on case ids and seed: recreate each time
     split = write_split_once(split_path, [c.case_id for c in cases], (0.7, 0.15, 0.15), a.seed)
-    tcfg = TrainConfig(epochs=a.epochs, batch_size=16, lr=a.lr, weight_decay=0.01, grad_clip=1.0, amp=True,
-                       num_workers=0, seed=a.seed, resume="auto", device="cpu" if a.cpu else "auto", progress=False)
+    tcfg = TrainConfig(
+        epochs=a.epochs,
+        batch_size=16,
+        lr=a.lr,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        amp=True,
+        num_workers=0,
+        seed=a.seed,
+        resume="auto",
+        device="cpu" if a.cpu else "auto",
+        progress=False,
+    )
     mcfg = {"in_channels": 1, "base_channels": a.base, "bilinear": False, "dropout": 0.3}
-    key = canonical_sha256({"cache": cache.key, "train": {k: v for k, v in vars(tcfg).items() if k != "progress"},
-                            "model": mcfg, "aug": a.aug_strength, "src": _source_sha("transforms.py", "dataset.py")})
+    key = canonical_sha256(
+        {
+            "cache": cache.key,
+            "train": {k: v for k, v in vars(tcfg).items() if k != "progress"},
+            "model": mcfg,
+            "aug": a.aug_strength,
+            "src": _source_sha("transforms.py", "dataset.py"),
+        }
+    )
     unet_dir = work / "unet" / key[:16]
     torch.manual_seed(a.seed)
     model = UNet(**mcfg)
     train_ds = SliceDataset(cache, cache.rows_for(split["train"]), train_augmentation(a.aug_strength), seed=a.seed)
     val_ds = SliceDataset(cache, cache.rows_for(split["val"]))
-    meta = {"dataset": "synthetic", "split_sha256": split["sha256"], "cache_key": cache.key,
-            "img_size": a.img_size, "modalities": list(MODALITIES)}
+    meta = {
+        "dataset": "synthetic",
+        "split_sha256": split["sha256"],
+        "cache_key": cache.key,
+        "img_size": a.img_size,
+        "modalities": list(MODALITIES),
+    }
     t0 = time.perf_counter()
     history = fit(model, train_ds, val_ds, unet_dir, tcfg, meta=meta)
-    train_info = {"seconds_this_call": round(time.perf_counter() - t0, 1), "dir": str(unet_dir),
-                  "train_slices": len(train_ds), "val_slices": len(val_ds), "history": history}
+    train_info = {
+        "seconds_this_call": round(time.perf_counter() - t0, 1),
+        "dir": str(unet_dir),
+        "train_slices": len(train_ds),
+        "val_slices": len(val_ds),
+        "history": history,
+    }
     return unet_dir / "best.pt", split, train_info
 
 
@@ -131,9 +164,14 @@ def unet_dice(model, cases, img_size: int, device) -> dict:
 
 def _summary(per_case: dict) -> dict:
     vals = list(per_case.values())
-    return {"per_case": {k: round(float(v), 4) for k, v in per_case.items()},
-            "mean": round(float(np.mean(vals)), 4), "median": round(float(np.median(vals)), 4),
-            "min": round(float(np.min(vals)), 4), "max": round(float(np.max(vals)), 4), "n": len(vals)}
+    return {
+        "per_case": {k: round(float(v), 4) for k, v in per_case.items()},
+        "mean": round(float(np.mean(vals)), 4),
+        "median": round(float(np.median(vals)), 4),
+        "min": round(float(np.min(vals)), 4),
+        "max": round(float(np.max(vals)), 4),
+        "n": len(vals),
+    }
 
 
 @torch.no_grad()
@@ -141,8 +179,13 @@ def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     """Pretrained LiteMedSAM, ground-truth box per tumour slice (ORACLE), per-patient 3-D Dice; cached."""
     from brainseg_utils.sam import SamDecoderModel, build_backend, mask_to_box
 
-    fp = canonical_sha256({"cases": {c.case_id: [file_fingerprint(c.images["flair"]), file_fingerprint(c.seg)]
-                                     for c in cases}, "img_size": img_size, "v": 1})
+    fp = canonical_sha256(
+        {
+            "cases": {c.case_id: [file_fingerprint(c.images["flair"]), file_fingerprint(c.seg)] for c in cases},
+            "img_size": img_size,
+            "v": 1,
+        }
+    )
     if cache_file.exists():
         stored = json.loads(cache_file.read_text())
         if stored.get("fingerprint") == fp:
@@ -162,7 +205,7 @@ def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
             if m.any():
                 rows.append((z, img, mask_to_box(m)))
         for i in range(0, len(rows), 8):
-            chunk = rows[i:i + 8]
+            chunk = rows[i : i + 8]
             x = torch.from_numpy(np.stack([r[1] for r in chunk]).astype(np.float32)).to(device)
             boxes = torch.from_numpy(np.stack([r[2] for r in chunk])).to(device)
             prob = torch.sigmoid(dec(backend.encode(x), boxes))[:, 0].cpu()
@@ -170,8 +213,11 @@ def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
             for k, (z, _, _) in enumerate(chunk):
                 pred[:, :, z] = native[k]
         per_case[c.case_id] = M.dice(pred, gt)
-    result = {**_summary(per_case), "model": "sam_litemedsam_box_zeroshot",
-              "prompt": "oracle ground-truth box per tumour slice (zero-shot, pretrained decoder, not fine-tuned)"}
+    result = {
+        **_summary(per_case),
+        "model": "sam_litemedsam_box_zeroshot",
+        "prompt": "oracle ground-truth box per tumour slice (zero-shot, pretrained decoder, not fine-tuned)",
+    }
     atomic_write_json(cache_file, {"fingerprint": fp, "result": result})
     return result
 
@@ -209,31 +255,39 @@ def main(argv: list[str] | None = None) -> int:
     real_cases = discover_cases(real_root)
     by_id = {c.case_id: c for c in discover_cases(syn)}
     test_cases = [by_id[c] for c in split["test"]]
-    results = {"realanatomy": {"unet": unet_dice(model, real_cases, a.img_size, device)},
-               "synthetic_test": {"unet": unet_dice(model, test_cases, a.img_size, device)}}
+    results = {
+        "realanatomy": {"unet": unet_dice(model, real_cases, a.img_size, device)},
+        "synthetic_test": {"unet": unet_dice(model, test_cases, a.img_size, device)},
+    }
     if a.extra_cases:
         extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra")
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
     if a.sam:
         results["realanatomy"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
-            real_cases, a.img_size, device, work / "sam_realanatomy.json")
+            real_cases, a.img_size, device, work / "sam_realanatomy.json"
+        )
         results["synthetic_test"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
-            test_cases, a.img_size, device, work / "sam_synthetic_test.json")
+            test_cases, a.img_size, device, work / "sam_synthetic_test.json"
+        )
     out = {
         "label": a.label,
         "what": "U-Net trained only on the default synthetic data (quick profile), per-patient 3-D whole-tumour Dice",
-        "sets": {"realanatomy": "REAL anatomy (MNI152 2009 template bundled in nilearn), SYNTHETIC implanted tumours "
-                                "(benchmarks/realanatomy.py); not BraTS",
-                 "synthetic_test": "in-domain: the synthetic test split",
-                 "synthetic_extra": f"in-domain: {a.extra_cases} more synthetic cases, seed {a.seed + 1000}"},
+        "sets": {
+            "realanatomy": "REAL anatomy (MNI152 2009 template bundled in nilearn), SYNTHETIC implanted tumours "
+            "(benchmarks/realanatomy.py); not BraTS",
+            "synthetic_test": "in-domain: the synthetic test split",
+            "synthetic_extra": f"in-domain: {a.extra_cases} more synthetic cases, seed {a.seed + 1000}",
+        },
         "protocol": "evaluate.predict_case: every brain slice at the cache size, bilinear back to native, > 0.5, "
-                    "3-D Dice vs seg > 0",
+        "3-D Dice vs seg > 0",
         "config": {k: v for k, v in vars(a).items() if k not in ("out", "work", "realanatomy")},
         **sources,
         "generation_seconds_per_case": round(gen_s, 2),
         "generation_note": "wall time of generate_dataset / cases with 2 worker processes on a contended 2-core CPU",
-        "device": str(device), "torch_threads": a.threads,
-        "training": train_info, "results": results,
+        "device": str(device),
+        "torch_threads": a.threads,
+        "training": train_info,
+        "results": results,
     }
     atomic_write_json(a.out, out)
     for s, r in results.items():

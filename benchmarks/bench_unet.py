@@ -54,11 +54,18 @@ def bench(base: int, size: int, device: torch.device, amp: bool, steps: int, bat
             model(x)
 
     # seconds per step: median of evaluate.time_runs (ms, one warm-up, synchronised on CUDA)
-    t_train, t_infer = (statistics.median(time_runs(fn, device, steps, warmup=1)) / 1000.0
-                        for fn in (train_step, infer_step))
-    return {"base_channels": base, "img_size": size, "batch": batch, "parameters": count_parameters(model)["total"],
-            "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none",
-            "train_images_per_s": round(batch / t_train, 2), "infer_images_per_s": round(batch / t_infer, 2)}
+    t_train, t_infer = (
+        statistics.median(time_runs(fn, device, steps, warmup=1)) / 1000.0 for fn in (train_step, infer_step)
+    )
+    return {
+        "base_channels": base,
+        "img_size": size,
+        "batch": batch,
+        "parameters": count_parameters(model)["total"],
+        "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none",
+        "train_images_per_s": round(batch / t_train, 2),
+        "infer_images_per_s": round(batch / t_infer, 2),
+    }
 
 
 def main() -> None:
@@ -69,7 +76,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {"device": device_summary(), "runs": []}
     for name, (base, size) in SIZES.items():
-        for amp in ([False, True] if device.type == "cuda" else [False]):
+        for amp in [False, True] if device.type == "cuda" else [False]:
             r = {"profile": name, **bench(base, size, device, amp, args.steps)}
             results["runs"].append(r)
             print(json.dumps(r))

@@ -56,12 +56,48 @@ from brainseg_utils.unet import UNet
 
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.
 PROFILES = {
-    "gpu": {"cases": 8, "depth": 96, "img_size": 240, "unet_base": 64, "unet_batch": 16, "unet_epochs": 3,
-            "lr": 1e-4, "sam_lr": 1e-4, "sam_batch": 16, "sam_epochs": 3, "sam_slices": 256, "sam_exact_boxes": False, "infer_size": 240, "infer_batch": 64,
-            "infer_iters": 30, "vit_size": 1024, "vit_depth": 12, "vit_batch": 8, "vit_iters": 10},
-    "cpu_small": {"cases": 3, "depth": 16, "img_size": 64, "unet_base": 8, "unet_batch": 8, "unet_epochs": 3,
-                  "lr": 1e-3, "sam_lr": 1e-4, "sam_batch": 2, "sam_epochs": 2, "sam_slices": 2, "sam_exact_boxes": True, "infer_size": 64, "infer_batch": 4,
-                  "infer_iters": 2, "vit_size": 128, "vit_depth": 1, "vit_batch": 1, "vit_iters": 1},
+    "gpu": {
+        "cases": 8,
+        "depth": 96,
+        "img_size": 240,
+        "unet_base": 64,
+        "unet_batch": 16,
+        "unet_epochs": 3,
+        "lr": 1e-4,
+        "sam_lr": 1e-4,
+        "sam_batch": 16,
+        "sam_epochs": 3,
+        "sam_slices": 256,
+        "sam_exact_boxes": False,
+        "infer_size": 240,
+        "infer_batch": 64,
+        "infer_iters": 30,
+        "vit_size": 1024,
+        "vit_depth": 12,
+        "vit_batch": 8,
+        "vit_iters": 10,
+    },
+    "cpu_small": {
+        "cases": 3,
+        "depth": 16,
+        "img_size": 64,
+        "unet_base": 8,
+        "unet_batch": 8,
+        "unet_epochs": 3,
+        "lr": 1e-3,
+        "sam_lr": 1e-4,
+        "sam_batch": 2,
+        "sam_epochs": 2,
+        "sam_slices": 2,
+        "sam_exact_boxes": True,
+        "infer_size": 64,
+        "infer_batch": 4,
+        "infer_iters": 2,
+        "vit_size": 128,
+        "vit_depth": 1,
+        "vit_batch": 1,
+        "vit_iters": 1,
+    },
 }
 TARGETS_H100 = {"unet_inference_images_per_s": 2000.0, "vit_b_encoder_images_per_s": 80.0}
 
@@ -104,18 +140,28 @@ def _rate(fn, n_images: int, iters: int, device) -> float:
 
 def _loss_checks(checks: Checks, prefix: str, hist: list[dict]) -> dict:
     losses = [h["train_loss"] for h in hist] + [h["val_loss"] for h in hist]
-    checks.add(f"{prefix}_finite_losses", all(math.isfinite(v) for v in losses),
-               f"{len(losses)} train/val epoch losses, all finite" if all(map(math.isfinite, losses))
-               else f"non-finite losses: {losses}")
+    checks.add(
+        f"{prefix}_finite_losses",
+        all(math.isfinite(v) for v in losses),
+        f"{len(losses)} train/val epoch losses, all finite"
+        if all(map(math.isfinite, losses))
+        else f"non-finite losses: {losses}",
+    )
     first, last = hist[0]["train_loss"], hist[-1]["train_loss"]
-    checks.add(f"{prefix}_loss_falls", last < first, f"train loss {first:.4f} (epoch 1) -> {last:.4f} "
-                                                     f"(epoch {len(hist)})")
-    return {"train_loss": [h["train_loss"] for h in hist], "val_loss": [h["val_loss"] for h in hist],
-            "val_dice": [h["val_dice"] for h in hist], "train_images_per_s": [h["train_images_per_s"] for h in hist]}
+    checks.add(
+        f"{prefix}_loss_falls", last < first, f"train loss {first:.4f} (epoch 1) -> {last:.4f} (epoch {len(hist)})"
+    )
+    return {
+        "train_loss": [h["train_loss"] for h in hist],
+        "val_loss": [h["val_loss"] for h in hist],
+        "val_dice": [h["val_dice"] for h in hist],
+        "train_images_per_s": [h["train_images_per_s"] for h in hist],
+    }
 
 
-def _reload_check(checks: Checks, name: str, path: Path, fresh: torch.nn.Module, trained: torch.nn.Module, inputs,
-                  device) -> None:
+def _reload_check(
+    checks: Checks, name: str, path: Path, fresh: torch.nn.Module, trained: torch.nn.Module, inputs, device
+) -> None:
     ckpt = load_checkpoint(path)  # weights_only=True inside
     load_model_state(fresh, ckpt["model"], str(path))
     fresh.to(device).eval()
@@ -123,9 +169,12 @@ def _reload_check(checks: Checks, name: str, path: Path, fresh: torch.nn.Module,
     with torch.no_grad():
         a, b = fresh(*inputs).float(), trained(*inputs).float()
     diff = float((a - b).abs().max())
-    checks.add(f"{name}_checkpoint_reloads", diff <= 1e-5 and ckpt["epoch"] >= 1,
-               f"{path.name} (epoch {ckpt['epoch']}, amp {ckpt['amp_dtype']}) reloaded with weights_only=True; "
-               f"max |logit difference| {diff:.2e}")
+    checks.add(
+        f"{name}_checkpoint_reloads",
+        diff <= 1e-5 and ckpt["epoch"] >= 1,
+        f"{path.name} (epoch {ckpt['epoch']}, amp {ckpt['amp_dtype']}) reloaded with weights_only=True; "
+        f"max |logit difference| {diff:.2e}",
+    )
 
 
 def vit_b_encoder(size: int, depth: int) -> torch.nn.Module:
@@ -134,9 +183,20 @@ def vit_b_encoder(size: int, depth: int) -> torch.nn.Module:
     from segment_anything.modeling import ImageEncoderViT
 
     glob = [i for i in (2, 5, 8, 11) if i < depth] or [depth - 1]
-    return ImageEncoderViT(depth=depth, embed_dim=768, img_size=size, mlp_ratio=4,
-                           norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=12, patch_size=16,
-                           qkv_bias=True, use_rel_pos=True, global_attn_indexes=glob, window_size=14, out_chans=256)
+    return ImageEncoderViT(
+        depth=depth,
+        embed_dim=768,
+        img_size=size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=12,
+        patch_size=16,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=glob,
+        window_size=14,
+        out_chans=256,
+    )
 
 
 def run(profile: str, workdir: Path, out: Path) -> dict:
@@ -152,40 +212,67 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
     if device.type == "cuda":
         major = torch.cuda.get_device_capability(device)[0]
         want = torch.bfloat16 if major >= 8 else torch.float16
-        checks.add("amp_dtype", dtype == want, f"capability {major}.x -> {dtype} (expected {want}"
-                                               f"{' + GradScaler' if want == torch.float16 else ', no GradScaler'})")
+        checks.add(
+            "amp_dtype",
+            dtype == want,
+            f"capability {major}.x -> {dtype} (expected {want}"
+            f"{' + GradScaler' if want == torch.float16 else ', no GradScaler'})",
+        )
     else:
         checks.add("amp_dtype", dtype is None, f"CPU -> {dtype} (AMP off on CPU)")
     res["amp_dtype"] = str(dtype).replace("torch.", "") if dtype else None
 
     # ---- data
     t0 = time.perf_counter()
-    root = generate_dataset(workdir / "synthetic", SyntheticConfig(cases=p["cases"], seed=0, depth=p["depth"]),
-                            workers=4 if device.type == "cuda" else 1, progress=False)
+    root = generate_dataset(
+        workdir / "synthetic",
+        SyntheticConfig(cases=p["cases"], seed=0, depth=p["depth"]),
+        workers=4 if device.type == "cuda" else 1,
+        progress=False,
+    )
     cases = discover_cases(root)
-    cache = build_cache(cases, workdir / "slices", SliceConfig(img_size=p["img_size"], tumour_free_fraction=0.3),
-                        progress=False)
+    cache = build_cache(
+        cases, workdir / "slices", SliceConfig(img_size=p["img_size"], tumour_free_fraction=0.3), progress=False
+    )
     split = write_split_once(workdir / "splits.json", [c.case_id for c in cases], (0.6, 0.2, 0.2), seed=0)
     tr_rows, va_rows = cache.rows_for(split["train"]), cache.rows_for(split["val"])
     if profile == "cpu_small":
         tr_rows, va_rows = tr_rows[::2], va_rows[::2]
-    res["data"] = {"cases": p["cases"], "depth": p["depth"], "train_slices": len(tr_rows),
-                   "val_slices": len(va_rows), "seconds": round(time.perf_counter() - t0, 1)}
+    res["data"] = {
+        "cases": p["cases"],
+        "depth": p["depth"],
+        "train_slices": len(tr_rows),
+        "val_slices": len(va_rows),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     # ---- U-Net
     _peak_reset(device)
     t0 = time.perf_counter()
     unet = UNet(1, p["unet_base"])
-    cfg = TrainConfig(epochs=p["unet_epochs"], batch_size=p["unet_batch"], lr=p["lr"], channels_last=True,
-                      device=str(device), resume="never", progress=False)
+    cfg = TrainConfig(
+        epochs=p["unet_epochs"],
+        batch_size=p["unet_batch"],
+        lr=p["lr"],
+        channels_last=True,
+        device=str(device),
+        resume="never",
+        progress=False,
+    )
     hist = fit(unet, SliceDataset(cache, tr_rows), SliceDataset(cache, va_rows), workdir / "unet", cfg)
-    res["unet_train"] = {**_loss_checks(checks, "unet", hist), "seconds": round(time.perf_counter() - t0, 1),
-                         "peak_memory_gb": round(_peak_gb(device), 2)}
+    res["unet_train"] = {
+        **_loss_checks(checks, "unet", hist),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_memory_gb": round(_peak_gb(device), 2),
+    }
     if device.type == "cuda":
         scaler = load_checkpoint(workdir / "unet" / "last.pt")["scaler"]
         want_scaler = dtype == torch.float16
-        checks.add("grad_scaler", bool(scaler) == want_scaler,
-                   f"GradScaler {'enabled' if scaler else 'disabled'} with {dtype} "
-                   f"(expected {'enabled' if want_scaler else 'disabled'})")
+        checks.add(
+            "grad_scaler",
+            bool(scaler) == want_scaler,
+            f"GradScaler {'enabled' if scaler else 'disabled'} with {dtype} "
+            f"(expected {'enabled' if want_scaler else 'disabled'})",
+        )
     x_val = torch.from_numpy(np.asarray(cache.images[va_rows[:4]], np.float32)).to(device)
     _reload_check(checks, "unet", workdir / "unet" / "last.pt", UNet(1, p["unet_base"]), unet, (x_val,), device)
 
@@ -200,11 +287,23 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
             unet(xb)
 
     ips = _rate(unet_step, p["infer_batch"], p["infer_iters"], device)
-    res["unet_inference"] = {"images_per_s": round(ips, 1), "img_size": side, "batch": p["infer_batch"],
-                             "dtype": res["amp_dtype"] or "float32", "channels_last": True,
-                             "base_channels": p["unet_base"], "peak_memory_gb": round(_peak_gb(device), 2)}
-    _throughput_check(checks, "unet_inference", ips, "unet_inference_images_per_s", res,
-                      f"{side}x{side}, batch {p['infer_batch']}, {res['unet_inference']['dtype']}, channels_last")
+    res["unet_inference"] = {
+        "images_per_s": round(ips, 1),
+        "img_size": side,
+        "batch": p["infer_batch"],
+        "dtype": res["amp_dtype"] or "float32",
+        "channels_last": True,
+        "base_channels": p["unet_base"],
+        "peak_memory_gb": round(_peak_gb(device), 2),
+    }
+    _throughput_check(
+        checks,
+        "unet_inference",
+        ips,
+        "unet_inference_images_per_s",
+        res,
+        f"{side}x{side}, batch {p['infer_batch']}, {res['unet_inference']['dtype']}, channels_last",
+    )
 
     # ---- SAM decoder on LiteMedSAM embeddings
     _peak_reset(device)
@@ -213,24 +312,53 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
     s_tr = [r for r in tr_rows if has[r]][: p["sam_slices"]]
     s_va = [r for r in va_rows if has[r]][: max(1, p["sam_slices"] // 4)]
     backend = build_backend("litemedsam").to(device)
-    emb = build_embedding_cache(backend, cache, s_tr + s_va, workdir / "emb", batch_size=16, device=str(device),
-                                progress=False)
+    emb = build_embedding_cache(
+        backend, cache, s_tr + s_va, workdir / "emb", batch_size=16, device=str(device), progress=False
+    )
     t_emb = time.perf_counter() - t0
     sam = SamDecoderModel(backend, "box", p["img_size"])
-    scfg = TrainConfig(epochs=p["sam_epochs"], batch_size=p["sam_batch"], lr=p["sam_lr"], device=str(device),
-                       resume="never", progress=False)
+    scfg = TrainConfig(
+        epochs=p["sam_epochs"],
+        batch_size=p["sam_batch"],
+        lr=p["sam_lr"],
+        device=str(device),
+        resume="never",
+        progress=False,
+    )
     # box jitter: the dataset's default in training (5th argument 0 = exact boxes, as validation uses)
-    train_ds = (EmbeddingDataset(emb, cache, s_tr, "box", 0) if p["sam_exact_boxes"]
-                else EmbeddingDataset(emb, cache, s_tr, "box"))
-    hist = fit(sam, train_ds, EmbeddingDataset(emb, cache, s_va, "box", 0), workdir / "sam", scfg,
-               params=sam.trainable_parameters())
-    res["sam_train"] = {**_loss_checks(checks, "sam", hist), "embedding_seconds": round(t_emb, 1),
-                        "encoder_runtime": backend.runtime, "train_slices": len(s_tr), "val_slices": len(s_va),
-                        "seconds": round(time.perf_counter() - t0, 1), "peak_memory_gb": round(_peak_gb(device), 2)}
+    train_ds = (
+        EmbeddingDataset(emb, cache, s_tr, "box", 0)
+        if p["sam_exact_boxes"]
+        else EmbeddingDataset(emb, cache, s_tr, "box")
+    )
+    hist = fit(
+        sam,
+        train_ds,
+        EmbeddingDataset(emb, cache, s_va, "box", 0),
+        workdir / "sam",
+        scfg,
+        params=sam.trainable_parameters(),
+    )
+    res["sam_train"] = {
+        **_loss_checks(checks, "sam", hist),
+        "embedding_seconds": round(t_emb, 1),
+        "encoder_runtime": backend.runtime,
+        "train_slices": len(s_tr),
+        "val_slices": len(s_va),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_memory_gb": round(_peak_gb(device), 2),
+    }
     e_val = torch.from_numpy(np.asarray(emb.emb[:2], np.float32)).to(device)
     b_val = torch.tensor([[8.0, 8.0, p["img_size"] / 2, p["img_size"] / 2]] * 2, device=device)
-    _reload_check(checks, "sam", workdir / "sam" / "last.pt", SamDecoderModel(backend, "box", p["img_size"]), sam,
-                  (e_val, b_val), device)
+    _reload_check(
+        checks,
+        "sam",
+        workdir / "sam" / "last.pt",
+        SamDecoderModel(backend, "box", p["img_size"]),
+        sam,
+        (e_val, b_val),
+        device,
+    )
     del backend, sam, emb
 
     # ---- SAM ViT-B encoder throughput (random weights)
@@ -244,20 +372,34 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
             vit(xv)
 
     vps = _rate(vit_step, p["vit_batch"], p["vit_iters"], device)
-    res["vit_b_encoder"] = {"images_per_s": round(vps, 2), "img_size": p["vit_size"], "depth": p["vit_depth"],
-                            "batch": p["vit_batch"], "dtype": str(vdtype).replace("torch.", "") if vdtype else
-                            "float32", "weights": "random (timing only)",
-                            "peak_memory_gb": round(_peak_gb(device), 2)}
-    _throughput_check(checks, "vit_b_encoder", vps, "vit_b_encoder_images_per_s", res,
-                      f"{p['vit_size']}x{p['vit_size']}, depth {p['vit_depth']}, batch {p['vit_batch']}, "
-                      f"{res['vit_b_encoder']['dtype']}")
+    res["vit_b_encoder"] = {
+        "images_per_s": round(vps, 2),
+        "img_size": p["vit_size"],
+        "depth": p["vit_depth"],
+        "batch": p["vit_batch"],
+        "dtype": str(vdtype).replace("torch.", "") if vdtype else "float32",
+        "weights": "random (timing only)",
+        "peak_memory_gb": round(_peak_gb(device), 2),
+    }
+    _throughput_check(
+        checks,
+        "vit_b_encoder",
+        vps,
+        "vit_b_encoder_images_per_s",
+        res,
+        f"{p['vit_size']}x{p['vit_size']}, depth {p['vit_depth']}, batch {p['vit_batch']}, "
+        f"{res['vit_b_encoder']['dtype']}",
+    )
 
     # ---- peak memory
     peaks = {k: res[k]["peak_memory_gb"] for k in ("unet_train", "unet_inference", "sam_train", "vit_b_encoder")}
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory / 1e9
-        checks.add("peak_memory", max(peaks.values()) < 0.9 * total,
-                   f"peak GB per phase {peaks} on a {total:.0f} GB card (limit 90 %)")
+        checks.add(
+            "peak_memory",
+            max(peaks.values()) < 0.9 * total,
+            f"peak GB per phase {peaks} on a {total:.0f} GB card (limit 90 %)",
+        )
     else:
         checks.add("peak_memory", max(peaks.values()) > 0, f"process peak RSS GB after each phase {peaks}")
     res["peak_memory_gb"] = peaks

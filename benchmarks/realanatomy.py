@@ -58,13 +58,16 @@ def template_dir() -> Path:
     try:
         import nilearn
     except ImportError as exc:  # only this benchmark needs it (requirements-dev.txt)
-        raise ImportError("the real-anatomy benchmark needs nilearn (it bundles the MNI152 2009 template): "
-                          "pip install 'nilearn>=0.10,<0.13'") from exc
+        raise ImportError(
+            "the real-anatomy benchmark needs nilearn (it bundles the MNI152 2009 template): "
+            "pip install 'nilearn>=0.10,<0.13'"
+        ) from exc
     d = Path(nilearn.__file__).parent / "datasets" / "data"
     missing = [f for f in TEMPLATE_FILES.values() if not (d / f).exists()]
     if missing:
-        raise FileNotFoundError(f"{d}: nilearn {nilearn.__version__} does not bundle {missing}; expected the "
-                                "ICBM152 2009 template files")
+        raise FileNotFoundError(
+            f"{d}: nilearn {nilearn.__version__} does not bundle {missing}; expected the ICBM152 2009 template files"
+        )
     return d
 
 
@@ -78,7 +81,7 @@ def load_template() -> dict[str, np.ndarray]:
             raise ValueError(f"{d / f}: expected shape (197, 233, 189), found {a.shape}")
         a = a[::-1, ::-1, :]  # RAS -> the BraTS files' x/y-flipped axes
         z = 0  # the brain occupies slices 0..154 of the template
-        a = a[:, :, z:z + SHAPE[2]]
+        a = a[:, :, z : z + SHAPE[2]]
         px, py = SHAPE[0] - a.shape[0], SHAPE[1] - a.shape[1]
         out[k] = np.pad(a, ((px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0)))
     brain = ndimage.binary_fill_holes(out["t1"] > 0.03)
@@ -125,8 +128,15 @@ def _warp(a: np.ndarray, coords: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- tumours
-def _tumour(rng: np.random.Generator, wm: np.ndarray, csf: np.ndarray, brain: np.ndarray, centre: np.ndarray,
-            radius: float, high_grade: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tumour(
+    rng: np.random.Generator,
+    wm: np.ndarray,
+    csf: np.ndarray,
+    brain: np.ndarray,
+    centre: np.ndarray,
+    radius: float,
+    high_grade: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(core label (uint8 0/1/4), edema bool, infiltration float) for one tumour on the full grid."""
     ext = int(radius * 4 + 20)
     sl = tuple(slice(max(0, int(centre[k]) - ext), min(SHAPE[k], int(centre[k]) + ext + 1)) for k in range(3))
@@ -139,8 +149,9 @@ def _tumour(rng: np.random.Generator, wm: np.ndarray, csf: np.ndarray, brain: np
     for _ in range(int(rng.integers(3, 7))):
         v = rng.standard_normal(3)
         v /= np.linalg.norm(v)
-        scale += rng.uniform(0.05, 0.25) * np.cos(rng.uniform(1.5, 4.0) * np.einsum("i,ixyz->xyz", v, u)
-                                                  + rng.uniform(0, 2 * np.pi))
+        scale += rng.uniform(0.05, 0.25) * np.cos(
+            rng.uniform(1.5, 4.0) * np.einsum("i,ixyz->xyz", v, u) + rng.uniform(0, 2 * np.pi)
+        )
     rn = r / (radius * scale)
     b = brain[sl] & (csf[sl] < 0.7)
     core = np.zeros(r.shape, np.uint8)
@@ -170,7 +181,7 @@ def make_case(tpl: dict, seed: int, index: int) -> dict:
     # Seeds in deep-ish white matter of the middle slices of the undeformed template.
     wm0 = ndimage.binary_erosion(tpl["wm"] > 0.6, iterations=2)
     wm0[:, :, : int(SHAPE[2] * 0.3)] = False
-    wm0[:, :, int(SHAPE[2] * 0.85):] = False
+    wm0[:, :, int(SHAPE[2] * 0.85) :] = False
     cand = np.argwhere(wm0)
     centres = [cand[rng.integers(len(cand))].astype(np.float32) for _ in range(n_tum)]
     radii = [float(np.clip(rng.lognormal(np.log(11), 0.4), 5, 24)) / (1.4 if n_tum > 1 else 1.0) for _ in range(n_tum)]
@@ -193,8 +204,12 @@ def make_case(tpl: dict, seed: int, index: int) -> dict:
         raise RuntimeError(f"case {index}: no tumour voxel was planted (seed {seed})")
     out = _render(rng, t1, gm, wm, csf, brain, seg, infil)
     out["seg"] = seg
-    out["meta"] = {"n_tumours": n_tum, "radii_mm": [round(r, 1) for r in radii], "high_grade": grades,
-                   "tumour_ml": round(float((seg > 0).sum()) / 1000.0, 2)}
+    out["meta"] = {
+        "n_tumours": n_tum,
+        "radii_mm": [round(r, 1) for r in radii],
+        "high_grade": grades,
+        "tumour_ml": round(float((seg > 0).sum()) / 1000.0, 2),
+    }
     return out
 
 
@@ -203,10 +218,22 @@ def _render(rng, t1, gm, wm, csf, brain, seg, infil) -> dict:
     tum = {lab: ndimage.gaussian_filter((seg == lab).astype(np.float32), 0.7) for lab in (1, 2, 4)}
     normal = np.clip(1.0 - sum(tum.values()), 0.0, 1.0)
     # per-case tissue means (arbitrary units); contrast directions as on real scans
-    fl = {"csf": rng.uniform(0.05, 0.2), "gm": rng.uniform(0.55, 0.72), "wm": rng.uniform(0.38, 0.52),
-          2: rng.uniform(0.85, 1.1), 1: rng.uniform(0.45, 0.85), 4: rng.uniform(0.7, 0.95)}
-    t2 = {"csf": rng.uniform(0.9, 1.1), "gm": rng.uniform(0.5, 0.62), "wm": rng.uniform(0.35, 0.45),
-          2: rng.uniform(0.75, 0.9), 1: rng.uniform(0.85, 1.0), 4: rng.uniform(0.6, 0.75)}
+    fl = {
+        "csf": rng.uniform(0.05, 0.2),
+        "gm": rng.uniform(0.55, 0.72),
+        "wm": rng.uniform(0.38, 0.52),
+        2: rng.uniform(0.85, 1.1),
+        1: rng.uniform(0.45, 0.85),
+        4: rng.uniform(0.7, 0.95),
+    }
+    t2 = {
+        "csf": rng.uniform(0.9, 1.1),
+        "gm": rng.uniform(0.5, 0.62),
+        "wm": rng.uniform(0.35, 0.45),
+        2: rng.uniform(0.75, 0.9),
+        1: rng.uniform(0.85, 1.0),
+        4: rng.uniform(0.6, 0.75),
+    }
 
     def mix(means, tissue_extra=None):
         base = means["csf"] * csf + means["gm"] * gm + means["wm"] * wm
@@ -246,8 +273,12 @@ def _save(arr: np.ndarray, path: Path, dtype) -> None:
 
 def _config(cases: int, seed: int) -> dict:
     d = template_dir()
-    return {"version": VERSION, "cases": cases, "seed": seed,
-            "template": {k: {"file": f, "sha256": file_sha256(d / f)} for k, f in TEMPLATE_FILES.items()}}
+    return {
+        "version": VERSION,
+        "cases": cases,
+        "seed": seed,
+        "template": {k: {"file": f, "sha256": file_sha256(d / f)} for k, f in TEMPLATE_FILES.items()},
+    }
 
 
 def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool = True) -> Path:
@@ -258,8 +289,12 @@ def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool
     ids = [f"BraTS20_Training_{i + 1:03d}" for i in range(cases)]
     if marker.exists() and json.loads(marker.read_text()).get("config") == cfg and all((out / c).is_dir() for c in ids):
         return out
-    if out.exists() and any(out.iterdir()) and not marker.exists() \
-            and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) for p in out.iterdir()):
+    if (
+        out.exists()
+        and any(out.iterdir())
+        and not marker.exists()
+        and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) for p in out.iterdir())
+    ):
         raise FileExistsError(f"{out} exists and is not a real-anatomy benchmark folder; choose an empty --out")
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
@@ -279,10 +314,16 @@ def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool
         metas[cid] = data["meta"]
         if progress:
             print(f"{cid}: {data['meta']}", flush=True)
-    atomic_write_json(marker, {"dataset": "realanatomy",
-                               "note": "REAL anatomy (MNI152 2009 template from nilearn), SYNTHETIC implanted "
-                                       "tumours and derived contrasts; not BraTS. A benchmark only.",
-                               "config": cfg, "cases": metas})
+    atomic_write_json(
+        marker,
+        {
+            "dataset": "realanatomy",
+            "note": "REAL anatomy (MNI152 2009 template from nilearn), SYNTHETIC implanted "
+            "tumours and derived contrasts; not BraTS. A benchmark only.",
+            "config": cfg,
+            "cases": metas,
+        },
+    )
     return out
 
 

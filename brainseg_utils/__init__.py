@@ -19,6 +19,31 @@ Modules (imported on use; torch is only loaded by the ones that need it), by wha
 """
 
 __version__ = "0.1.0"
-__all__ = ["bootstrap", "brats", "checkpoints", "config", "data", "dataset", "demo", "embeddings", "encoder_runtime",
-           "env", "evaluate", "finetune", "inference", "io", "losses", "metrics", "paths", "report", "sam", "slices",
-           "synthetic", "train", "transforms", "unet", "upload", "viz"]
+__all__ = [
+    "bootstrap",
+    "brats",
+    "checkpoints",
+    "config",
+    "data",
+    "dataset",
+    "demo",
+    "embeddings",
+    "encoder_runtime",
+    "env",
+    "evaluate",
+    "finetune",
+    "inference",
+    "io",
+    "losses",
+    "metrics",
+    "paths",
+    "report",
+    "sam",
+    "slices",
+    "synthetic",
+    "train",
+    "transforms",
+    "unet",
+    "upload",
+    "viz",
+]

@@ -173,8 +173,11 @@ def labelled_cases(cases: list[Case]) -> list[Case]:
     """Cases with a label file (training set); validation-set cases are dropped, with a log line."""
     out = [c for c in cases if c.labelled]
     if len(out) < len(cases):
-        log.info("kept %d labelled cases; %d without a seg file (validation set) are not used for training",
-                 len(out), len(cases) - len(out))
+        log.info(
+            "kept %d labelled cases; %d without a seg file (validation set) are not used for training",
+            len(out),
+            len(cases) - len(out),
+        )
     return out
 
 
@@ -183,7 +186,9 @@ def _header(case: Case, path: Path):
     try:
         return nib.load(path)
     except Exception as exc:  # nibabel raises several types for corrupt files
-        raise CaseValidationError(case.case_id, path, "a readable NIfTI-1 file", f"{type(exc).__name__}: {exc}") from exc
+        raise CaseValidationError(
+            case.case_id, path, "a readable NIfTI-1 file", f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _check_geometry(case: Case) -> tuple[tuple[int, ...], np.ndarray, dict]:
@@ -202,10 +207,13 @@ def _check_geometry(case: Case) -> tuple[tuple[int, ...], np.ndarray, dict]:
         raise CaseValidationError(case.case_id, required[ref_key], "a 3-D volume", f"shape {ref.shape}")
     for k, img in imgs.items():
         if img.shape != ref.shape:
-            raise CaseValidationError(case.case_id, required[k], f"shape {ref.shape} (as {ref_key})", f"shape {img.shape}")
+            raise CaseValidationError(
+                case.case_id, required[k], f"shape {ref.shape} (as {ref_key})", f"shape {img.shape}"
+            )
         if not np.allclose(img.affine, ref.affine, atol=AFFINE_ATOL):
-            raise CaseValidationError(case.case_id, required[k], f"the affine of {ref_key}\n{ref.affine}",
-                                      f"\n{img.affine}")
+            raise CaseValidationError(
+                case.case_id, required[k], f"the affine of {ref_key}\n{ref.affine}", f"\n{img.affine}"
+            )
     return ref.shape, ref.affine, imgs
 
 
@@ -220,8 +228,9 @@ def _check_image(case: Case, key: str, path: Path, data: np.ndarray) -> None:
 def _check_seg(case: Case, seg: np.ndarray) -> None:
     labels = set(np.unique(seg).tolist())
     if not labels <= VALID_LABELS:
-        raise CaseValidationError(case.case_id, case.seg, f"labels within {sorted(VALID_LABELS)}",
-                                  f"labels {sorted(labels)}")
+        raise CaseValidationError(
+            case.case_id, case.seg, f"labels within {sorted(VALID_LABELS)}", f"labels {sorted(labels)}"
+        )
 
 
 def _data_bytes(img) -> tuple[int, int]:
@@ -259,10 +268,14 @@ def _read(case: Case, path: Path, img) -> np.ndarray:
         # dataobj keeps the on-disk dtype and skips nibabel's float64 cache.
         return np.asarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
-        found = (f"{max(_decompressed_size(path) - offset, 0):,} bytes before the compressed stream ends or breaks"
-                 if gz else "unreadable data")
-        raise CaseValidationError(case.case_id, path, expected,
-                                  f"{found} (truncated or damaged: {type(exc).__name__}: {exc})") from exc
+        found = (
+            f"{max(_decompressed_size(path) - offset, 0):,} bytes before the compressed stream ends or breaks"
+            if gz
+            else "unreadable data"
+        )
+        raise CaseValidationError(
+            case.case_id, path, expected, f"{found} (truncated or damaged: {type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def validate_case(case: Case) -> CaseReport:
@@ -290,8 +303,9 @@ def validate_case(case: Case) -> CaseReport:
     return CaseReport(case.case_id, tuple(shape), dtypes, labels, brain, tumour, zooms)
 
 
-def audit_cases(cases: list[Case], skip_bad: bool = False, progress: bool = True
-                ) -> tuple[list[Case], list[CaseReport], list[dict]]:
+def audit_cases(
+    cases: list[Case], skip_bad: bool = False, progress: bool = True
+) -> tuple[list[Case], list[CaseReport], list[dict]]:
     """Validate every case. Returns (good cases, their reports, skipped [{case_id, path, reason}]).
 
     With ``skip_bad=False`` the first bad case raises; with ``True`` bad cases are skipped and
@@ -309,8 +323,12 @@ def audit_cases(cases: list[Case], skip_bad: bool = False, progress: bool = True
                 raise
             skipped.append({"case_id": case.case_id, "path": exc.path, "reason": str(exc)})
     if skipped:
-        log.warning("skipped %d of %d cases that failed validation: %s", len(skipped), len(cases),
-                    ", ".join(s["case_id"] for s in skipped))
+        log.warning(
+            "skipped %d of %d cases that failed validation: %s",
+            len(skipped),
+            len(cases),
+            ", ".join(s["case_id"] for s in skipped),
+        )
     return good, reports, skipped
 
 
@@ -321,10 +339,18 @@ def audit_frame(reports: list[CaseReport], skipped: list[dict] | None = None):
     rows = []
     for r in reports:
         ml = float(np.prod(r.voxel_mm)) / 1000.0
-        rows.append({"case_id": r.case_id, "status": "ok", "shape": "x".join(map(str, r.shape)),
-                     "image_dtype": r.dtypes.get("flair", ""), "labels": " ".join(map(str, r.labels)) or "(none)",
-                     "brain_ml": round(r.brain_voxels * ml, 1), "tumour_ml": round(r.tumour_voxels * ml, 2),
-                     "reason": ""})
+        rows.append(
+            {
+                "case_id": r.case_id,
+                "status": "ok",
+                "shape": "x".join(map(str, r.shape)),
+                "image_dtype": r.dtypes.get("flair", ""),
+                "labels": " ".join(map(str, r.labels)) or "(none)",
+                "brain_ml": round(r.brain_voxels * ml, 1),
+                "tumour_ml": round(r.tumour_voxels * ml, 2),
+                "reason": "",
+            }
+        )
     for s in skipped or []:
         rows.append({"case_id": s["case_id"], "status": "skipped", "reason": s["reason"]})
     cols = ["case_id", "status", "shape", "image_dtype", "labels", "brain_ml", "tumour_ml", "reason"]
@@ -335,8 +361,7 @@ def audit_frame(reports: list[CaseReport], skipped: list[dict] | None = None):
 _CHUNK = 1 << 20  # voxels per step of the in-place rescale (bounded float64 temporaries)
 
 
-def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5, copy: bool = True
-                     ) -> np.ndarray:
+def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5, copy: bool = True) -> np.ndarray:
     """float32 in [0, 1]: clip brain voxels (!= 0) to their [lower, upper] percentiles, rescale; background 0.
 
     ``copy=False`` with a writeable float32 array normalises it in place (the upload path): the peak
@@ -344,8 +369,12 @@ def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float =
     float32 volume), plus fixed-size chunks; the arithmetic (float64 per chunk, one rounding to
     float32) gives the same values as the copying path.
     """
-    if (copy or vol.dtype != np.float32 or not vol.flags.writeable
-            or not (vol.flags.c_contiguous or vol.flags.f_contiguous)):
+    if (
+        copy
+        or vol.dtype != np.float32
+        or not vol.flags.writeable
+        or not (vol.flags.c_contiguous or vol.flags.f_contiguous)
+    ):
         vol = np.array(vol, dtype=np.float32, copy=True)
     flat = vol.ravel(order="K")  # a view of a contiguous array (C or Fortran order)
     brain = flat != 0
@@ -356,7 +385,7 @@ def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float =
     del vals
     scale = max(float(hi - lo), 1e-6)
     for i in range(0, flat.size, _CHUNK):
-        v, b = flat[i:i + _CHUNK], brain[i:i + _CHUNK]
+        v, b = flat[i : i + _CHUNK], brain[i : i + _CHUNK]
         v[b] = np.clip((v[b] - lo) / scale, 0.0, 1.0)
     return vol
 

@@ -78,12 +78,15 @@ def check_arch(ckpt: dict, path: str | os.PathLike, expect_arch: str) -> None:
         model = ckpt["config"]["model"]
         extra = ", ".join(f"{k}={model[k]!r}" for k in ("backend", "prompt") if k in model)
         holds = f"a {have!r} checkpoint" + (f" ({extra})" if extra else "")
-    raise ValueError(f"{path} holds {holds}; expected a {expect_arch!r} checkpoint. "
-                     "Check which file was put at this path (e.g. a SAM decoder copied to unet/best.pt).")
+    raise ValueError(
+        f"{path} holds {holds}; expected a {expect_arch!r} checkpoint. "
+        "Check which file was put at this path (e.g. a SAM decoder copied to unet/best.pt)."
+    )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    expect_arch: str | None = None) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", expect_arch: str | None = None
+) -> dict:
     """``torch.load(weights_only=True)`` onto ``map_location`` (CPU by default: a checkpoint saved on
     CUDA loads on a CPU-only machine) with clear errors for missing, truncated or unsafe files.
 
@@ -96,14 +99,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path} holds objects other than tensors and plain data; refused to load it "
-                         f"(weights_only=True): {str(exc).splitlines()[0]}") from exc
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain data; refused to load it "
+            f"(weights_only=True): {str(exc).splitlines()[0]}"
+        ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is truncated or not a torch checkpoint ({_size_str(path)}): {exc}") from exc
     if expect_arch is not None:
         if not isinstance(ckpt, dict):
-            raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; "
-                             f"expected a {expect_arch!r} checkpoint")
+            raise ValueError(
+                f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict; expected a {expect_arch!r} checkpoint"
+            )
         check_arch(ckpt, path, expect_arch)
     return ckpt
 
@@ -113,14 +119,24 @@ def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") 
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
     if missing or unexpected or shapes:
+
         def _list(keys):
             return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
 
-        parts = [f"{n} {label}: {_list(k)}" for n, label, k in
-                 ((len(missing), "missing keys", missing), (len(unexpected), "unexpected keys", unexpected),
-                  (len(shapes), "shape mismatches", shapes)) if k]
+        parts = [
+            f"{n} {label}: {_list(k)}"
+            for n, label, k in (
+                (len(missing), "missing keys", missing),
+                (len(unexpected), "unexpected keys", unexpected),
+                (len(shapes), "shape mismatches", shapes),
+            )
+            if k
+        ]
         raise ValueError(f"{source} does not match this model architecture; " + "; ".join(parts))
     model.load_state_dict(state)

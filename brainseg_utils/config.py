@@ -79,16 +79,22 @@ class DataConfig:
             mods = tuple(m.strip() for m in mods.split(",") if m.strip())
         bad = [m for m in mods if m not in MODALITIES]
         if not mods or bad:
-            raise ValueError(f"MODALITIES must be a comma-separated subset of {','.join(MODALITIES)}, "
-                             f"got {self.modalities!r}")
+            raise ValueError(
+                f"MODALITIES must be a comma-separated subset of {','.join(MODALITIES)}, got {self.modalities!r}"
+            )
         object.__setattr__(self, "modalities", tuple(mods))
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
         self.slice_config()  # validates img_size, fraction, step
         SyntheticConfig(cases=self.synthetic_cases, seed=self.seed, depth=self.synthetic_depth)
 
     def slice_config(self) -> SliceConfig:
-        return SliceConfig(img_size=self.img_size, modalities=self.modalities,
-                           tumour_free_fraction=self.tumour_free_fraction, slice_step=self.slice_step, seed=self.seed)
+        return SliceConfig(
+            img_size=self.img_size,
+            modalities=self.modalities,
+            tumour_free_fraction=self.tumour_free_fraction,
+            slice_step=self.slice_step,
+            seed=self.seed,
+        )
 
     @classmethod
     def from_params(cls, **params) -> DataConfig:
@@ -121,12 +127,27 @@ class TrainConfig:
 
     # notebook parameter -> field, per model; shared names (AMP, DEVICE, SEED, RESUME) mean the same in both
     UNET_PARAMS: ClassVar[dict[str, str]] = {
-        "UNET_EPOCHS": "epochs", "UNET_BATCH_SIZE": "batch_size", "UNET_LR": "lr",
-        "UNET_WEIGHT_DECAY": "weight_decay", "GRAD_CLIP": "grad_clip", "AMP": "amp", "CHANNELS_LAST": "channels_last",
-        "NUM_WORKERS": "num_workers", "SEED": "seed", "RESUME": "resume", "DEVICE": "device"}
+        "UNET_EPOCHS": "epochs",
+        "UNET_BATCH_SIZE": "batch_size",
+        "UNET_LR": "lr",
+        "UNET_WEIGHT_DECAY": "weight_decay",
+        "GRAD_CLIP": "grad_clip",
+        "AMP": "amp",
+        "CHANNELS_LAST": "channels_last",
+        "NUM_WORKERS": "num_workers",
+        "SEED": "seed",
+        "RESUME": "resume",
+        "DEVICE": "device",
+    }
     SAM_PARAMS: ClassVar[dict[str, str]] = {
-        "SAM_EPOCHS": "epochs", "SAM_BATCH_SIZE": "batch_size", "SAM_LR": "lr", "AMP": "amp", "SEED": "seed",
-        "RESUME": "resume", "DEVICE": "device"}
+        "SAM_EPOCHS": "epochs",
+        "SAM_BATCH_SIZE": "batch_size",
+        "SAM_LR": "lr",
+        "AMP": "amp",
+        "SEED": "seed",
+        "RESUME": "resume",
+        "DEVICE": "device",
+    }
     # the SAM decoder trains on memory-mapped embeddings (and may run the encoder on the fly): one process
     SAM_FIXED: ClassVar[dict] = {"num_workers": 0}
 
@@ -163,8 +184,12 @@ class UNetConfig:
     dropout: float = 0.3  # bottleneck dropout
     aug_strength: float = 1.0  # scales the augmentation probabilities; 0 turns augmentation off
 
-    PARAMS: ClassVar[dict[str, str]] = {"UNET_BASE_CHANNELS": "base_channels", "UNET_BILINEAR": "bilinear",
-                                        "UNET_DROPOUT": "dropout", "UNET_AUG_STRENGTH": "aug_strength"}
+    PARAMS: ClassVar[dict[str, str]] = {
+        "UNET_BASE_CHANNELS": "base_channels",
+        "UNET_BILINEAR": "bilinear",
+        "UNET_DROPOUT": "dropout",
+        "UNET_AUG_STRENGTH": "aug_strength",
+    }
 
     def __post_init__(self) -> None:
         if self.base_channels < 1:
@@ -183,8 +208,9 @@ class UNetConfig:
         """The U-Net (``unet.UNet``) for ``in_channels`` input channels."""
         from .unet import UNet
 
-        return UNet(in_channels=in_channels, base_channels=self.base_channels, bilinear=self.bilinear,
-                    dropout=self.dropout)
+        return UNet(
+            in_channels=in_channels, base_channels=self.base_channels, bilinear=self.bilinear, dropout=self.dropout
+        )
 
     def augmentation(self):
         """The training augmentation pipeline (``transforms.train_augmentation``) at ``aug_strength``."""
@@ -209,9 +235,14 @@ class SamConfig:
     encode_batch: int = 8  # slices per encoder batch while building the cache
 
     PARAMS: ClassVar[dict[str, str]] = {
-        "SAM_BACKEND": "backend", "SAM_CHECKPOINT": "checkpoint", "SAM_PROMPTS": "prompts",
-        "SAM_BOX_JITTER_PX": "box_jitter_px", "SAM_CACHE_BUDGET_GB": "cache_budget_gb", "SAM_OVERFLOW": "overflow",
-        "SAM_ENCODE_BATCH": "encode_batch"}
+        "SAM_BACKEND": "backend",
+        "SAM_CHECKPOINT": "checkpoint",
+        "SAM_PROMPTS": "prompts",
+        "SAM_BOX_JITTER_PX": "box_jitter_px",
+        "SAM_CACHE_BUDGET_GB": "cache_budget_gb",
+        "SAM_OVERFLOW": "overflow",
+        "SAM_ENCODE_BATCH": "encode_batch",
+    }
 
     def __post_init__(self) -> None:
         from .sam import BACKENDS, parse_prompts  # torch: only when a SAM config is built
@@ -246,9 +277,13 @@ def parameter_defaults() -> dict[str, object]:
     A name shared by several configs (``SEED``, ``DEVICE``, ...) must have one default; this raises if not.
     """
     out: dict[str, object] = {}
-    sources = [(DataConfig(), DataConfig.PARAMS), (TrainConfig(), TrainConfig.UNET_PARAMS),
-               (TrainConfig(), TrainConfig.SAM_PARAMS), (UNetConfig(), UNetConfig.PARAMS),
-               (SamConfig(), SamConfig.PARAMS)]
+    sources = [
+        (DataConfig(), DataConfig.PARAMS),
+        (TrainConfig(), TrainConfig.UNET_PARAMS),
+        (TrainConfig(), TrainConfig.SAM_PARAMS),
+        (UNetConfig(), UNetConfig.PARAMS),
+        (SamConfig(), SamConfig.PARAMS),
+    ]
     for cfg, names in sources:
         for name, field in names.items():
             value = getattr(cfg, field)

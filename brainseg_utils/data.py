@@ -25,8 +25,13 @@ def resolve_dataset(cfg: DataConfig, progress: bool = True) -> tuple[Path, str]:
     """
     root = find_brats_root(cfg.data_root or None)
     if root is None:
-        log.info("no BraTS 2020 data found (give DATA_ROOT to use yours); using the synthetic dataset at %s",
-                 cfg.synthetic_dir)
-        root = generate_dataset(cfg.synthetic_dir, SyntheticConfig(cases=cfg.synthetic_cases, seed=cfg.seed,
-                                                                   depth=cfg.synthetic_depth), progress=progress)
+        log.info(
+            "no BraTS 2020 data found (give DATA_ROOT to use yours); using the synthetic dataset at %s",
+            cfg.synthetic_dir,
+        )
+        root = generate_dataset(
+            cfg.synthetic_dir,
+            SyntheticConfig(cases=cfg.synthetic_cases, seed=cfg.seed, depth=cfg.synthetic_depth),
+            progress=progress,
+        )
     return Path(os.path.abspath(root)), ("synthetic" if is_synthetic(root) else "brats2020")

@@ -39,7 +39,9 @@ class SliceDataset(Dataset):
         image = np.asarray(self.cache.images[row], dtype=np.float32)  # (C, S, S)
         mask = np.asarray(self.cache.masks[row], dtype=np.uint8)  # (S, S)
         if self.transform is not None:
-            self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, row]).generate_state(1)[0]))
+            self.transform.set_random_seed(
+                int(np.random.SeedSequence([self.seed, self.epoch, row]).generate_state(1)[0])
+            )
             out = self.transform(image=np.ascontiguousarray(image.transpose(1, 2, 0)), mask=mask)
             image = np.clip(out["image"], 0.0, 1.0).transpose(2, 0, 1)
             mask = out["mask"]
@@ -54,10 +56,20 @@ def training_meta(cache: SliceCache, split: dict, info: dict, train_rows, val_ro
     """
     case_of = cache.index["case_id"].to_numpy()
     train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
-    data = {"train_slices": int(len(train_rows)), "val_slices": int(len(val_rows)),
-            "train_cases": int(len(set(case_of[train_rows]))), "val_cases": int(len(set(case_of[val_rows])))}
+    data = {
+        "train_slices": int(len(train_rows)),
+        "val_slices": int(len(val_rows)),
+        "train_cases": int(len(set(case_of[train_rows]))),
+        "val_cases": int(len(set(case_of[val_rows]))),
+    }
     if note:
         data["note"] = note
-    return {"dataset": info["name"], "split_sha256": split["sha256"], "cache_key": cache.key,
-            "img_size": int(cache.images.shape[-1]), "modalities": list(cache.manifest["config"]["modalities"]),
-            "data": data, **extra}
+    return {
+        "dataset": info["name"],
+        "split_sha256": split["sha256"],
+        "cache_key": cache.key,
+        "img_size": int(cache.images.shape[-1]),
+        "modalities": list(cache.manifest["config"]["modalities"]),
+        "data": data,
+        **extra,
+    }

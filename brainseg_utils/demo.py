@@ -11,7 +11,6 @@ request is rewriting. The queue holds ``QUEUE_SIZE`` waiting requests; beyond th
 Gradio's "queue is full" message.
 """
 
-
 import os
 import tempfile
 import time
@@ -45,7 +44,7 @@ def start_slice(volume: np.ndarray) -> int:
 
 
 def parse_box(text: str, h: int, w: int) -> np.ndarray | None:
-    """"x0,y0,x1,y1" (pixels of the displayed slice) -> XYXY array; "" -> None."""
+    """ "x0,y0,x1,y1" (pixels of the displayed slice) -> XYXY array; "" -> None."""
     text = (text or "").strip()
     if not text:
         return None
@@ -66,11 +65,14 @@ def parse_box(text: str, h: int, w: int) -> np.ndarray | None:
 class Predictor:
     """U-Net + optional SAM (a box-prompt decoder and/or a no-prompt decoder) on one 2-D slice."""
 
-    def __init__(self, unet, img_size: int, sam_box=None, sam_none=None, backend=None, device="cpu",
-                 dataset: str = "synthetic"):
+    def __init__(
+        self, unet, img_size: int, sam_box=None, sam_none=None, backend=None, device="cpu", dataset: str = "synthetic"
+    ):
         if unet.config.get("in_channels", 1) != 1:
-            raise ValueError("the demo runs single-channel (FLAIR) U-Nets; this checkpoint expects "
-                             f"{unet.config['in_channels']} channels")
+            raise ValueError(
+                "the demo runs single-channel (FLAIR) U-Nets; this checkpoint expects "
+                f"{unet.config['in_channels']} channels"
+            )
         self.unet, self.img_size, self.sam_box, self.sam_none = unet.eval(), img_size, sam_box, sam_none
         self.backend, self.device, self.dataset = backend, torch.device(device), dataset
 
@@ -108,9 +110,14 @@ class Predictor:
         scale = self.img_size / side
         t0 = time.perf_counter()
         emb = self.backend.encode(x)
-        bx = None if box is None else torch.tensor([[(box[0] + pw) * scale, (box[1] + ph) * scale,
-                                                     (box[2] + pw) * scale, (box[3] + ph) * scale]],
-                                                   device=self.device)
+        bx = (
+            None
+            if box is None
+            else torch.tensor(
+                [[(box[0] + pw) * scale, (box[1] + ph) * scale, (box[2] + pw) * scale, (box[3] + ph) * scale]],
+                device=self.device,
+            )
+        )
         sam_logits = dec.low_res_logits(emb, bx)[:, 0].cpu()  # 256 x 256, straight to the native grid
         out["sam_ms"] = (time.perf_counter() - t0) * 1000
         out["sam"], out["box"] = to_native(sam_logits, h, w)[0], box
@@ -125,8 +132,8 @@ def overlay(sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=N
         rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(colour, np.float32)
     if box is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        rgb[y0, x0:x1 + 1] = rgb[y1, x0:x1 + 1] = (255, 255, 0)
-        rgb[y0:y1 + 1, x0] = rgb[y0:y1 + 1, x1] = (255, 255, 0)
+        rgb[y0, x0 : x1 + 1] = rgb[y1, x0 : x1 + 1] = (255, 255, 0)
+        rgb[y0 : y1 + 1, x0] = rgb[y0 : y1 + 1, x1] = (255, 255, 0)
     return rgb.astype(np.uint8)
 
 
@@ -187,15 +194,23 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
     res = predictor(sl, box, prompt)
     out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
     masks = {"unet": res["unet"], "sam": res["sam"]}
-    files = _save_masks(up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v)
-                                for k, v in masks.items()}, out_dir)
+    files = _save_masks(
+        up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v) for k, v in masks.items()}, out_dir
+    )
     px = {k: int(v.sum()) for k, v in masks.items() if v is not None}
     unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None)
     sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"])
-    return {"unet_overlay": unet_ov, "sam_overlay": sam_ov,
-            "unet_overlay_png": _save_png(unet_ov, out_dir, "unet_overlay"),
-            "sam_overlay_png": _save_png(sam_ov, out_dir, "sam_overlay"),
-            "info": px, "res": res, "files": files, "z": z, "depth": depth}
+    return {
+        "unet_overlay": unet_ov,
+        "sam_overlay": sam_ov,
+        "unet_overlay_png": _save_png(unet_ov, out_dir, "unet_overlay"),
+        "sam_overlay_png": _save_png(sam_ov, out_dir, "sam_overlay"),
+        "info": px,
+        "res": res,
+        "files": files,
+        "z": z,
+        "depth": depth,
+    }
 
 
 def _prune(workdir: Path, max_age_s: float = 600.0) -> None:
@@ -264,27 +279,36 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         except UploadError as exc:
             raise gr.Error(str(exc)) from None
         r = out["res"]
-        lines = [f"**slice {out['z']} of {out['depth']}** · data the models were trained on: {predictor.dataset}",
-                 f"- U-Net: {out['info']['unet']} px, {r['unet_ms']:.0f} ms"]
+        lines = [
+            f"**slice {out['z']} of {out['depth']}** · data the models were trained on: {predictor.dataset}",
+            f"- U-Net: {out['info']['unet']} px, {r['unet_ms']:.0f} ms",
+        ]
         if r["sam"] is not None:
-            lines.append(f"- SAM ({prompt}): {out['info']['sam']} px, {r['sam_ms']:.0f} ms (encoder + decoder)"
-                         + (f" · box {', '.join(f'{v:.0f}' for v in r['box'])}" if r["box"] is not None else ""))
+            lines.append(
+                f"- SAM ({prompt}): {out['info']['sam']} px, {r['sam_ms']:.0f} ms (encoder + decoder)"
+                + (f" · box {', '.join(f'{v:.0f}' for v in r['box'])}" if r["box"] is not None else "")
+            )
         if r["sam_note"]:
             lines.append(f"- SAM: {r['sam_note']}")
         return out["unet_overlay_png"], out["sam_overlay_png"], "\n".join(lines), out["files"]
 
     with gr.Blocks(title="brainseg demo: U-Net vs SAM") as demo:
-        gr.Markdown("# Brain-tumour segmentation: U-Net vs SAM\nUpload a FLAIR slice (PNG/JPG/TIFF, 8- or "
-                    "16-bit, grey or RGB) or a NIfTI volume (`.nii`, `.nii.gz`). For a box prompt, click two "
-                    "corners on the slice, or let the U-Net's prediction supply the box. "
-                    f"Models trained on **{predictor.dataset}** data; not for clinical use.")
+        gr.Markdown(
+            "# Brain-tumour segmentation: U-Net vs SAM\nUpload a FLAIR slice (PNG/JPG/TIFF, 8- or "
+            "16-bit, grey or RGB) or a NIfTI volume (`.nii`, `.nii.gz`). For a box prompt, click two "
+            "corners on the slice, or let the U-Net's prediction supply the box. "
+            f"Models trained on **{predictor.dataset}** data; not for clinical use."
+        )
         with gr.Row():
             with gr.Column():
-                file = gr.File(label="image or NIfTI volume", type="filepath",
-                               file_types=[*IMAGE_EXTS, ".nii", ".gz"])
+                file = gr.File(label="image or NIfTI volume", type="filepath", file_types=[*IMAGE_EXTS, ".nii", ".gz"])
                 z = gr.Slider(0, 154, value=0, step=1, label="slice")
-                prompt = gr.Radio(list(PROMPTS), value="unet_box", label="SAM prompt",
-                                  info="box: your two clicks; unet_box: the U-Net's box; none: no prompt")
+                prompt = gr.Radio(
+                    list(PROMPTS),
+                    value="unet_box",
+                    label="SAM prompt",
+                    info="box: your two clicks; unet_box: the U-Net's box; none: no prompt",
+                )
                 box = gr.Textbox(label="box x0,y0,x1,y1 (pixels; filled by two clicks)", value="")
                 with gr.Row():
                     clear = gr.Button("clear box")
@@ -310,14 +334,14 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
 def launch(demo, share: bool = False, auth=None, **kwargs):
     """Launch with upload limits; public share links only when asked, with a warning without auth."""
     if share and not auth:
-        warnings.warn("share=True without auth: anyone with the link can use this demo and upload files",
-                      stacklevel=2)
+        warnings.warn("share=True without auth: anyone with the link can use this demo and upload files", stacklevel=2)
     allowed = [str(p) for p in kwargs.pop("allowed_paths", [])]
     return demo.launch(share=share, auth=auth, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
 
 
-def predictor_from_run(output_dir: str | os.PathLike = "outputs", device: str = "auto",
-                       sam_checkpoint: str | None = None) -> Predictor:
+def predictor_from_run(
+    output_dir: str | os.PathLike = "outputs", device: str = "auto", sam_checkpoint: str | None = None
+) -> Predictor:
     """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders."""
     run = RunDir(output_dir)
     dev = resolve_device(device)

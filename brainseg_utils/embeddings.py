@@ -79,17 +79,31 @@ def select_rows(rows, budget_gb: float, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=n_fit, replace=False))
 
 
-def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: str | os.PathLike,
-                          budget_gb: float = 16.0, seed: int = 0, batch_size: int = 8, device: str = "cpu",
-                          progress: bool = True) -> EmbeddingCache:
+def build_embedding_cache(
+    backend: SamBackend,
+    slices: SliceCache,
+    rows,
+    root: str | os.PathLike,
+    budget_gb: float = 16.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EmbeddingCache:
     """Encode ``rows`` of the slice cache (within the budget) once; reuse or resume on later calls."""
     from tqdm.auto import tqdm
 
     chosen = select_rows(rows, budget_gb, seed)
     backend.to(device)
-    payload = {"version": CACHE_VERSION, "backend": backend.name, "checkpoint_sha256": backend.checkpoint_sha256,
-               "preprocessing": backend.preprocessing, "runtime": backend.runtime, "slice_cache_key": slices.key,
-               "rows_sha256": canonical_sha256(chosen.tolist())}
+    payload = {
+        "version": CACHE_VERSION,
+        "backend": backend.name,
+        "checkpoint_sha256": backend.checkpoint_sha256,
+        "preprocessing": backend.preprocessing,
+        "runtime": backend.runtime,
+        "slice_cache_key": slices.key,
+        "rows_sha256": canonical_sha256(chosen.tolist()),
+    }
     key = canonical_sha256(payload)
     folder = Path(root) / f"{backend.name}-{key[:16]}"
     if (folder / "manifest.json").exists():
@@ -103,27 +117,40 @@ def build_embedding_cache(backend: SamBackend, slices: SliceCache, rows, root: s
     else:
         free = shutil.disk_usage(folder).free
         if free < need:
-            raise OSError(f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
-                          "lower SAM_CACHE_BUDGET_GB")
+            raise OSError(
+                f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
+                "lower SAM_CACHE_BUDGET_GB"
+            )
         np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
         atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
     emb = np.memmap(emb_path, np.float16, "r+", shape=(len(chosen), *EMBED_SHAPE))
     t0 = time.perf_counter()
     bar = tqdm(total=len(chosen), initial=done, desc=f"encoding slices ({backend.name})", disable=not progress)
     for start in range(done, len(chosen), batch_size):
-        idx = chosen[start:start + batch_size]
+        idx = chosen[start : start + batch_size]
         images = torch.from_numpy(np.asarray(slices.images[idx], dtype=np.float32)).to(device)
-        emb[start:start + len(idx)] = backend.encode(images).float().cpu().numpy().astype(np.float16)
+        emb[start : start + len(idx)] = backend.encode(images).float().cpu().numpy().astype(np.float16)
         emb.flush()
         atomic_write_json(progress_path, {"done": start + len(idx)})  # after the data is on disk
         bar.update(len(idx))
     bar.close()
     del emb
-    detail = (backend.runner().describe() if backend.device.type == "cpu"
-              else {"runtime": "pytorch", "version": torch.__version__, "precision": "f32"})
-    manifest = {"key": key, **payload, "n": len(chosen), "requested": int(len(np.unique(np.asarray(rows)))),
-                "budget_gb": budget_gb, "bytes": need, "encode_seconds_this_call": round(time.perf_counter() - t0, 2),
-                "resumed_from": done, "runtime_detail": detail}
+    detail = (
+        backend.runner().describe()
+        if backend.device.type == "cpu"
+        else {"runtime": "pytorch", "version": torch.__version__, "precision": "f32"}
+    )
+    manifest = {
+        "key": key,
+        **payload,
+        "n": len(chosen),
+        "requested": int(len(np.unique(np.asarray(rows)))),
+        "budget_gb": budget_gb,
+        "bytes": need,
+        "encode_seconds_this_call": round(time.perf_counter() - t0, 2),
+        "resumed_from": done,
+        "runtime_detail": detail,
+    }
     atomic_write_json(folder / "manifest.json", manifest)
     progress_path.unlink(missing_ok=True)
     return EmbeddingCache.open(folder)
@@ -146,8 +173,16 @@ class EmbeddingDataset(Dataset):
     Rows missing from the cache are dropped, or encoded on the fly when ``backend`` is given.
     """
 
-    def __init__(self, emb_cache: EmbeddingCache, slices: SliceCache, rows, prompt: str, jitter_px: int = 5,
-                 seed: int = 0, backend: SamBackend | None = None):
+    def __init__(
+        self,
+        emb_cache: EmbeddingCache,
+        slices: SliceCache,
+        rows,
+        prompt: str,
+        jitter_px: int = 5,
+        seed: int = 0,
+        backend: SamBackend | None = None,
+    ):
         if prompt not in ("none", "box"):
             raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
         rows = np.asarray(rows, dtype=np.int64)
@@ -171,7 +206,7 @@ class EmbeddingDataset(Dataset):
     def embedding(self, row: int) -> torch.Tensor:
         if row in self.emb_cache:
             return torch.from_numpy(np.asarray(self.emb_cache.get(row), dtype=np.float32))
-        image = torch.from_numpy(np.asarray(self.slices.images[row:row + 1], dtype=np.float32))
+        image = torch.from_numpy(np.asarray(self.slices.images[row : row + 1], dtype=np.float32))
         device = next((p.device for p in self.backend.model.parameters()), torch.device("cpu"))  # maybe a GPU
         return self.backend.encode(image.to(device))[0].float().cpu()
 
@@ -184,5 +219,7 @@ class EmbeddingDataset(Dataset):
             if self.jitter_px > 0:
                 rng = np.random.default_rng([self.seed, self.epoch, row])
                 box = jitter_box(box, self.size, rng, self.jitter_px)
-        return ({"embeddings": self.embedding(row), "boxes": torch.from_numpy(box)},
-                torch.from_numpy(mask[None].astype(np.float32)))
+        return (
+            {"embeddings": self.embedding(row), "boxes": torch.from_numpy(box)},
+            torch.from_numpy(mask[None].astype(np.float32)),
+        )

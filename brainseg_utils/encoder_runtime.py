@@ -80,12 +80,16 @@ def resolve_runtime(requested: str, device: str | torch.device) -> str:
         return "pytorch"
     if openvino_version() is None:
         if requested == "openvino":
-            raise ImportError("runtime 'openvino' requested but the openvino package is not installed "
-                              "(pip install -r requirements-cpu.txt)")
+            raise ImportError(
+                "runtime 'openvino' requested but the openvino package is not installed "
+                "(pip install -r requirements-cpu.txt)"
+            )
         global _warned_missing
         if not _warned_missing:
-            print("encoder runtime: openvino not installed, using PyTorch on CPU (~4x slower; "
-                  "pip install -r requirements-cpu.txt)")
+            print(
+                "encoder runtime: openvino not installed, using PyTorch on CPU (~4x slower; "
+                "pip install -r requirements-cpu.txt)"
+            )
             _warned_missing = True
         return "pytorch"
     return "openvino"
@@ -121,16 +125,29 @@ class OpenVinoRuntime:
 
     name = "openvino"
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], key: dict, cache_dir=None,
-                 label: str = "model", num_threads: int | None = None, batch: int = 1):
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: tuple[int, ...],
+        key: dict,
+        cache_dir=None,
+        label: str = "model",
+        num_threads: int | None = None,
+        batch: int = 1,
+    ):
         import openvino as ov
 
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.version = ov.get_version()
         self.input_shape = (int(batch), *[int(s) for s in input_shape])
-        self.key = {**key, "input_shape": list(self.input_shape), "openvino": self.version, "precision": "f32",
-                    "format": IR_FORMAT}
+        self.key = {
+            **key,
+            "input_shape": list(self.input_shape),
+            "openvino": self.version,
+            "precision": "f32",
+            "format": IR_FORMAT,
+        }
         sha = str(key.get("checkpoint_sha256", ""))
         cacheable = len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
         self.path: Path | None = None
@@ -145,14 +162,22 @@ class OpenVinoRuntime:
             try:
                 model = core.read_model(self.path / "model.xml")
             except RuntimeError as exc:
-                raise RuntimeError(f"cached OpenVINO model {self.path} is unreadable ({str(exc).splitlines()[0]}); "
-                                   "delete that folder to convert again") from exc
+                raise RuntimeError(
+                    f"cached OpenVINO model {self.path} is unreadable ({str(exc).splitlines()[0]}); "
+                    "delete that folder to convert again"
+                ) from exc
         else:
             model = self._convert(module)
         threads = num_threads or torch.get_num_threads()
-        self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32",  # never the bf16 default of AVX-512-bf16 CPUs
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        self.compiled = core.compile_model(
+            model,
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": "f32",  # never the bf16 default of AVX-512-bf16 CPUs
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+            },
+        )
         got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if "f32" not in got and "float32" not in got:
             raise RuntimeError(f"OpenVINO compiled {label} with precision {got}, expected f32")
@@ -191,26 +216,37 @@ class OpenVinoRuntime:
         if x.device.type != "cpu":
             raise ValueError(f"the OpenVINO runtime runs on CPU tensors, got one on {x.device}")
         if tuple(x.shape[1:]) != self.input_shape[1:]:
-            raise ValueError(f"expected input (B, {', '.join(map(str, self.input_shape[1:]))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"expected input (B, {', '.join(map(str, self.input_shape[1:]))}), got {tuple(x.shape)}")
         x = x.detach().float().contiguous().numpy()
         n, step = len(x), self.input_shape[0]
         outs = []
         for i in range(0, n, step):
-            chunk = x[i:i + step]
+            chunk = x[i : i + step]
             if len(chunk) < step:  # the IR's batch is static: pad the last chunk with zeros
                 chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             with self._lock:
-                outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][:min(step, n - i)].copy()))
+                outs.append(torch.from_numpy(self.request.infer({0: chunk})[0][: min(step, n - i)].copy()))
         return torch.cat(outs) if outs else torch.zeros(0)
 
     def describe(self) -> dict:
-        return {"runtime": self.name, "version": self.version, "precision": "f32",
-                "ir": str(self.path) if self.path else None, "converted_now": self.converted}
+        return {
+            "runtime": self.name,
+            "version": self.version,
+            "precision": "f32",
+            "ir": str(self.path) if self.path else None,
+            "converted_now": self.converted,
+        }
 
 
-def build_runtime(module: nn.Module, requested: str, device: str | torch.device, input_shape: tuple[int, ...],
-                  key: dict, cache_dir=None, label: str = "model") -> TorchRuntime | OpenVinoRuntime:
+def build_runtime(
+    module: nn.Module,
+    requested: str,
+    device: str | torch.device,
+    input_shape: tuple[int, ...],
+    key: dict,
+    cache_dir=None,
+    label: str = "model",
+) -> TorchRuntime | OpenVinoRuntime:
     """The runtime ``resolve_runtime(requested, device)`` names, ready to call on (B, *input_shape)."""
     if resolve_runtime(requested, device) == "openvino":
         return OpenVinoRuntime(module, input_shape, key, cache_dir, label)
@@ -235,8 +271,15 @@ class RuntimeModule(nn.Module):
     ``module.`` prefix.
     """
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...] | None, key: dict, cache_dir=None,
-                 label: str = "model", runtime: str = "auto"):
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: tuple[int, ...] | None,
+        key: dict,
+        cache_dir=None,
+        label: str = "model",
+        runtime: str = "auto",
+    ):
         super().__init__()
         if runtime not in RUNTIMES:
             raise KeyError(f"unknown runtime {runtime!r}; options: {list(RUNTIMES)}")
@@ -252,8 +295,13 @@ class RuntimeModule(nn.Module):
         return resolve_runtime(self.runtime_request, p.device if p is not None else "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu" or self.runtime != "openvino"
-                or tuple(x.shape[1:]) != (self.input_shape or tuple(x.shape[1:]))):
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or self.runtime != "openvino"
+            or tuple(x.shape[1:]) != (self.input_shape or tuple(x.shape[1:]))
+        ):
             return self.module(x)
         self.input_shape = tuple(x.shape[1:])
         if self._runner is None:

@@ -59,8 +59,15 @@ MIN_PATIENTS_FOR_STATS = 10  # below this, CIs and p-values are reported as n/a
 def case_rows(case_id: str, result: dict) -> list[dict]:
     gt = result["gt"]
     tumour_ml = float(gt.sum() * np.prod(result["spacing"]) / 1000.0)
-    return [{"model": name, "case_id": case_id, "tumour_ml": round(tumour_ml, 3),
-             **M.all_metrics(pred, gt, result["spacing"])} for name, pred in result["pred"].items()]
+    return [
+        {
+            "model": name,
+            "case_id": case_id,
+            "tumour_ml": round(tumour_ml, 3),
+            **M.all_metrics(pred, gt, result["spacing"]),
+        }
+        for name, pred in result["pred"].items()
+    ]
 
 
 def slice_rows(case_id: str, result: dict) -> list[dict]:
@@ -68,9 +75,17 @@ def slice_rows(case_id: str, result: dict) -> list[dict]:
     for name, pred in result["pred"].items():
         for z in result["brain_z"]:
             g, p = gt[:, :, z], pred[:, :, z]
-            rows.append({"model": name, "case_id": case_id, "z": int(z), "has_tumour": bool(g.any()),
-                         "tumour_px": int(g.sum()), "pred_px": int(p.sum()),
-                         **M.all_metrics(p, g, result["spacing"][:2])})
+            rows.append(
+                {
+                    "model": name,
+                    "case_id": case_id,
+                    "z": int(z),
+                    "has_tumour": bool(g.any()),
+                    "tumour_px": int(g.sum()),
+                    "pred_px": int(p.sum()),
+                    **M.all_metrics(p, g, result["spacing"][:2]),
+                }
+            )
     return rows
 
 
@@ -93,21 +108,32 @@ def summarise(per_case: pd.DataFrame, per_slice: pd.DataFrame, seed: int = 0) ->
         n = int(len(pc))
         entry = {"n_cases": n, "per_case": {}, "per_slice": {}, "per_slice_tumour": {}}
         for m in M.METRICS:
-            stats = {"mean": float(pc[m].mean()), "median": float(pc[m].median()),
-                     "std": float(pc[m].std(ddof=1)) if n > 1 else 0.0}
+            stats = {
+                "mean": float(pc[m].mean()),
+                "median": float(pc[m].median()),
+                "std": float(pc[m].std(ddof=1)) if n > 1 else 0.0,
+            }
             if n >= MIN_PATIENTS_FOR_STATS:
                 stats["ci95"] = list(M.bootstrap_ci(pc[m], seed=seed))
             else:
                 stats["ci95"], stats["ci95_note"] = None, _na(n)
             entry["per_case"][m] = stats
             entry["per_slice"][m] = {"mean": float(ps[m].mean()), "n": int(len(ps))}
-            entry["per_slice_tumour"][m] = {"mean": float(tum[m].mean()) if len(tum) else float("nan"),
-                                            "n": int(len(tum))}
-        fp = {"value": float((free.pred_px > 0).mean()) if len(free) else float("nan"),
-              "n_tumour_free_slices": int(len(free))}
+            entry["per_slice_tumour"][m] = {
+                "mean": float(tum[m].mean()) if len(tum) else float("nan"),
+                "n": int(len(tum)),
+            }
+        fp = {
+            "value": float((free.pred_px > 0).mean()) if len(free) else float("nan"),
+            "n_tumour_free_slices": int(len(free)),
+        }
         if is_oracle(name):
-            fp = {"value": None, "note": "n/a (oracle): the ground-truth box is absent on tumour-free slices, "
-                                         "so no false positive is possible", "n_tumour_free_slices": int(len(free))}
+            fp = {
+                "value": None,
+                "note": "n/a (oracle): the ground-truth box is absent on tumour-free slices, "
+                "so no false positive is possible",
+                "n_tumour_free_slices": int(len(free)),
+            }
         entry["false_positive_rate"] = fp
         out[name] = entry
     return out
@@ -126,8 +152,13 @@ def paired_tests(per_case: pd.DataFrame, reference: str = "unet", metric: str = 
     for name in others:
         res = M.paired_wilcoxon(wide[reference], wide[name])
         n = res["n"]
-        entry = {"vs": reference, "metric": metric, "n": n, "n_tests": len(others),
-                 "min_attainable_p": min(1.0, 2.0 ** (1 - n)) if n else None}
+        entry = {
+            "vs": reference,
+            "metric": metric,
+            "n": n,
+            "n_tests": len(others),
+            "min_attainable_p": min(1.0, 2.0 ** (1 - n)) if n else None,
+        }
         if n >= MIN_PATIENTS_FOR_STATS:
             entry.update(statistic=res["statistic"], p_value=res["p_value"])
         else:
@@ -191,8 +222,15 @@ def pipelines(models: Models, x: torch.Tensor, box: torch.Tensor, native_hw: tup
 
 
 @torch.no_grad()
-def measure_latency(models: Models, sample: np.ndarray, sample_box: np.ndarray | None, native_hw: tuple[int, int],
-                    device, n_runs: int = 20, warmup: int = 3) -> dict:
+def measure_latency(
+    models: Models,
+    sample: np.ndarray,
+    sample_box: np.ndarray | None,
+    native_hw: tuple[int, int],
+    device,
+    n_runs: int = 20,
+    warmup: int = 3,
+) -> dict:
     """Batch-1 latency per model (see module docstring). ``sample``: float32 (C, S, S) slice in [0, 1];
     ``sample_box``: its ground-truth XYXY box (or None: a centred box is used)."""
     device = torch.device(device)
@@ -208,8 +246,12 @@ def measure_latency(models: Models, sample: np.ndarray, sample_box: np.ndarray |
         runtime = unet_rt if bname is None else getattr(models.backends[bname], "runtime", "pytorch")
         if name.endswith("_unet_box"):
             runtime = f"{runtime} (U-Net: {unet_rt})"
-        res[name] = {**_stats(time_runs(fn, device, n_runs, warmup)), "device": dev_name, "runtime": runtime,
-                     "note": "whole pipeline per run, end to end"}
+        res[name] = {
+            **_stats(time_runs(fn, device, n_runs, warmup)),
+            "device": dev_name,
+            "runtime": runtime,
+            "note": "whole pipeline per run, end to end",
+        }
     for bname, decoders in models.sam.items():  # the encoder / decoder split (extra columns)
         backend = models.backends[bname]
         emb = backend.encode(x)
@@ -230,7 +272,7 @@ def export_prediction(pred: np.ndarray, source: str | os.PathLike, path: str | o
 
 
 def fmt_ci(stats: dict, n: int) -> str:
-    """"0.900 [0.850, 0.950]", or "0.900 (CI n/a, n = 2)" when n cannot carry a CI."""
+    """ "0.900 [0.850, 0.950]", or "0.900 (CI n/a, n = 2)" when n cannot carry a CI."""
     ci = stats.get("ci95")
     if ci and None not in ci and np.isfinite(ci[0]):
         return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -242,7 +284,7 @@ def fmt_fp(fp: dict) -> str:
 
 
 def fmt_data(data: dict | None) -> str:
-    """"518 / 64 slices, 11 cases" (train / val slices, training cases)."""
+    """ "518 / 64 slices, 11 cases" (train / val slices, training cases)."""
     d = data or {}
     if d.get("train_slices") is None:
         return "unknown"
@@ -261,44 +303,65 @@ def fmt_p(test: dict | None) -> str:
 
 def results_markdown(metrics: dict) -> str:
     ds = metrics["dataset"]
-    label = "SYNTHETIC data (not BraTS): these numbers say nothing about real scans" if ds["name"] == "synthetic" \
+    label = (
+        "SYNTHETIC data (not BraTS): these numbers say nothing about real scans"
+        if ds["name"] == "synthetic"
         else "BraTS 2020 training data (held-out test split)"
+    )
     n = ds["n_test_cases"]
     n_tests = max((t["n_tests"] for t in metrics["statistics"].values()), default=0)
-    stats_line = (f"95% CIs (bootstrap over patients) and Wilcoxon p-values need >= {MIN_PATIENTS_FOR_STATS} test "
-                  f"patients; with {n} they are n/a." if n < MIN_PATIENTS_FOR_STATS else
-                  "Dice: mean [bootstrap 95% CI over patients].")
-    lines = [f"# Results: {label}", "",
-             f"Dataset: **{ds['name']}**, {n} test patients, split sha256 `{ds['split_sha256'][:16]}…`.",
-             "Per-patient 3-D metrics (headline), per-slice Dice on tumour slices and on all brain slices, "
-             "false-positive rate on tumour-free slices, batch-1 end-to-end latency, and what each model learnt from "
-             "(train / val slices, training cases).", stats_line,
-             f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
-             "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).", "",
-             "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm | "
-             "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    stats_line = (
+        f"95% CIs (bootstrap over patients) and Wilcoxon p-values need >= {MIN_PATIENTS_FOR_STATS} test "
+        f"patients; with {n} they are n/a."
+        if n < MIN_PATIENTS_FOR_STATS
+        else "Dice: mean [bootstrap 95% CI over patients]."
+    )
+    lines = [
+        f"# Results: {label}",
+        "",
+        f"Dataset: **{ds['name']}**, {n} test patients, split sha256 `{ds['split_sha256'][:16]}…`.",
+        "Per-patient 3-D metrics (headline), per-slice Dice on tumour slices and on all brain slices, "
+        "false-positive rate on tumour-free slices, batch-1 end-to-end latency, and what each model learnt from "
+        "(train / val slices, training cases).",
+        stats_line,
+        f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
+        "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).",
+        "",
+        "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm | "
+        "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in metrics["models"].items():
         pc, lat = m["per_case"], m["latency_ms"]
-        lines.append(f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
-                     f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
-                     f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
-                     f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-                     f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
-                     f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
-                     f"{fmt_p(metrics['statistics'].get(name))} |")
+        lines.append(
+            f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
+            f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
+            f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
+            f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
+            f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
+            f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
+            f"{fmt_p(metrics['statistics'].get(name))} |"
+        )
     prov = metrics.get("provenance", {})
     lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]
-    lines += ["- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
-              "unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
-              f"- latency: {metrics['latency_protocol']}",
-              f"- produced by `{prov.get('command', '?')}` at commit `{prov.get('commit', '?')}`"
-              + (" (with uncommitted changes)" if prov.get("dirty") else ""), ""]
+    lines += [
+        "- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
+        "unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
+        f"- latency: {metrics['latency_protocol']}",
+        f"- produced by `{prov.get('command', '?')}` at commit `{prov.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if prov.get("dirty") else ""),
+        "",
+    ]
     return "\n".join(lines)
 
 
-PROMPT_LABEL = {"unet": "-", "none": "none", "box": "oracle GT box", "unet_box": "U-Net box",
-                "box_zeroshot": "oracle GT box, zero-shot (not fine-tuned)"}
+PROMPT_LABEL = {
+    "unet": "-",
+    "none": "none",
+    "box": "oracle GT box",
+    "unet_box": "U-Net box",
+    "box_zeroshot": "oracle GT box, zero-shot (not fine-tuned)",
+}
 
 
 def prompt_of(name: str) -> str:
@@ -310,9 +373,20 @@ def prompt_of(name: str) -> str:
     raise ValueError(f"unknown model name {name!r}")
 
 
-def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, modalities: tuple[str, ...],
-                   device="cpu", latency_runs: int = 20, export: bool = True, progress: bool = True,
-                   max_cases: int = 0, command: str | None = None) -> tuple[dict, dict]:
+def run_evaluation(
+    run,
+    models: Models,
+    split: dict,
+    info: dict,
+    img_size: int,
+    modalities: tuple[str, ...],
+    device="cpu",
+    latency_runs: int = 20,
+    export: bool = True,
+    progress: bool = True,
+    max_cases: int = 0,
+    command: str | None = None,
+) -> tuple[dict, dict]:
     """Evaluate on the test split and write every result file.
 
     Returns ``(metrics, volumes)``: the dict written to ``metrics.json`` and, per test case,
@@ -347,30 +421,40 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
         summary[name]["oracle"] = is_oracle(name)
         summary[name]["data"] = models.data.get(name)
     metrics = {
-        "dataset": {"name": info["name"], "split_sha256": split["sha256"], "n_test_cases": len(test_ids),
-                    "test_cases": list(test_ids), "root": str(root),
-                    "note": "synthetic data: not comparable with BraTS results" if info["name"] == "synthetic" else ""},
+        "dataset": {
+            "name": info["name"],
+            "split_sha256": split["sha256"],
+            "n_test_cases": len(test_ids),
+            "test_cases": list(test_ids),
+            "root": str(root),
+            "note": "synthetic data: not comparable with BraTS results" if info["name"] == "synthetic" else "",
+        },
         "models": summary,
         "statistics": paired_tests(per_case),
-        "conventions": {**M.CONVENTIONS, "target": "whole tumour (labels 1, 2, 4)",
-                        "threshold": "logits resized once (bilinear, pixel-centre aligned) to the native grid, "
-                                     "then > 0 (sigmoid 0.5)",
-                        "per_case": "3-D volume of every brain slice's prediction, native grid",
-                        "per_slice": "2-D, every brain slice of the test volumes",
-                        "false_positive_rate": "share of tumour-free brain slices with any predicted pixel; "
-                                               "n/a for oracle-box variants (no box, no prediction)",
-                        "ci95": f"percentile bootstrap over patients, 2000 resamples; null below "
-                                f"{MIN_PATIENTS_FOR_STATS} test patients",
-                        "test": f"two-sided Wilcoxon signed-rank on per-patient Dice vs unet; null below "
-                                f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
-                        "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
-                                "(box decoders: tumour slices only, a box needs a tumour); train_cases: patients"},
+        "conventions": {
+            **M.CONVENTIONS,
+            "target": "whole tumour (labels 1, 2, 4)",
+            "threshold": "logits resized once (bilinear, pixel-centre aligned) to the native grid, "
+            "then > 0 (sigmoid 0.5)",
+            "per_case": "3-D volume of every brain slice's prediction, native grid",
+            "per_slice": "2-D, every brain slice of the test volumes",
+            "false_positive_rate": "share of tumour-free brain slices with any predicted pixel; "
+            "n/a for oracle-box variants (no box, no prediction)",
+            "ci95": f"percentile bootstrap over patients, 2000 resamples; null below "
+            f"{MIN_PATIENTS_FOR_STATS} test patients",
+            "test": f"two-sided Wilcoxon signed-rank on per-patient Dice vs unet; null below "
+            f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
+            "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
+            "(box decoders: tumour slices only, a box needs a tumour); train_cases: patients",
+        },
         "latency_protocol": f"batch 1 on a real test slice, {latency_runs} timed runs after 3 warm-up runs, "
-                            "torch.cuda.synchronize on GPU; each run = the variant's whole pipeline (slice in -> "
-                            "native-grid mask on the host; unet_box includes the U-Net, the copy to host and the box); "
-                            "median and p90 of those totals; SAM encoder / decoder split timed separately",
-        "provenance": {**code_version(), "command": command or os.environ.get("BRAINSEG_RUN_COMMAND")
-                       or "notebooks/04_evaluate.ipynb (run by hand)"},
+        "torch.cuda.synchronize on GPU; each run = the variant's whole pipeline (slice in -> "
+        "native-grid mask on the host; unet_box includes the U-Net, the copy to host and the box); "
+        "median and p90 of those totals; SAM encoder / decoder split timed separately",
+        "provenance": {
+            **code_version(),
+            "command": command or os.environ.get("BRAINSEG_RUN_COMMAND") or "notebooks/04_evaluate.ipynb (run by hand)",
+        },
     }
     atomic_write_json(run.metrics, json.loads(json.dumps(metrics, default=float)))  # numpy -> float
     atomic_write(run.per_case, lambda tmp: per_case.to_csv(tmp, index=False))
@@ -380,7 +464,7 @@ def run_evaluation(run, models: Models, split: dict, info: dict, img_size: int, 
 
 
 def parse_checkpoints(text: str) -> dict[str, str]:
-    """"vit_b=/a.pth,medsam=/b.pth" -> {"vit_b": "/a.pth", "medsam": "/b.pth"} (empty text -> {})."""
+    """ "vit_b=/a.pth,medsam=/b.pth" -> {"vit_b": "/a.pth", "medsam": "/b.pth"} (empty text -> {})."""
     out = {}
     for item in filter(None, (s.strip() for s in str(text).split(","))):
         name, sep, path = item.partition("=")

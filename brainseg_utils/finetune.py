@@ -37,43 +37,96 @@ class TrainingEmbeddings:
         return self.cache.manifest["n"] == self.cache.manifest["requested"]
 
 
-def training_embeddings(run, backend: SamBackend, cache: SliceCache, split: dict, budget_gb: float,
-                        overflow: str = "subsample", seed: int = 0, batch_size: int = 8, device: str = "cpu",
-                        progress: bool = True) -> TrainingEmbeddings:
+def training_embeddings(
+    run,
+    backend: SamBackend,
+    cache: SliceCache,
+    split: dict,
+    budget_gb: float,
+    overflow: str = "subsample",
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> TrainingEmbeddings:
     """Encode the train + validation slices of ``split`` once (reused / resumed on later calls)."""
     if overflow not in OVERFLOW:
         raise ValueError(f"SAM_OVERFLOW must be one of {OVERFLOW}, got {overflow!r}")
     rows = list(cache.rows_for(split["train"])) + list(cache.rows_for(split["val"]))
-    emb = build_embedding_cache(backend, cache, rows, run.sam_embeddings, budget_gb=budget_gb, seed=seed,
-                                batch_size=batch_size, device=device, progress=progress)
+    emb = build_embedding_cache(
+        backend,
+        cache,
+        rows,
+        run.sam_embeddings,
+        budget_gb=budget_gb,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
     m = emb.manifest
-    policy = "" if m["n"] == m["requested"] else (
-        f"embedding budget {budget_gb:g} GB holds {m['n']} of {m['requested']} train+val slices: "
-        + ("seeded subsample used for training" if overflow == "subsample" else "the rest encoded on the fly"))
+    policy = (
+        ""
+        if m["n"] == m["requested"]
+        else (
+            f"embedding budget {budget_gb:g} GB holds {m['n']} of {m['requested']} train+val slices: "
+            + ("seeded subsample used for training" if overflow == "subsample" else "the rest encoded on the fly")
+        )
+    )
     return TrainingEmbeddings(emb, overflow, policy)
 
 
-def finetune_variant(run, backend: SamBackend, emb: TrainingEmbeddings, cache: SliceCache, split: dict, info: dict,
-                     prompt: str, cfg: TrainConfig, jitter_px: int = 5, seed: int = 0) -> tuple[list[dict], dict]:
+def finetune_variant(
+    run,
+    backend: SamBackend,
+    emb: TrainingEmbeddings,
+    cache: SliceCache,
+    split: dict,
+    info: dict,
+    prompt: str,
+    cfg: TrainConfig,
+    jitter_px: int = 5,
+    seed: int = 0,
+) -> tuple[list[dict], dict]:
     """Zero-shot score, then decoder training for one prompt mode. Returns (history, zero-shot record)."""
     variant = f"sam_{backend.name}_{prompt}"
     on_the_fly = backend if emb.overflow == "encode" else None
     train_rows, val_rows = cache.rows_for(split["train"]), cache.rows_for(split["val"])
-    train_ds = EmbeddingDataset(emb.cache, cache, train_rows, prompt, jitter_px=jitter_px, seed=seed,
-                                backend=on_the_fly)
+    train_ds = EmbeddingDataset(
+        emb.cache, cache, train_rows, prompt, jitter_px=jitter_px, seed=seed, backend=on_the_fly
+    )
     val_ds = EmbeddingDataset(emb.cache, cache, val_rows, prompt, jitter_px=0, backend=on_the_fly)
     model = SamDecoderModel(backend, prompt, int(cache.images.shape[-1]))
     zs = evaluate_dataset(model, val_ds, cfg.batch_size, cfg.device, cfg.amp)
-    zero_shot = {"val_dice": zs["dice"], "val_dice_tumour": zs["dice_tumour"], "val_loss": zs["loss"],
-                 "prompt": prompt, "oracle_box": prompt == "box", "n_val_slices": len(val_ds)}
+    zero_shot = {
+        "val_dice": zs["dice"],
+        "val_dice_tumour": zs["dice_tumour"],
+        "val_loss": zs["loss"],
+        "prompt": prompt,
+        "oracle_box": prompt == "box",
+        "n_val_slices": len(val_ds),
+    }
     atomic_write_json(run.sam(variant) / "zero_shot.json", {"dataset": info["name"], **zero_shot})
-    print(f"\n{variant}: {len(train_ds)} training / {len(val_ds)} validation slices"
-          + (" (tumour slices: a box needs a tumour)" if prompt == "box" else "")
-          + f"; zero-shot validation Dice {zs['dice']:.4f}" + (" (oracle ground-truth box)" if prompt == "box" else ""))
+    print(
+        f"\n{variant}: {len(train_ds)} training / {len(val_ds)} validation slices"
+        + (" (tumour slices: a box needs a tumour)" if prompt == "box" else "")
+        + f"; zero-shot validation Dice {zs['dice']:.4f}"
+        + (" (oracle ground-truth box)" if prompt == "box" else "")
+    )
     if emb.policy:
         print(emb.policy)
-    meta = training_meta(cache, split, info, train_ds.rows, val_ds.rows, note=emb.policy,
-                         embedding_key=emb.cache.key, backend=backend.name,
-                         checkpoint_sha256=backend.checkpoint_sha256, prompt=prompt, box_jitter_px=jitter_px)
+    meta = training_meta(
+        cache,
+        split,
+        info,
+        train_ds.rows,
+        val_ds.rows,
+        note=emb.policy,
+        embedding_key=emb.cache.key,
+        backend=backend.name,
+        checkpoint_sha256=backend.checkpoint_sha256,
+        prompt=prompt,
+        box_jitter_px=jitter_px,
+    )
     history = fit(model, train_ds, val_ds, run.sam(variant), cfg, meta=meta, params=model.trainable_parameters())
     return history, zero_shot

@@ -38,9 +38,11 @@ def check_split(ckpt: dict, path: Path, split_sha256: str) -> None:
     """Refuse a checkpoint trained on another split than the one being evaluated."""
     have = ckpt.get("meta", {}).get("split_sha256")
     if have != split_sha256:
-        raise ValueError(f"{path} was trained on split {str(have)[:12]}…, but splits.json has "
-                         f"{split_sha256[:12]}…; evaluating it on this test split would leak or mismatch cases. "
-                         "Re-run notebooks 02/03 on this split or point OUTPUT_DIR at the matching run.")
+        raise ValueError(
+            f"{path} was trained on split {str(have)[:12]}…, but splits.json has "
+            f"{split_sha256[:12]}…; evaluating it on this test split would leak or mismatch cases. "
+            "Re-run notebooks 02/03 on this split or point OUTPUT_DIR at the matching run."
+        )
 
 
 def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="cpu") -> tuple[RuntimeModule, dict]:
@@ -55,13 +57,15 @@ def load_unet(path: str | os.PathLike, split_sha256: str | None = None, device="
     # CPU inference through OpenVINO fp32 when installed (measured 1.6-2.7x faster than PyTorch here; same
     # logits within 2e-6); training, gradients, CUDA and unusual shapes stay in PyTorch. The converted model
     # is cached beside the checkpoint, keyed by its sha256.
-    wrapped = RuntimeModule(model.to(device).eval(), None, {"checkpoint_sha256": file_sha256(path)}, path.parent,
-                            label="unet")
+    wrapped = RuntimeModule(
+        model.to(device).eval(), None, {"checkpoint_sha256": file_sha256(path)}, path.parent, label="unet"
+    )
     return wrapped.eval(), ckpt
 
 
-def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
-                     ) -> tuple[SamDecoderModel, dict]:
+def load_sam_decoder(
+    path: str | os.PathLike, backend, split_sha256: str | None = None, device="cpu"
+) -> tuple[SamDecoderModel, dict]:
     path = Path(path)
     ckpt = load_checkpoint(path, expect_arch="sam_decoder")
     if split_sha256 is not None:
@@ -75,10 +79,12 @@ def load_sam_decoder(path: str | os.PathLike, backend, split_sha256: str | None 
 
 
 def training_data(ckpt: dict) -> dict:
-    """What a checkpoint's model learnt from: ``{train_slices, val_slices, train_cases, val_cases}`` (None if unknown)."""
+    """What a checkpoint's model learnt from: ``{train_slices, val_slices, train_cases, val_cases}``
+    (None where unknown), plus ``note`` when the checkpoint recorded one (e.g. a subsample)."""
     data = dict(ckpt.get("meta", {}).get("data") or {})
     return {k: data.get(k) for k in ("train_slices", "val_slices", "train_cases", "val_cases")} | (
-        {"note": data["note"]} if data.get("note") else {})
+        {"note": data["note"]} if data.get("note") else {}
+    )
 
 
 @dataclass
@@ -129,8 +135,12 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoints: d
             models.sam[name]["box_zeroshot"] = zero.to(device).eval()
             models.data[f"sam_{name}_unet_box"] = {**training_data(ckpt), "note": "box decoder's data; box from unet"}
             models.data[f"sam_{name}_box_zeroshot"] = {
-                "train_slices": 0, "val_slices": 0, "train_cases": 0, "val_cases": 0,
-                "note": f"pretrained {name} decoder, not fine-tuned on this data"}
+                "train_slices": 0,
+                "val_slices": 0,
+                "train_cases": 0,
+                "val_cases": 0,
+                "note": f"pretrained {name} decoder, not fine-tuned on this data",
+            }
     return models
 
 
@@ -147,7 +157,7 @@ def to_native(logits: torch.Tensor, h: int, w: int) -> np.ndarray:
     side = max(h, w)
     up = F.interpolate(logits[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
     ph, pw = (side - h) // 2, (side - w) // 2
-    return (up[:, ph:ph + h, pw:pw + w] > 0).cpu().numpy()
+    return (up[:, ph : ph + h, pw : pw + w] > 0).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -157,8 +167,9 @@ def _batched(fn, n: int, batch: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_case(models: Models, case: Case, img_size: int, modalities: tuple[str, ...], device="cpu",
-                 batch: int = 8) -> dict:
+def predict_case(
+    models: Models, case: Case, img_size: int, modalities: tuple[str, ...], device="cpu", batch: int = 8
+) -> dict:
     """Predicted whole-tumour volumes of every model for one case, plus the truth and geometry.
 
     Returns {"gt": bool (H, W, D), "pred": {model: bool (H, W, D)}, "brain_z": int array,
@@ -186,13 +197,31 @@ def predict_case(models: Models, case: Case, img_size: int, modalities: tuple[st
     unet_small = (unet_logits > 0).numpy()
 
     for bname, decoders in models.sam.items():
-        preds.update(_sam_predictions(bname, models.backends[bname], decoders, x, gt_small, unet_small, device,
-                                      batch, lambda p: place(to_native(p, h, w))))
+        preds.update(
+            _sam_predictions(
+                bname,
+                models.backends[bname],
+                decoders,
+                x,
+                gt_small,
+                unet_small,
+                device,
+                batch,
+                lambda p: place(to_native(p, h, w)),
+            )
+        )
     spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     k = int(gt_small.reshape(len(zs), -1).sum(1).argmax()) if len(zs) else None  # largest tumour slice
-    return {"gt": wt, "pred": preds, "brain_z": zs, "affine": vol["affine"], "spacing": spacing,
-            "flair": image[0], "sample": None if k is None else x[k].numpy(),
-            "sample_box": None if k is None else mask_to_box(gt_small[k])}
+    return {
+        "gt": wt,
+        "pred": preds,
+        "brain_z": zs,
+        "affine": vol["affine"],
+        "spacing": spacing,
+        "flair": image[0],
+        "sample": None if k is None else x[k].numpy(),
+        "sample_box": None if k is None else mask_to_box(gt_small[k]),
+    }
 
 
 @torch.no_grad()
@@ -215,8 +244,15 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
         if len(rows):
             e = emb[[pos[int(r)] for r in rows]]
             bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
-            low = _batched(lambda a, b: dec.low_res_logits(
-                e[a:b].to(device), None if bx is None else bx[a:b].to(device))[:, 0].float().cpu(), len(rows), batch)
+            low = _batched(
+                lambda a, b: (
+                    dec.low_res_logits(e[a:b].to(device), None if bx is None else bx[a:b].to(device))[:, 0]
+                    .float()
+                    .cpu()
+                ),
+                len(rows),
+                batch,
+            )
         size = low.shape[-1] if low is not None else dec.low_res_size
         logits = torch.full((n, size, size), -1e4)  # finite: bilinear weights of 0 x -inf would be NaN
         if low is not None:
@@ -226,8 +262,11 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
     out = {}
     if "none" in decoders:
         out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
-    jobs = [("box", f"sam_{bname}_box", gt_small), ("box", f"sam_{bname}_unet_box", unet_small),
-            ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small)]
+    jobs = [
+        ("box", f"sam_{bname}_box", gt_small),
+        ("box", f"sam_{bname}_unet_box", unet_small),
+        ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small),
+    ]
     for key, name, source in jobs:
         if key in decoders:
             rows = np.flatnonzero(source.reshape(n, -1).any(1))

@@ -51,5 +51,6 @@ class FocalDiceLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape != target.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape")
-        return (self.focal_weight * focal_loss(logits, target, self.alpha, self.gamma)
-                + self.dice_weight * dice_loss(logits, target))
+        return self.focal_weight * focal_loss(logits, target, self.alpha, self.gamma) + self.dice_weight * dice_loss(
+            logits, target
+        )

@@ -29,8 +29,8 @@ CONVENTIONS = {
     "precision": "|P∩G|/|P|; 1 if both empty; 0 if the prediction is empty and the truth is not",
     "recall": "|P∩G|/|G|; 1 if the truth is empty (nothing to recall); 0 if it is not and the prediction is empty",
     "hd95": "mm; max of the two directed 95th-percentile surface distances (MONAI convention); "
-            f"0 if both empty; if exactly one is empty, the image grid's diagonal in mm: {HD95_EMPTY_PENALTY} "
-            "for a 240x240x155 BraTS volume (per patient), 339.41 for a 240x240 slice (per slice)",
+    f"0 if both empty; if exactly one is empty, the image grid's diagonal in mm: {HD95_EMPTY_PENALTY} "
+    "for a 240x240x155 BraTS volume (per patient), 339.41 for a 240x240 slice (per slice)",
     "threshold": "sigmoid probability > 0.5",
 }
 
@@ -103,8 +103,13 @@ def hd95(pred, gt, spacing=None) -> float:
 
 def all_metrics(pred, gt, spacing=None) -> dict[str, float]:
     """{"dice", "iou", "precision", "recall", "hd95"} for one slice or volume."""
-    return {"dice": dice(pred, gt), "iou": iou(pred, gt), "precision": precision(pred, gt),
-            "recall": recall(pred, gt), "hd95": hd95(pred, gt, spacing)}
+    return {
+        "dice": dice(pred, gt),
+        "iou": iou(pred, gt),
+        "precision": precision(pred, gt),
+        "recall": recall(pred, gt),
+        "hd95": hd95(pred, gt, spacing),
+    }
 
 
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

@@ -176,8 +176,10 @@ def run_split(run: RunDir) -> tuple[dict, dict]:
         raise ValueError(f"{run.dataset} is not valid JSON ({exc}); re-run notebooks/01_eda.ipynb") from exc
     split = load_split(run.splits)
     if split["sha256"] != info.get("split_sha256"):
-        raise ValueError(f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
-                         f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01")
+        raise ValueError(
+            f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
+            f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01"
+        )
     return split, info
 
 

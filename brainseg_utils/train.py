@@ -75,8 +75,13 @@ def _rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": random.getstate(),
     }
 
@@ -89,7 +94,6 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -145,13 +149,23 @@ def validate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last
         has_tumour.append((target.flatten(1) > 0.5).any(1).cpu())
     seconds = time.perf_counter() - t0
     dices, has_tumour = torch.cat(dices), torch.cat(has_tumour)
-    return {"loss": loss_sum / max(n, 1), "dice": float(dices.mean()),
-            "dice_tumour": float(dices[has_tumour].mean()) if has_tumour.any() else float("nan"),
-            "images_per_s": n / seconds if seconds > 0 else float("nan")}
+    return {
+        "loss": loss_sum / max(n, 1),
+        "dice": float(dices.mean()),
+        "dice_tumour": float(dices[has_tumour].mean()) if has_tumour.any() else float("nan"),
+        "images_per_s": n / seconds if seconds > 0 else float("nan"),
+    }
 
 
-def evaluate_dataset(model: nn.Module, dataset, batch_size: int = 16, device: str = "auto", amp: bool = True,
-                     loss_fn: nn.Module | None = None, progress: bool = False) -> dict:
+def evaluate_dataset(
+    model: nn.Module,
+    dataset,
+    batch_size: int = 16,
+    device: str = "auto",
+    amp: bool = True,
+    loss_fn: nn.Module | None = None,
+    progress: bool = False,
+) -> dict:
     """``validate`` over a Dataset (e.g. a zero-shot score before any training)."""
     dev = resolve_device(device)
     model.to(dev)
@@ -159,8 +173,16 @@ def evaluate_dataset(model: nn.Module, dataset, batch_size: int = 16, device: st
     return validate(model, loader, loss_fn or FocalDiceLoss(), dev, amp_dtype(dev, amp), progress=progress)
 
 
-def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
-        loss_fn: nn.Module | None = None, meta: dict | None = None, params=None) -> list[dict]:
+def fit(
+    model: nn.Module,
+    train_ds,
+    val_ds,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    loss_fn: nn.Module | None = None,
+    meta: dict | None = None,
+    params=None,
+) -> list[dict]:
     """Train ``model`` and return the history (one dict per epoch). See the module docstring.
 
     ``params``: what the optimizer updates (default: parameters with ``requires_grad``; the SAM
@@ -186,8 +208,10 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model_config = dict(getattr(model, "config", {"arch": type(model).__name__}))
-    run_config = {"train": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "stop_after_epoch")},
-                  "model": model_config}
+    run_config = {
+        "train": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "stop_after_epoch")},
+        "model": model_config,
+    }
 
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -math.inf, -1
@@ -208,9 +232,11 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
         _set_rng_state(ckpt["rng"])
         if extend:
             _extend_schedule(scheduler, optimizer, cfg.epochs)
-            print(f"extending training from {ckpt['config']['train']['epochs']} to {cfg.epochs} epochs: the cosine "
-                  f"schedule now ends at epoch {cfg.epochs} (LR {optimizer.param_groups[0]['lr']:.3g} "
-                  f"for epoch {start_epoch + 1})")
+            print(
+                f"extending training from {ckpt['config']['train']['epochs']} to {cfg.epochs} epochs: the cosine "
+                f"schedule now ends at epoch {cfg.epochs} (LR {optimizer.param_groups[0]['lr']:.3g} "
+                f"for epoch {start_epoch + 1})"
+            )
         best, best_epoch = _reconcile_best(out, start_epoch, best, best_epoch)
         print(f"resumed from {resume_path} after epoch {start_epoch} (best val Dice {best:.4f} at epoch {best_epoch})")
     if start_epoch >= cfg.epochs:
@@ -218,15 +244,22 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
         return history
 
     pin = device.type == "cuda"
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
-                            pin_memory=pin)
+    val_loader = DataLoader(
+        val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=pin
+    )
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
         sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                            pin_memory=pin, drop_last=len(train_ds) > cfg.batch_size)
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=pin,
+            drop_last=len(train_ds) > cfg.batch_size,
+        )
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
@@ -236,8 +269,9 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
                 logits = _call(model, inputs)
             loss = loss_fn(logits, target)  # computed in float32 inside the loss
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(loss)}; lower the learning rate "
-                                         "or disable AMP")
+                raise FloatingPointError(
+                    f"epoch {epoch + 1}: loss is {float(loss)}; lower the learning rate or disable AMP"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -252,31 +286,60 @@ def fit(model: nn.Module, train_ds, val_ds, out_dir: str | os.PathLike, cfg: Tra
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val = validate(model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, cfg.progress)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
-               "val_dice": val["dice"], "val_dice_tumour": val["dice_tumour"], "lr": lr,
-               "epoch_seconds": time.perf_counter() - t0, "train_images_per_s": seen / train_seconds,
-               "val_images_per_s": val["images_per_s"]}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_dice": val["dice"],
+            "val_dice_tumour": val["dice_tumour"],
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - t0,
+            "train_images_per_s": seen / train_seconds,
+            "val_images_per_s": val["images_per_s"],
+        }
         history.append(row)
         improved = val["dice"] > best
         if improved:
             best, best_epoch = val["dice"], epoch + 1
-        payload = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                   "best_metric": best, "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
-                   "config": run_config, "meta": meta, "device": str(device),
-                   "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none"}
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch + 1,
+            "best_metric": best,
+            "best_epoch": best_epoch,
+            "history": history,
+            "rng": _rng_state(),
+            "config": run_config,
+            "meta": meta,
+            "device": str(device),
+            "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none",
+        }
         # Order matters for a kill between writes: best.pt, then history.json, then last.pt (the resume
         # point). A run killed before last.pt is written repeats this epoch and rewrites the other two, so
         # best.pt, history.json's best_epoch and last.pt's best_epoch always agree after a resume.
         if improved:
             save_checkpoint(out / "best.pt", payload)
-        atomic_write_json(out / "history.json", {"history": history, "best_epoch": best_epoch, "best_val_dice": best,
-                                                 "config": run_config, "meta": meta,
-                                                 "amp_dtype": payload["amp_dtype"], "device": str(device)})
+        atomic_write_json(
+            out / "history.json",
+            {
+                "history": history,
+                "best_epoch": best_epoch,
+                "best_val_dice": best,
+                "config": run_config,
+                "meta": meta,
+                "amp_dtype": payload["amp_dtype"],
+                "device": str(device),
+            },
+        )
         save_checkpoint(out / "last.pt", payload)
-        print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  "
-              f"val Dice {val['dice']:.4f} (tumour slices {val['dice_tumour']:.4f})  "
-              f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f} s" + ("  *best" if improved else ""))
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  "
+            f"val Dice {val['dice']:.4f} (tumour slices {val['dice_tumour']:.4f})  "
+            f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f} s" + ("  *best" if improved else "")
+        )
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch and epoch + 1 < cfg.epochs:
             print(f"stopping after epoch {epoch + 1} as asked; resume='auto' continues from {out / 'last.pt'}")
             break
@@ -290,8 +353,9 @@ def _resume_path(resume: str, out: Path) -> Path | None:
         return out / "last.pt" if (out / "last.pt").exists() else None
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"resume checkpoint {path} does not exist; use resume='auto' to start fresh "
-                                "when there is nothing to resume")
+        raise FileNotFoundError(
+            f"resume checkpoint {path} does not exist; use resume='auto' to start fresh when there is nothing to resume"
+        )
     return path
 
 
@@ -301,8 +365,10 @@ def _check_resumable(ckpt: dict, path: Path, meta: dict) -> None:
         raise ValueError(f"{path} is not a training checkpoint of this engine (missing {missing})")
     old = ckpt.get("meta", {}).get("split_sha256")
     if old and meta.get("split_sha256") and old != meta["split_sha256"]:
-        raise ValueError(f"{path} was trained on split {old[:12]}…, this run uses {meta['split_sha256'][:12]}…; "
-                         "use another output folder or resume='never'")
+        raise ValueError(
+            f"{path} was trained on split {old[:12]}…, this run uses {meta['split_sha256'][:12]}…; "
+            "use another output folder or resume='never'"
+        )
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
@@ -323,18 +389,20 @@ RESUME_FREE = ("train.device", "train.num_workers")
 def _compare_configs(stored: dict, requested: dict, path: Path, out: Path) -> bool:
     """True when only ``train.epochs`` grew (extend the schedule), False when identical; raises otherwise."""
     old, new = _flatten(stored), _flatten(requested)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>")
-                    and k not in RESUME_FREE)
+    differ = sorted(
+        k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>") and k not in RESUME_FREE
+    )
     if not differ:
         return False
     if differ == ["train.epochs"] and new["train.epochs"] > old["train.epochs"]:
         return True
-    details = "; ".join(f"{k}: stored {old.get(k, '<absent>')!r}, requested {new.get(k, '<absent>')!r}"
-                        for k in differ)
-    raise ValueError(f"{path} was trained with other settings than this run asks for ({details}). Resuming would "
-                     "mix them; only a larger `epochs` can be resumed (the schedule is extended). To start fresh, "
-                     f"set RESUME='never' (TrainConfig(resume='never')) to overwrite {out}, or use another output "
-                     "folder; or rerun with the stored settings to continue.")
+    details = "; ".join(f"{k}: stored {old.get(k, '<absent>')!r}, requested {new.get(k, '<absent>')!r}" for k in differ)
+    raise ValueError(
+        f"{path} was trained with other settings than this run asks for ({details}). Resuming would "
+        "mix them; only a larger `epochs` can be resumed (the schedule is extended). To start fresh, "
+        f"set RESUME='never' (TrainConfig(resume='never')) to overwrite {out}, or use another output "
+        "folder; or rerun with the stored settings to continue."
+    )
 
 
 def _extend_schedule(scheduler, optimizer, epochs: int) -> None:
@@ -360,7 +428,9 @@ def _reconcile_best(out: Path, start_epoch: int, best: float, best_epoch: int) -
     except ValueError:
         return best, best_epoch
     if ckpt.get("epoch", 0) > start_epoch and ckpt.get("best_metric", -math.inf) > best:
-        print(f"{path} is from epoch {ckpt['epoch']} of an interrupted run (after the resume point, epoch "
-              f"{start_epoch}); keeping it as the best so far")
+        print(
+            f"{path} is from epoch {ckpt['epoch']} of an interrupted run (after the resume point, epoch "
+            f"{start_epoch}); keeping it as the best so far"
+        )
         return ckpt["best_metric"], ckpt["best_epoch"]
     return best, best_epoch

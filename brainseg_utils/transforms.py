@@ -27,8 +27,15 @@ def train_augmentation(strength: float = 1.0) -> A.Compose:
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5 * p),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-15, 15),
-                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5 * p),
+            A.Affine(
+                scale=(0.9, 1.1),
+                translate_percent=(-0.05, 0.05),
+                rotate=(-15, 15),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=0.5 * p,
+            ),
             A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.2 * p),
             A.GaussNoise(std_range=(0.01, 0.04), mean_range=(0.0, 0.0), p=0.3 * p),
         ],

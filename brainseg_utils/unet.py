@@ -22,8 +22,12 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, cin: int, cout: int):
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -33,8 +37,9 @@ class Up(nn.Module):
     def __init__(self, cin: int, cout: int, bilinear: bool):
         super().__init__()
         if bilinear:
-            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                    nn.Conv2d(cin, cin // 2, 1))
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(cin, cin // 2, 1)
+            )
         else:
             self.up = nn.ConvTranspose2d(cin, cin // 2, 2, stride=2)
         self.conv = DoubleConv(cin // 2 + cout, cout)
@@ -55,8 +60,13 @@ class UNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         c = [base_channels * m for m in (1, 2, 4, 8, 16)]  # 64, 128, 256, 512, 1024
-        self.config = {"arch": "unet", "in_channels": in_channels, "base_channels": base_channels,
-                       "bilinear": bilinear, "dropout": dropout}
+        self.config = {
+            "arch": "unet",
+            "in_channels": in_channels,
+            "base_channels": base_channels,
+            "bilinear": bilinear,
+            "dropout": dropout,
+        }
         self.inc = DoubleConv(in_channels, c[0])
         self.downs = nn.ModuleList(DoubleConv(c[i], c[i + 1]) for i in range(3))
         self.bottleneck = nn.Sequential(DoubleConv(c[3], c[4]), nn.Dropout2d(dropout))
@@ -78,5 +88,7 @@ class UNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """{"total": all parameters, "trainable": those with requires_grad}."""
-    return {"total": sum(p.numel() for p in model.parameters()),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }

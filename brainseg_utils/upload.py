@@ -69,15 +69,20 @@ class Upload:
 # ----------------------------------------------------------------------------- header checks
 def _nifti_header(head: bytes, name: str) -> nib.Nifti1Header:
     if len(head) < 348:
-        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; {len(head)} bytes "
-                          "is too short for either header")
+        raise UploadError(
+            f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; {len(head)} bytes "
+            "is too short for either header"
+        )
     le, be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
     if 348 not in (le, be) or head[344:347] not in (b"n+1", b"ni1"):
-        raise UploadError(f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; the file's first "
-                          "bytes match none of them")
+        raise UploadError(
+            f"{name}: expected a PNG, JPEG or TIFF image or a NIfTI-1 volume; the file's first bytes match none of them"
+        )
     if head[344:347] == b"ni1":
-        raise UploadError(f"{name}: expected a single-file NIfTI-1 (.nii / .nii.gz); found the header of a "
-                          ".hdr/.img pair, whose data is in another file")
+        raise UploadError(
+            f"{name}: expected a single-file NIfTI-1 (.nii / .nii.gz); found the header of a "
+            ".hdr/.img pair, whose data is in another file"
+        )
     try:
         return nib.Nifti1Header.from_fileobj(io.BytesIO(head[:348]))
     except Exception as exc:
@@ -94,7 +99,7 @@ class _NiftiLayout:
 
 
 def _nifti_layout(hdr: nib.Nifti1Header, name: str) -> _NiftiLayout:
-    raw = [int(d) for d in hdr["dim"][1:1 + int(hdr["dim"][0])]] if 1 <= int(hdr["dim"][0]) <= 7 else None
+    raw = [int(d) for d in hdr["dim"][1 : 1 + int(hdr["dim"][0])]] if 1 <= int(hdr["dim"][0]) <= 7 else None
     if not raw or min(raw) < 1:
         raise UploadError(f"{name}: expected NIfTI dims >= 1; the header declares dim = {hdr['dim'].tolist()}")
     dims = tuple(raw)
@@ -110,16 +115,20 @@ def _nifti_layout(hdr: nib.Nifti1Header, name: str) -> _NiftiLayout:
         raise UploadError(f"{name}: expected integer or float voxels; the header declares {dtype}")
     offset = float(hdr["vox_offset"])
     if not _NIFTI_HEADER_BYTES <= offset <= _NIFTI_HEADER_BYTES + MAX_HEADER_EXTENSION_BYTES or offset != int(offset):
-        raise UploadError(f"{name}: expected the data to start within {MAX_HEADER_EXTENSION_BYTES / 2**20:.0f} MiB "
-                          f"of the header (vox_offset {_NIFTI_HEADER_BYTES} to "
-                          f"{_NIFTI_HEADER_BYTES + MAX_HEADER_EXTENSION_BYTES:,}); the header declares "
-                          f"vox_offset {offset:,.0f}")
+        raise UploadError(
+            f"{name}: expected the data to start within {MAX_HEADER_EXTENSION_BYTES / 2**20:.0f} MiB "
+            f"of the header (vox_offset {_NIFTI_HEADER_BYTES} to "
+            f"{_NIFTI_HEADER_BYTES + MAX_HEADER_EXTENSION_BYTES:,}); the header declares "
+            f"vox_offset {offset:,.0f}"
+        )
     n = int(np.prod(dims, dtype=np.int64))
     need = n * WORKING_BYTES_PER_VOXEL
     if need > MAX_ARRAY_BYTES:
-        raise UploadError(f"{name}: the header declares {dims} x {dtype} = {n * dtype.itemsize / 2**20:.0f} MiB on "
-                          f"disk; loading needs {need / 2**20:.0f} MiB (float32 working copies included), over the "
-                          f"{MAX_ARRAY_BYTES / 2**20:.0f} MiB limit")
+        raise UploadError(
+            f"{name}: the header declares {dims} x {dtype} = {n * dtype.itemsize / 2**20:.0f} MiB on "
+            f"disk; loading needs {need / 2**20:.0f} MiB (float32 working copies included), over the "
+            f"{MAX_ARRAY_BYTES / 2**20:.0f} MiB limit"
+        )
     return _NiftiLayout(dims, dtype, int(offset), hdr)
 
 
@@ -128,7 +137,7 @@ def _is_gzip(magic: bytes) -> bool:
 
 
 def sniff(path: str | os.PathLike, max_bytes: int | None = None) -> str:
-    """"image" or "nifti" after the checks of the module docstring that need no decoding; raises ``UploadError``."""
+    """ "image" or "nifti" after the checks of the module docstring that need no decoding; raises ``UploadError``."""
     return _sniff(Path(path), max_bytes)[0]
 
 
@@ -156,8 +165,10 @@ def _sniff(path: Path, max_bytes: int | None = None) -> tuple[str, _NiftiLayout 
         return "nifti", dataclasses.replace(layout, gzip=True)
     need = int(np.prod(layout.dims, dtype=np.int64)) * layout.dtype.itemsize
     if size < layout.offset + need:
-        raise UploadError(f"{name}: truncated: the header declares {need:,} bytes of data, the file holds "
-                          f"{max(0, size - layout.offset):,}")
+        raise UploadError(
+            f"{name}: truncated: the header declares {need:,} bytes of data, the file holds "
+            f"{max(0, size - layout.offset):,}"
+        )
     return "nifti", layout
 
 
@@ -193,11 +204,14 @@ def _read_nifti(path: Path, layout: _NiftiLayout) -> np.ndarray:
                     out[:, :, z] = np.frombuffer(buf, layout.dtype).reshape((nx, ny), order="F")
                     done += per_slice
     except (OSError, EOFError, zlib.error) as exc:
-        raise UploadError(f"{path.name}: damaged or truncated data after {done:,} of {per_slice * nz:,} bytes "
-                          f"({type(exc).__name__}: {exc})") from exc
+        raise UploadError(
+            f"{path.name}: damaged or truncated data after {done:,} of {per_slice * nz:,} bytes "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     if done < per_slice * nz:
-        raise UploadError(f"{path.name}: truncated: the header declares {per_slice * nz:,} bytes of data, "
-                          f"the file holds {done:,}")
+        raise UploadError(
+            f"{path.name}: truncated: the header declares {per_slice * nz:,} bytes of data, the file holds {done:,}"
+        )
     slope, inter = layout.header.get_slope_inter()
     if slope is not None and slope != 1:
         out *= np.float32(slope)
@@ -234,8 +248,10 @@ def _load_image(path: Path) -> np.ndarray:
                 w, h = img.size
                 need = w * h * IMAGE_BYTES_PER_PIXEL
                 if need > MAX_ARRAY_BYTES:
-                    raise UploadError(f"{path.name}: a {w} x {h} image needs {need / 2**20:.0f} MiB to load "
-                                      f"(working copies included), over the {MAX_ARRAY_BYTES / 2**20:.0f} MiB limit")
+                    raise UploadError(
+                        f"{path.name}: a {w} x {h} image needs {need / 2**20:.0f} MiB to load "
+                        f"(working copies included), over the {MAX_ARRAY_BYTES / 2**20:.0f} MiB limit"
+                    )
                 img.load()
                 return _to_grey(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

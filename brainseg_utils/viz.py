@@ -53,16 +53,21 @@ def mask_overlay(mask: np.ndarray, colour=(0.1, 0.8, 1.0), alpha: float = 0.45) 
 def _legend(ax) -> None:
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in LABEL_COLOURS],
-              loc="lower right", fontsize=7, framealpha=0.6)
+    ax.legend(
+        handles=[Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in LABEL_COLOURS],
+        loc="lower right",
+        fontsize=7,
+        framealpha=0.6,
+    )
 
 
 def read_volume(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj)
 
 
-def show_slice(ax, image: np.ndarray, seg: np.ndarray | None = None, overlay: bool = True, alpha: float = 0.45,
-               title: str = "") -> None:
+def show_slice(
+    ax, image: np.ndarray, seg: np.ndarray | None = None, overlay: bool = True, alpha: float = 0.45, title: str = ""
+) -> None:
     """Draw one axial slice (H, W) with an optional label overlay onto ``ax``."""
     ax.imshow(_display(image), cmap="gray", interpolation="nearest")
     if overlay and seg is not None and seg.any():
@@ -111,8 +116,9 @@ def distributions(audit: pd.DataFrame, index: pd.DataFrame, dataset: str):
     return fig
 
 
-def intensity_histograms(cases: list[Case], dataset: str, n: int = 6, modality: str = "flair",
-                         max_voxels: int = 20000, seed: int = 0):
+def intensity_histograms(
+    cases: list[Case], dataset: str, n: int = 6, modality: str = "flair", max_voxels: int = 20000, seed: int = 0
+):
     """Raw and normalised brain-voxel intensity histograms (seaborn KDE lines), one line per case."""
     import seaborn as sns
 
@@ -127,11 +133,29 @@ def intensity_histograms(cases: list[Case], dataset: str, n: int = 6, modality: 
         raw.append(pd.DataFrame({"intensity": vals[pick], "case": case.case_id[-3:]}))
         norm.append(pd.DataFrame({"intensity": nvals[pick], "case": case.case_id[-3:]}))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sns.histplot(pd.concat(raw), x="intensity", hue="case", element="step", fill=False, bins=60,
-                 stat="density", common_norm=False, ax=axes[0])
+    sns.histplot(
+        pd.concat(raw),
+        x="intensity",
+        hue="case",
+        element="step",
+        fill=False,
+        bins=60,
+        stat="density",
+        common_norm=False,
+        ax=axes[0],
+    )
     axes[0].set_title(f"{modality.upper()} brain voxels, raw")
-    sns.histplot(pd.concat(norm), x="intensity", hue="case", element="step", fill=False, bins=60,
-                 stat="density", common_norm=False, ax=axes[1])
+    sns.histplot(
+        pd.concat(norm),
+        x="intensity",
+        hue="case",
+        element="step",
+        fill=False,
+        bins=60,
+        stat="density",
+        common_norm=False,
+        ax=axes[1],
+    )
     axes[1].set_title(f"{modality.upper()} after per-volume 0.5-99.5 percentile scaling to [0, 1]")
     fig.suptitle(f"Intensity distributions ({dataset} data)")
     fig.tight_layout()
@@ -188,8 +212,14 @@ class SliceExplorer:
         vol = self.volume(case_id, modality)
         z = int(np.clip(z, 0, vol.shape[2] - 1))
         seg = self.seg(case_id)
-        show_slice(ax, vol[:, :, z], None if seg is None else seg[:, :, z], overlay, alpha,
-                   title=f"{case_id} {modality} z={z} ({self.dataset})")
+        show_slice(
+            ax,
+            vol[:, :, z],
+            None if seg is None else seg[:, :, z],
+            overlay,
+            alpha,
+            title=f"{case_id} {modality} z={z} ({self.dataset})",
+        )
 
     def static_figure(self, case_ids: list[str] | None = None, modality: str = "flair", alpha: float = 0.45):
         """2 x 4 grid: for up to two cases, four slices spread through the tumour, with overlay."""
@@ -217,8 +247,13 @@ class SliceExplorer:
         seg = self.seg(first)
         depth = self.volume(first, "flair").shape[2]
         case = w.Dropdown(options=list(self.cases), value=first, description="case")
-        z = w.IntSlider(value=best_slice(seg) if seg is not None else depth // 2, min=0, max=depth - 1,
-                        description="slice", continuous_update=False)
+        z = w.IntSlider(
+            value=best_slice(seg) if seg is not None else depth // 2,
+            min=0,
+            max=depth - 1,
+            description="slice",
+            continuous_update=False,
+        )
         modality = w.Dropdown(options=list(MODALITIES), value="flair", description="modality")
         overlay = w.Checkbox(value=True, description="labels")
         alpha = w.FloatSlider(value=0.45, min=0.0, max=1.0, step=0.05, description="opacity")
@@ -279,8 +314,9 @@ def comparison_grid(volumes: dict, per_case: pd.DataFrame, dataset: str, rank_by
         picks.setdefault(i, label)  # with fewer than 3 test cases a case appears once
     rows = [(label, pc.case_id[i], pc.dice[i]) for i, label in picks.items()]
     models = list(next(iter(volumes.values()))["pred"])
-    fig, axes = plt.subplots(len(rows), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.8 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.8 * len(rows)), squeeze=False
+    )
     for r, (label, cid, d) in enumerate(rows):
         v = volumes[cid]
         z = best_slice(v["gt"].astype(np.uint8))
@@ -347,8 +383,11 @@ def demo_figure(results: list[dict], names: list[str], dataset: str):
         axes[r, 0].imshow(res["unet_overlay"])
         axes[r, 0].set_title(f"{Path(name).name}\nU-Net: {info['unet']} px, {lat['unet_ms']:.0f} ms", fontsize=8)
         axes[r, 1].imshow(res["sam_overlay"])
-        sam_txt = (f"SAM (U-Net box): {info['sam']} px, {lat['sam_ms']:.0f} ms" if lat["sam"] is not None
-                   else f"SAM: {lat['sam_note']}")
+        sam_txt = (
+            f"SAM (U-Net box): {info['sam']} px, {lat['sam_ms']:.0f} ms"
+            if lat["sam"] is not None
+            else f"SAM: {lat['sam_note']}"
+        )
         axes[r, 1].set_title(sam_txt, fontsize=8)
         for ax in axes[r]:
             ax.axis("off")

@@ -21,8 +21,12 @@ TINY_DEPTH = 32
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     """5 clean cases; treat as read-only (copy it before changing anything)."""
-    return generate_dataset(tmp_path_factory.mktemp("synth") / "ds", SyntheticConfig(cases=5, seed=3, depth=TINY_DEPTH),
-                            workers=1, progress=False)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synth") / "ds",
+        SyntheticConfig(cases=5, seed=3, depth=TINY_DEPTH),
+        workers=1,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")

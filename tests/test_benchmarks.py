@@ -27,16 +27,37 @@ def _load(name):
 def test_gpu_check_cpu_small_end_to_end(tmp_path):
     """One command; a PASS line per check; the JSON holds every figure. (GPU figures need a GPU.)"""
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-small", "--out", str(out),
-                           "--workdir", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "--cpu-small",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = re.findall(r"^(PASS|FAIL) (\w+): ", proc.stdout, flags=re.M)
     names = [n for _, n in lines]
     assert all(status == "PASS" for status, _ in lines), proc.stdout
-    assert names == ["amp_dtype", "unet_finite_losses", "unet_loss_falls", "unet_checkpoint_reloads",
-                     "unet_inference", "sam_finite_losses", "sam_loss_falls", "sam_checkpoint_reloads",
-                     "vit_b_encoder", "peak_memory"]
+    assert names == [
+        "amp_dtype",
+        "unet_finite_losses",
+        "unet_loss_falls",
+        "unet_checkpoint_reloads",
+        "unet_inference",
+        "sam_finite_losses",
+        "sam_loss_falls",
+        "sam_checkpoint_reloads",
+        "vit_b_encoder",
+        "peak_memory",
+    ]
     res = json.loads(out.read_text())
     assert res["profile"] == "cpu_small" and res["all_pass"] is True and res["amp_dtype"] is None
     assert [c["check"] for c in res["checks"]] == names
@@ -71,8 +92,9 @@ def test_bench_encoder_json(tmp_path, monkeypatch):
     res = bench.main(["--backend", "tiny", "--slices", "4", "--reps", "2", "--unet", "none", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     runs = {(r["runtime"], r["batch"]): r for r in res["encoder"]["runs"]}
-    assert set(runs) == {(r, b) for r in ("pytorch_fp32", "pytorch_inference_channels_last", "openvino_fp32")
-                         for b in (1, 4)}
+    assert set(runs) == {
+        (r, b) for r in ("pytorch_fp32", "pytorch_inference_channels_last", "openvino_fp32") for b in (1, 4)
+    }
     assert runs["pytorch_fp32", 1]["speedup"] == 1.0 and runs["pytorch_fp32", 1]["max_abs_diff"] == 0.0
     for r in runs.values():
         assert r["ms_per_slice"] > 0 and len(r["ms_per_slice_runs"]) == 2 and r["max_abs_diff"] < 1e-4

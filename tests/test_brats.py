@@ -112,7 +112,9 @@ def test_valid_case_report(synth_root):
 
 def test_missing_file(synth_copy):
     _path(synth_copy, "t1ce").unlink()
-    with pytest.raises(CaseValidationError, match=r"expected files BraTS20_Training_001_t1ce\.nii\[\.gz\], found no such file"):
+    with pytest.raises(
+        CaseValidationError, match=r"expected files BraTS20_Training_001_t1ce\.nii\[\.gz\], found no such file"
+    ):
         validate_case(_case(synth_copy))
 
 
@@ -127,7 +129,10 @@ def test_missing_seg_in_training_case(synth_copy):
 def test_shape_mismatch(synth_copy):
     p = _path(synth_copy, "t2")
     _rewrite(p, np.zeros((240, 240, 31), np.int16) + 5)
-    with pytest.raises(CaseValidationError, match=r"t2\.nii\): expected shape \(240, 240, 32\) \(as flair\), found shape \(240, 240, 31\)"):
+    with pytest.raises(
+        CaseValidationError,
+        match=r"t2\.nii\): expected shape \(240, 240, 32\) \(as flair\), found shape \(240, 240, 31\)",
+    ):
         validate_case(_case(synth_copy))
 
 
@@ -147,7 +152,10 @@ def test_unexpected_label(synth_copy):
     seg[seg == 4] = 3
     seg[0, 0, 0] = 3
     _rewrite(p, seg)
-    with pytest.raises(CaseValidationError, match=r"expected labels within \[0, 1, 2, 4\], found labels \[0, 1, 2, 3\]|found labels \[0, 2, 3\]"):
+    with pytest.raises(
+        CaseValidationError,
+        match=r"expected labels within \[0, 1, 2, 4\], found labels \[0, 1, 2, 3\]|found labels \[0, 2, 3\]",
+    ):
         validate_case(_case(synth_copy))
 
 
@@ -178,8 +186,10 @@ def test_truncated_nii_names_file_and_bytes(synth_copy):
     full = path.read_bytes()
     path.write_bytes(full[:200_000])  # header intact, voxel data cut
     need = 240 * 240 * 32 * 2  # int16
-    msg = (rf"BraTS20_Training_001 \({path}\): expected {need:,} bytes of voxel data \(240x240x32 x int16\), "
-           rf"found {200_000 - 352:,} bytes \(the file is truncated\)")
+    msg = (
+        rf"BraTS20_Training_001 \({path}\): expected {need:,} bytes of voxel data \(240x240x32 x int16\), "
+        rf"found {200_000 - 352:,} bytes \(the file is truncated\)"
+    )
     with pytest.raises(CaseValidationError, match=msg):
         validate_case(_case(synth_copy))
     with pytest.raises(CaseValidationError, match=msg):
@@ -195,9 +205,12 @@ def test_truncated_nii_gz_names_file_and_bytes(synth_copy):
     blob = gzip.compress(src.read_bytes())
     gz.write_bytes(blob[: len(blob) // 2])
     src.unlink()
-    with pytest.raises(CaseValidationError, match=rf"\({re.escape(str(gz))}\): expected {240 * 240 * 32 * 2:,} bytes "
-                                                  r"of voxel data .*, found [\d,]+ bytes before the compressed stream "
-                                                  r"ends or breaks \(truncated or damaged: EOFError"):
+    with pytest.raises(
+        CaseValidationError,
+        match=rf"\({re.escape(str(gz))}\): expected {240 * 240 * 32 * 2:,} bytes "
+        r"of voxel data .*, found [\d,]+ bytes before the compressed stream "
+        r"ends or breaks \(truncated or damaged: EOFError",
+    ):
         load_case(_case(synth_copy))
     cases = discover_cases(synth_copy)
     good, _, skipped = brats.audit_cases(cases, skip_bad=True, progress=False)

@@ -24,7 +24,10 @@ def test_amp_policy(monkeypatch):
 def test_other_architecture_lists_mismatched_keys(tmp_path):
     ckpt = tmp_path / "small.pt"
     save_checkpoint(ckpt, {"model": UNet(base_channels=4).state_dict()})
-    with pytest.raises(ValueError, match=r"99 shape mismatches: bottleneck\.0\.0\.weight: checkpoint \(64, 32, 3, 3\) vs model \(128, 64, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"99 shape mismatches: bottleneck\.0\.0\.weight: checkpoint \(64, 32, 3, 3\) vs model \(128, 64, 3, 3\)",
+    ):
         load_model_state(UNet(base_channels=8), load_checkpoint(ckpt)["model"], str(ckpt))
     other = {"layer.weight": torch.zeros(2, 2)}
     with pytest.raises(ValueError, match=r"missing keys: .*unexpected keys: layer\.weight"):
@@ -84,23 +87,31 @@ SPLIT = "a" * 64
 
 def _unet_ckpt(path):
     model = UNet(base_channels=4)
-    save_checkpoint(path, {"model": model.state_dict(), "config": {"model": model.config, "train": {}},
-                           "meta": {"split_sha256": SPLIT, "img_size": 64, "dataset": "synthetic"}})
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "config": {"model": model.config, "train": {}},
+            "meta": {"split_sha256": SPLIT, "img_size": 64, "dataset": "synthetic"},
+        },
+    )
     return path
 
 
 def _sam_ckpt(path):
     cfg = {"arch": "sam_decoder", "backend": "litemedsam", "prompt": "box", "img_size": 64}
-    save_checkpoint(path, {"model": {"w": torch.zeros(2)}, "config": {"model": cfg, "train": {}},
-                           "meta": {"split_sha256": SPLIT}})
+    save_checkpoint(
+        path, {"model": {"w": torch.zeros(2)}, "config": {"model": cfg, "train": {}}, "meta": {"split_sha256": SPLIT}}
+    )
     return path
 
 
 def test_expect_arch_names_file_holding_and_expected(tmp_path):
     sam = _sam_ckpt(tmp_path / "best.pt")
     assert load_checkpoint(sam, expect_arch="sam_decoder")["config"]["model"]["prompt"] == "box"
-    msg = re.escape(f"{sam} holds a 'sam_decoder' checkpoint (backend='litemedsam', prompt='box'); "
-                    "expected a 'unet' checkpoint")
+    msg = re.escape(
+        f"{sam} holds a 'sam_decoder' checkpoint (backend='litemedsam', prompt='box'); expected a 'unet' checkpoint"
+    )
     with pytest.raises(ValueError, match=msg):
         load_checkpoint(sam, expect_arch="unet")
     bare = tmp_path / "bare.pt"

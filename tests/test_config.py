@@ -160,19 +160,26 @@ def test_from_params_maps_notebook_names():
     assert s.prompts == ("none", "box") and s.overflow == "subsample" and s.variant("box") == "sam_litemedsam_box"
 
 
-@pytest.mark.parametrize("cls, params, message", [
-    (DataConfig, {"MODALITIES": "flair,dwi"}, "MODALITIES must be a comma-separated subset"),
-    (DataConfig, {"IMG_SIZE": 8}, r"img_size must be in \[32, 1024\], got 8"),
-    (UNetConfig, {"UNET_BASE_CHANNELS": 0}, "UNET_BASE_CHANNELS must be >= 1, got 0"),
-    (UNetConfig, {"UNET_DROPOUT": 1.0}, r"UNET_DROPOUT must be in \[0, 1\), got 1.0"),
-    (UNetConfig, {"UNET_AUG_STRENGTH": 2.0}, r"UNET_AUG_STRENGTH must be in \[0, 1\], got 2.0"),
-    (SamConfig, {"SAM_BACKEND": "vit_x"}, r"SAM_BACKEND must be one of \[.*'litemedsam'.*\], got 'vit_x'"),
-    (SamConfig, {"SAM_PROMPTS": "box,unet_box"}, r"prompt modes must be a comma-separated subset of \['none', 'box'\]"),
-    (SamConfig, {"SAM_PROMPTS": ""}, "prompt modes must be"),
-    (SamConfig, {"SAM_OVERFLOW": "drop"}, rf"SAM_OVERFLOW must be one of {re.escape(str(OVERFLOW))}, got 'drop'"),
-    (SamConfig, {"SAM_BOX_JITTER_PX": -1}, "SAM_BOX_JITTER_PX must be >= 0, got -1"),
-    (SamConfig, {"SAM_ENCODE_BATCH": 0}, "SAM_ENCODE_BATCH must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "cls, params, message",
+    [
+        (DataConfig, {"MODALITIES": "flair,dwi"}, "MODALITIES must be a comma-separated subset"),
+        (DataConfig, {"IMG_SIZE": 8}, r"img_size must be in \[32, 1024\], got 8"),
+        (UNetConfig, {"UNET_BASE_CHANNELS": 0}, "UNET_BASE_CHANNELS must be >= 1, got 0"),
+        (UNetConfig, {"UNET_DROPOUT": 1.0}, r"UNET_DROPOUT must be in \[0, 1\), got 1.0"),
+        (UNetConfig, {"UNET_AUG_STRENGTH": 2.0}, r"UNET_AUG_STRENGTH must be in \[0, 1\], got 2.0"),
+        (SamConfig, {"SAM_BACKEND": "vit_x"}, r"SAM_BACKEND must be one of \[.*'litemedsam'.*\], got 'vit_x'"),
+        (
+            SamConfig,
+            {"SAM_PROMPTS": "box,unet_box"},
+            r"prompt modes must be a comma-separated subset of \['none', 'box'\]",
+        ),
+        (SamConfig, {"SAM_PROMPTS": ""}, "prompt modes must be"),
+        (SamConfig, {"SAM_OVERFLOW": "drop"}, rf"SAM_OVERFLOW must be one of {re.escape(str(OVERFLOW))}, got 'drop'"),
+        (SamConfig, {"SAM_BOX_JITTER_PX": -1}, "SAM_BOX_JITTER_PX must be >= 0, got -1"),
+        (SamConfig, {"SAM_ENCODE_BATCH": 0}, "SAM_ENCODE_BATCH must be >= 1, got 0"),
+    ],
+)
 def test_bad_values_name_the_parameter(cls, params, message):
     with pytest.raises(ValueError, match=message):
         cls.from_params(**params)

@@ -11,8 +11,9 @@ from brainseg_utils.transforms import train_augmentation
 
 @pytest.fixture(scope="module")
 def cache(synth_root, tmp_path_factory):
-    return build_cache(discover_cases(synth_root), tmp_path_factory.mktemp("c") / "slices",
-                       SliceConfig(img_size=64), progress=False)
+    return build_cache(
+        discover_cases(synth_root), tmp_path_factory.mktemp("c") / "slices", SliceConfig(img_size=64), progress=False
+    )
 
 
 def test_items_without_augmentation(cache):

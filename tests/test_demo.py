@@ -20,8 +20,15 @@ from brainseg_utils.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
 def predictor():
     torch.manual_seed(0)
     lite = build_backend("litemedsam")
-    return D.Predictor(UNet(base_channels=4), 64, SamDecoderModel(lite, "box", 64).eval(),
-                       SamDecoderModel(lite, "none", 64).eval(), lite, "cpu", "synthetic")
+    return D.Predictor(
+        UNet(base_channels=4),
+        64,
+        SamDecoderModel(lite, "box", 64).eval(),
+        SamDecoderModel(lite, "none", 64).eval(),
+        lite,
+        "cpu",
+        "synthetic",
+    )
 
 
 def _slice_png(path, size=(80, 96), mode="L"):
@@ -102,8 +109,14 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
 @pytest.fixture(scope="module")
 def served(predictor, tmp_path_factory):
     demo = D.build_demo(predictor, None, tmp_path_factory.mktemp("work"))
-    _, url, _ = demo.launch(prevent_thread_lock=True, inline=False, share=False, quiet=True,
-                            server_name="127.0.0.1", max_file_size=MAX_UPLOAD_BYTES)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        inline=False,
+        share=False,
+        quiet=True,
+        server_name="127.0.0.1",
+        max_file_size=MAX_UPLOAD_BYTES,
+    )
     from gradio_client import Client
 
     yield Client(url, verbose=False)
@@ -177,8 +190,14 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
     torch.manual_seed(0)
     pred = D.Predictor(UNet(base_channels=4), 64)
     demo = D.build_demo(pred, None, tmp_path_factory.mktemp("work20"))
-    _, url, _ = demo.launch(prevent_thread_lock=True, inline=False, share=False, quiet=True,
-                            server_name="127.0.0.1", max_file_size=MAX_UPLOAD_BYTES)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        inline=False,
+        share=False,
+        quiet=True,
+        server_name="127.0.0.1",
+        max_file_size=MAX_UPLOAD_BYTES,
+    )
     try:
         png = _slice_png(tmp_path / "same.png")
         expected = D.segment(pred, png, 0, "", "unet_box", tmp_path)

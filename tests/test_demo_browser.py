@@ -29,9 +29,18 @@ def _browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,1800"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1800",
+    ):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
@@ -55,24 +64,38 @@ def test_page_predicts_on_an_example(tmp_path):
     yy, xx = np.mgrid[:96, :96]
     ex = tmp_path / "examples" / "example_slice.png"
     ex.parent.mkdir()
-    Image.fromarray(((np.hypot(yy - 48, xx - 48) < 35) * 110 + (np.hypot(yy - 40, xx - 52) < 9) * 140)
-                    .astype(np.uint8)).save(ex)
+    Image.fromarray(
+        ((np.hypot(yy - 48, xx - 48) < 35) * 110 + (np.hypot(yy - 40, xx - 52) < 9) * 140).astype(np.uint8)
+    ).save(ex)
     demo = D.build_demo(pred, [[str(ex), 0]], tmp_path / "work")
-    _, url, _ = demo.launch(prevent_thread_lock=True, inline=False, share=False, quiet=True,
-                            server_name="127.0.0.1", allowed_paths=[str(ex.parent)])
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        inline=False,
+        share=False,
+        quiet=True,
+        server_name="127.0.0.1",
+        allowed_paths=[str(ex.parent)],
+    )
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 90)
         wait.until(EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Segment']")))
         # gr.Examples renders each example as a table row; the file name sits in a div of it
-        example = wait.until(EC.element_to_be_clickable(
-            (By.XPATH, "//body//div[contains(text(), 'example_slice.png')]")))
+        example = wait.until(
+            EC.element_to_be_clickable((By.XPATH, "//body//div[contains(text(), 'example_slice.png')]"))
+        )
         example.click()
         # the file component shows the loaded file with its size and a download arrow
         wait.until(lambda d: "⇣" in d.find_element(By.TAG_NAME, "body").text)
         # two clicks on the displayed slice (96 x 96 px) draw a box
-        img = wait.until(EC.visibility_of_element_located(
-            (By.XPATH, "//*[contains(text(),'slice (click two corners')]/ancestor::div[contains(@class,'block')][1]//img")))
+        img = wait.until(
+            EC.visibility_of_element_located(
+                (
+                    By.XPATH,
+                    "//*[contains(text(),'slice (click two corners')]/ancestor::div[contains(@class,'block')][1]//img",
+                )
+            )
+        )
         w, h = img.size["width"], img.size["height"]
         ActionChains(driver).move_to_element_with_offset(img, -w // 4, -h // 4).click().perform()
         wait.until(lambda d: _box_value(d).endswith(";"))

@@ -129,8 +129,14 @@ def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
     va = EmbeddingDataset(emb, cache, va_rows, "box", jitter_px=0)
     model = SamDecoderModel(lite, "box", cache.images.shape[-1])
     zero = evaluate_dataset(model, va)["dice"]
-    hist = fit(model, tr, va, tmp_path / "run", TrainConfig(epochs=4, batch_size=4, lr=1e-4, progress=False),
-               params=model.trainable_parameters())
+    hist = fit(
+        model,
+        tr,
+        va,
+        tmp_path / "run",
+        TrainConfig(epochs=4, batch_size=4, lr=1e-4, progress=False),
+        params=model.trainable_parameters(),
+    )
     best = max(h["val_dice"] for h in hist)
     assert best > zero + 0.02, (zero, [round(h["val_dice"], 3) for h in hist])
     ckpt = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=True)

@@ -104,7 +104,8 @@ def test_converted_model_cache_is_reused_and_keyed(tmp_path, monkeypatch):
     bigger = R.OpenVinoRuntime(nn.Sequential(net), (3, 32, 32), _ov_key("a" * 64), tmp_path, label="tiny")
     assert bigger.converted and bigger.path not in (first.path, other.path), "input size is part of the key"
     assert sorted(p.name for p in (tmp_path / "openvino").iterdir()) == sorted(
-        p.name for p in (first.path, other.path, bigger.path)), "no temporary folders left behind"
+        p.name for p in (first.path, other.path, bigger.path)
+    ), "no temporary folders left behind"
     unhashed = R.OpenVinoRuntime(net, (3, 16, 16), _ov_key("random-init"), tmp_path, label="tiny")
     assert unhashed.path is None and unhashed.converted, "random weights are converted in memory, never cached"
     with pytest.raises(ValueError, match=r"expected input \(B, 3, 16, 16\), got \(1, 3, 8, 8\)"):

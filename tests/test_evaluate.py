@@ -1,4 +1,3 @@
-
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -25,23 +24,72 @@ def test_export_prediction_reloads_with_source_geometry(quirky_root, tmp_path):
 def _tables(n_cases: int, models=("unet", "sam_x_none")):
     rng = np.random.default_rng(n_cases)
     ids = [f"c{i}" for i in range(n_cases)]
-    per_case = pd.DataFrame([{"model": m, "case_id": c, "dice": float(rng.uniform(0.4, 0.9)), "iou": 0.5,
-                              "precision": 0.5, "recall": 0.5, "hd95": 3.0, "tumour_ml": 1.0}
-                             for m in models for c in ids])
-    per_slice = pd.DataFrame([{"model": m, "case_id": "c0", "z": z, "has_tumour": z < 2, "tumour_px": 5 if z < 2 else 0,
-                               "pred_px": 1, "dice": 0.5, "iou": 0.5, "precision": 0.5, "recall": 0.5, "hd95": 1.0}
-                              for m in models for z in range(4)])
+    per_case = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "case_id": c,
+                "dice": float(rng.uniform(0.4, 0.9)),
+                "iou": 0.5,
+                "precision": 0.5,
+                "recall": 0.5,
+                "hd95": 3.0,
+                "tumour_ml": 1.0,
+            }
+            for m in models
+            for c in ids
+        ]
+    )
+    per_slice = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "case_id": "c0",
+                "z": z,
+                "has_tumour": z < 2,
+                "tumour_px": 5 if z < 2 else 0,
+                "pred_px": 1,
+                "dice": 0.5,
+                "iou": 0.5,
+                "precision": 0.5,
+                "recall": 0.5,
+                "hd95": 1.0,
+            }
+            for m in models
+            for z in range(4)
+        ]
+    )
     return per_case, per_slice
 
 
 def test_summary_statistics_by_hand():
-    per_case = pd.DataFrame({"model": ["unet"] * 3 + ["sam_x_none"] * 3, "case_id": ["a", "b", "c"] * 2,
-                             "dice": [0.8, 0.6, 0.7, 0.5, 0.4, 0.6], "iou": 0.5, "precision": 0.5, "recall": 0.5,
-                             "hd95": 3.0, "tumour_ml": 1.0})
-    per_slice = pd.DataFrame({"model": ["unet"] * 4 + ["sam_x_none"] * 4, "case_id": "a", "z": [0, 1, 2, 3] * 2,
-                              "has_tumour": [True, True, False, False] * 2, "tumour_px": [5, 5, 0, 0] * 2,
-                              "pred_px": [4, 6, 0, 3, 0, 2, 1, 1], "dice": [0.9, 0.7, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0],
-                              "iou": 0.5, "precision": 0.5, "recall": 0.5, "hd95": 1.0})
+    per_case = pd.DataFrame(
+        {
+            "model": ["unet"] * 3 + ["sam_x_none"] * 3,
+            "case_id": ["a", "b", "c"] * 2,
+            "dice": [0.8, 0.6, 0.7, 0.5, 0.4, 0.6],
+            "iou": 0.5,
+            "precision": 0.5,
+            "recall": 0.5,
+            "hd95": 3.0,
+            "tumour_ml": 1.0,
+        }
+    )
+    per_slice = pd.DataFrame(
+        {
+            "model": ["unet"] * 4 + ["sam_x_none"] * 4,
+            "case_id": "a",
+            "z": [0, 1, 2, 3] * 2,
+            "has_tumour": [True, True, False, False] * 2,
+            "tumour_px": [5, 5, 0, 0] * 2,
+            "pred_px": [4, 6, 0, 3, 0, 2, 1, 1],
+            "dice": [0.9, 0.7, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0],
+            "iou": 0.5,
+            "precision": 0.5,
+            "recall": 0.5,
+            "hd95": 1.0,
+        }
+    )
     s = ev.summarise(per_case, per_slice)
     assert s["unet"]["per_case"]["dice"]["mean"] == pytest.approx(0.7)
     assert s["unet"]["per_slice"]["dice"]["mean"] == pytest.approx(0.65)
@@ -67,7 +115,7 @@ def test_statistics_from_ten_patients():
 
     wide = per_case.pivot(index="case_id", columns="model", values="dice")
     assert tests["sam_x_box"]["p_value"] == pytest.approx(wilcoxon(wide["unet"], wide["sam_x_box"]).pvalue)
-    assert tests["sam_x_box"]["min_attainable_p"] == pytest.approx(2.0 ** -11)
+    assert tests["sam_x_box"]["min_attainable_p"] == pytest.approx(2.0**-11)
     assert tests["sam_x_box"]["n_tests"] == 2
 
 
@@ -138,22 +186,33 @@ def test_latency_times_each_variants_whole_pipeline():
     log.clear()
     pipes["sam_f_box"]()
     assert log == ["encode", "decode box [1.0, 2.0, 3.0, 4.0]"]
-    res = ev.measure_latency(models, x[0].numpy(), np.array([1, 2, 3, 4], np.float32), (48, 40), "cpu",
-                             n_runs=3, warmup=1)
+    res = ev.measure_latency(
+        models, x[0].numpy(), np.array([1, 2, 3, 4], np.float32), (48, 40), "cpu", n_runs=3, warmup=1
+    )
     assert set(res) == set(pipes)
     assert res["sam_f_unet_box"]["n_runs"] == 3 and res["sam_f_unet_box"]["p90"] >= res["sam_f_unet_box"]["median"]
-    assert "encoder_ms" in res["sam_f_unet_box"] and "decoder_ms" in res["sam_f_none"] and "encoder_ms" not in res["unet"]
+    assert (
+        "encoder_ms" in res["sam_f_unet_box"] and "decoder_ms" in res["sam_f_none"] and "encoder_ms" not in res["unet"]
+    )
 
 
 def test_results_markdown_states_what_n_allows():
     per_case, per_slice = _tables(2, ("unet", "sam_x_box"))
     summary = ev.summarise(per_case, per_slice)
     for name in summary:
-        summary[name].update(prompt=ev.prompt_of(name), latency_ms={"median": 5.0, "p90": 6.0, "device": "cpu"},
-                             data={"train_slices": 100, "val_slices": 20, "train_cases": 7, "val_cases": 2})
-    metrics = {"dataset": {"name": "synthetic", "n_test_cases": 2, "split_sha256": "f" * 64}, "models": summary,
-               "statistics": ev.paired_tests(per_case), "conventions": {"dice": "x"}, "latency_protocol": "y",
-               "provenance": {"commit": "abc123", "dirty": False, "command": "bash run_all.sh"}}
+        summary[name].update(
+            prompt=ev.prompt_of(name),
+            latency_ms={"median": 5.0, "p90": 6.0, "device": "cpu"},
+            data={"train_slices": 100, "val_slices": 20, "train_cases": 7, "val_cases": 2},
+        )
+    metrics = {
+        "dataset": {"name": "synthetic", "n_test_cases": 2, "split_sha256": "f" * 64},
+        "models": summary,
+        "statistics": ev.paired_tests(per_case),
+        "conventions": {"dice": "x"},
+        "latency_protocol": "y",
+        "provenance": {"commit": "abc123", "dirty": False, "command": "bash run_all.sh"},
+    }
     md = ev.results_markdown(metrics)
     assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "(CI n/a, n = 2)" in md
     assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md

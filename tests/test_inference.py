@@ -72,8 +72,10 @@ def test_nearest_neighbour_cache_was_shifted(size):
 def test_checkpoint_from_another_split_is_refused(tmp_path):
     p = tmp_path / "best.pt"
     meta = {"split_sha256": "a" * 64, "data": {"train_slices": 10, "val_slices": 3, "train_cases": 2, "val_cases": 1}}
-    save_checkpoint(p, {"model": UNet(base_channels=4).state_dict(), "config": {"model": UNet(base_channels=4).config},
-                        "meta": meta})
+    save_checkpoint(
+        p,
+        {"model": UNet(base_channels=4).state_dict(), "config": {"model": UNet(base_channels=4).config}, "meta": meta},
+    )
     model, ckpt = inf.load_unet(p, "a" * 64)
     assert model.config["base_channels"] == 4
     assert inf.training_data(ckpt) == {"train_slices": 10, "val_slices": 3, "train_cases": 2, "val_cases": 1}

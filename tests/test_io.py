@@ -32,10 +32,24 @@ def test_atomic_write_fsyncs_file_before_rename_and_folder_after(tmp_path, monke
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.path.basename(os.readlink(
-        f"/proc/self/fd/{fd}")) if os.path.exists(f"/proc/self/fd/{fd}") else "?")), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.path.basename(b))),
-                                                     real_replace(a, b))[1])
+    monkeypatch.setattr(
+        os,
+        "fsync",
+        lambda fd: (
+            events.append(
+                (
+                    "fsync",
+                    os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+                    if os.path.exists(f"/proc/self/fd/{fd}")
+                    else "?",
+                )
+            ),
+            real_fsync(fd),
+        )[1],
+    )
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", os.path.basename(b))), real_replace(a, b))[1]
+    )
     atomic_write(tmp_path / "x.bin", lambda tmp: open(tmp, "wb").write(b"data"))
     kinds = [e[0] for e in events]
     assert kinds.index("fsync") < kinds.index("replace") < len(kinds) - 1 and kinds[-1] == "fsync"

@@ -15,8 +15,7 @@ def _monai(pred, gt, spacing):
     g = torch.from_numpy(gt[None, None].astype(np.float32))
     dice = monai_metrics.compute_dice(p, g, include_background=True, ignore_empty=False).item()
     iou = monai_metrics.compute_iou(p, g, include_background=True, ignore_empty=False).item()
-    hd = monai_metrics.compute_hausdorff_distance(p, g, include_background=True, percentile=95,
-                                                  spacing=spacing).item()
+    hd = monai_metrics.compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing).item()
     cm = monai_metrics.get_confusion_matrix(p, g, include_background=True)
     prec = monai_metrics.compute_confusion_matrix_metric("precision", cm).item()
     rec = monai_metrics.compute_confusion_matrix_metric("sensitivity", cm).item()

@@ -18,8 +18,13 @@ KERNEL = "brainseg"
 
 
 def test_notebooks_exist():
-    assert [p.name for p in NOTEBOOKS] == ["01_eda.ipynb", "02_train_unet.ipynb", "03_finetune_sam.ipynb",
-                                          "04_evaluate.ipynb", "05_demo.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_eda.ipynb",
+        "02_train_unet.ipynb",
+        "03_finetune_sam.ipynb",
+        "04_evaluate.ipynb",
+        "05_demo.ipynb",
+    ]
 
 
 def parameters_cell_values(source: str) -> dict:
@@ -81,8 +86,15 @@ def test_parameters_check_refuses_non_literals():
     """The hygiene check refuses what compile() accepted: calls, names, arithmetic, untyped or lower-case names."""
     good = 'A: int = 1  # comment\nB: list = [0.7, 0.15, 0.15]\nC: str = "x"\nD: float = -1e-4\n'
     assert parameters_cell_values(good) == {"A": 1, "B": [0.7, 0.15, 0.15], "C": "x", "D": -1e-4}
-    for bad in ("X: int = int('3')", "X: int = OTHER", "X: int = 2 * 3", "X: str = __import__('os').getcwd()",
-                "X = 3", "x: int = 3", "import os"):
+    for bad in (
+        "X: int = int('3')",
+        "X: int = OTHER",
+        "X: int = 2 * 3",
+        "X: str = __import__('os').getcwd()",
+        "X = 3",
+        "x: int = 3",
+        "import os",
+    ):
         with pytest.raises(AssertionError):
             parameters_cell_values(bad)
 
@@ -102,13 +114,26 @@ def nb_run(tmp_path_factory, kernel):
     import papermill as pm
 
     base = tmp_path_factory.mktemp("nbrun")
-    params = {"OUTPUT_DIR": str(base / "outputs"), "SYNTHETIC_DIR": str(base / "synthetic"), "SYNTHETIC_CASES": 6,
-              "SYNTHETIC_DEPTH": 48, "IMG_SIZE": 64, "INTERACTIVE": False, "SEED": 1}
+    params = {
+        "OUTPUT_DIR": str(base / "outputs"),
+        "SYNTHETIC_DIR": str(base / "synthetic"),
+        "SYNTHETIC_CASES": 6,
+        "SYNTHETIC_DEPTH": 48,
+        "IMG_SIZE": 64,
+        "INTERACTIVE": False,
+        "SEED": 1,
+    }
 
     def run(name: str, **extra):
         out = base / f"{name}.out.ipynb"
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters={**params, **extra},
-                            kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / f"{name}.ipynb"),
+            str(out),
+            parameters={**params, **extra},
+            kernel_name=kernel,
+            cwd=str(ROOT),
+            progress_bar=False,
+        )
         return nbformat.read(out, as_version=4)
 
     run.params = params
@@ -134,7 +159,13 @@ def test_01_eda(nb_run, run01):
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(audit.case_id)
     manifest = json.loads((out / "data" / "slices" / "manifest.json").read_text())
     assert manifest["config"]["img_size"] == 64 and manifest["n_cases"] == 6
-    for fig in ("eda_distributions", "eda_flair_histograms", "eda_examples", "eda_cache_samples", "eda_explorer_static"):
+    for fig in (
+        "eda_distributions",
+        "eda_flair_histograms",
+        "eda_examples",
+        "eda_cache_samples",
+        "eda_explorer_static",
+    ):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 5, "figures are shown inline in the executed notebook"
@@ -179,8 +210,14 @@ def test_02_train_unet(nb_run, run02):
     assert (out / "unet" / "last.pt").stat().st_mtime_ns == mtime
 
 
-SAM_TINY = {"SAM_PROMPTS": "box,none", "SAM_EPOCHS": 1, "SAM_BATCH_SIZE": 4, "SAM_CACHE_BUDGET_GB": 0.0234,
-            "SAM_ENCODE_BATCH": 4, "SAM_OVERFLOW": "subsample"}
+SAM_TINY = {
+    "SAM_PROMPTS": "box,none",
+    "SAM_EPOCHS": 1,
+    "SAM_BATCH_SIZE": 4,
+    "SAM_CACHE_BUDGET_GB": 0.0234,
+    "SAM_ENCODE_BATCH": 4,
+    "SAM_OVERFLOW": "subsample",
+}
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +230,9 @@ def test_03_finetune_sam(nb_run, run03):
     out = Path(nb_run.params["OUTPUT_DIR"])
     split = json.loads((out / "data" / "splits.json").read_text())
     emb_dirs = [p for p in (out / "sam" / "embeddings").iterdir() if p.is_dir()]
-    assert len(emb_dirs) == 1 and json.loads((emb_dirs[0] / "manifest.json").read_text())["n"] == 11  # budget: 11 slices
+    assert (
+        len(emb_dirs) == 1 and json.loads((emb_dirs[0] / "manifest.json").read_text())["n"] == 11
+    )  # budget: 11 slices
     for prompt in ("box", "none"):
         d = out / "sam" / f"sam_litemedsam_{prompt}"
         zs = json.loads((d / "zero_shot.json").read_text())
@@ -215,19 +254,28 @@ def test_04_evaluate(nb_run, run02, run03):
     m = json.loads((out / "results" / "metrics.json").read_text())
     split = json.loads((out / "data" / "splits.json").read_text())
     assert m["dataset"]["name"] == "synthetic" and m["dataset"]["split_sha256"] == split["sha256"]
-    names = {"unet", "sam_litemedsam_box", "sam_litemedsam_none", "sam_litemedsam_unet_box",
-             "sam_litemedsam_box_zeroshot"}
+    names = {
+        "unet",
+        "sam_litemedsam_box",
+        "sam_litemedsam_none",
+        "sam_litemedsam_unet_box",
+        "sam_litemedsam_box_zeroshot",
+    }
     assert set(m["models"]) == names
     for name in names:
         entry = m["models"][name]
         for metric in ("dice", "iou", "precision", "recall", "hd95"):
             assert entry["per_case"][metric]["mean"] is not None and entry["per_slice"][metric]["mean"] is not None
         assert entry["latency_ms"]["median"] > 0 and entry["latency_ms"]["device"] == "cpu"
-    assert m["models"]["sam_litemedsam_box"]["oracle"] is True and m["models"]["sam_litemedsam_unet_box"]["oracle"] is False
+    assert (
+        m["models"]["sam_litemedsam_box"]["oracle"] is True
+        and m["models"]["sam_litemedsam_unet_box"]["oracle"] is False
+    )
     assert "encoder_ms" in m["models"]["sam_litemedsam_none"]["latency_ms"]
     unet_meta = json.loads((out / "unet" / "history.json").read_text())["meta"]["data"]
-    assert m["models"]["unet"]["data"] == {k: unet_meta[k] for k in ("train_slices", "val_slices", "train_cases",
-                                                                     "val_cases")}
+    assert m["models"]["unet"]["data"] == {
+        k: unet_meta[k] for k in ("train_slices", "val_slices", "train_cases", "val_cases")
+    }
     assert "holds 11 of" in m["models"]["sam_litemedsam_box"]["data"]["note"]
     assert m["models"]["sam_litemedsam_box_zeroshot"]["data"]["train_slices"] == 0
     # one test patient: no CI, no p-value, and the oracle box has no false-positive rate

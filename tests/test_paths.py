@@ -9,13 +9,26 @@ import pytest
 from brainseg_utils.paths import RunDir, open_run_data
 
 FOLDERS = {  # property -> folder relative to the run root (created on access)
-    "data": "data", "unet": "unet", "sam_root": "sam", "sam_embeddings": "sam/embeddings", "results": "results",
-    "figures": "figures", "demo": "demo", "demo_examples": "demo/examples",
+    "data": "data",
+    "unet": "unet",
+    "sam_root": "sam",
+    "sam_embeddings": "sam/embeddings",
+    "results": "results",
+    "figures": "figures",
+    "demo": "demo",
+    "demo_examples": "demo/examples",
 }
 FILES = {  # property -> file relative to the run root (parent created, file not)
-    "slices": "data/slices", "splits": "data/splits.json", "audit": "data/audit.csv", "dataset": "data/dataset.json",
-    "unet_best": "unet/best.pt", "sam_summary": "sam/summary.csv", "metrics": "results/metrics.json",
-    "per_case": "results/per_case.csv", "per_slice": "results/per_slice.csv", "results_md": "results/results.md",
+    "slices": "data/slices",
+    "splits": "data/splits.json",
+    "audit": "data/audit.csv",
+    "dataset": "data/dataset.json",
+    "unet_best": "unet/best.pt",
+    "sam_summary": "sam/summary.csv",
+    "metrics": "results/metrics.json",
+    "per_case": "results/per_case.csv",
+    "per_slice": "results/per_slice.csv",
+    "results_md": "results/results.md",
 }
 
 
@@ -26,7 +39,8 @@ def test_folder_properties_create_their_folder(tmp_path, prop, rel):
     p = getattr(run, prop)
     assert p == tmp_path / "out" / rel and p.is_dir()
     assert sorted(q.relative_to(tmp_path / "out").as_posix() for q in (tmp_path / "out").rglob("*")) == sorted(
-        "/".join(rel.split("/")[: i + 1]) for i in range(rel.count("/") + 1)), "nothing else is created"
+        "/".join(rel.split("/")[: i + 1]) for i in range(rel.count("/") + 1)
+    ), "nothing else is created"
 
 
 @pytest.mark.parametrize("prop, rel", FILES.items())
@@ -48,8 +62,10 @@ def test_per_model_folders_and_listings(tmp_path):
         (run.sam(variant) / "history.json").write_text("{}")
     (run.sam_embeddings / "best.pt").write_bytes(b"x")  # not a variant
     (run.unet / "history.json").write_text("{}")
-    assert run.sam_checkpoints() == {"sam_litemedsam_box": tmp_path / "sam/sam_litemedsam_box/best.pt",
-                                     "sam_litemedsam_none": tmp_path / "sam/sam_litemedsam_none/best.pt"}
+    assert run.sam_checkpoints() == {
+        "sam_litemedsam_box": tmp_path / "sam/sam_litemedsam_box/best.pt",
+        "sam_litemedsam_none": tmp_path / "sam/sam_litemedsam_none/best.pt",
+    }
     assert list(run.histories()) == ["unet", "sam_litemedsam_box", "sam_litemedsam_none"]
     assert run.prediction_dirs() == [tmp_path / "predictions" / "unet"]
     with pytest.raises(ValueError, match="sam_<backend>_<prompt>, got 'embeddings'"):

@@ -28,13 +28,19 @@ def test_official_checkpoint_checks(tmp_path):
         sam.verify_official_checkpoint(tmp_path / "none.pth", "vit_b")
     short = tmp_path / "short.pth"
     short.write_bytes(b"\0" * 1000)
-    with pytest.raises(ValueError, match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(375,042,383 bytes\), "
-                                         r"found 1,000 bytes \(a truncated download"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(375,042,383 bytes\), "
+        r"found 1,000 bytes \(a truncated download",
+    ):
         build_backend("vit_b", short)
     same_size = tmp_path / "same.pth"
     with open(same_size, "wb") as fh:  # right size, wrong bytes (sparse file)
         fh.truncate(375_042_383)
-    with pytest.raises(ValueError, match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(sha256 ec2df62732614e57…\), found sha256"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(sha256 ec2df62732614e57…\), found sha256",
+    ):
         sam.verify_official_checkpoint(same_size, "vit_b")
 
 
@@ -88,7 +94,7 @@ def test_jittered_box_always_covers_tiny_and_border_tumours(mask_box):
     """A 1-3 px tumour, or one on the slice border, stays fully inside every jittered box (64 x 64 slice)."""
     m = np.zeros((64, 64), np.uint8)
     x0, y0, x1, y1 = mask_box
-    m[y0:y1 + 1, x0:x1 + 1] = 1
+    m[y0 : y1 + 1, x0 : x1 + 1] = 1
     box = mask_to_box(m)
     rng = np.random.default_rng(1)
     for _ in range(300):
@@ -130,14 +136,24 @@ def test_batched_decoder_equals_per_image_loop(which, lite, vit_b_random):
         out = model(emb, boxes)
         ref = []
         for i in range(3):  # the package's own decoder, one image and one box at a time
-            sp, de = model.prompt_encoder(points=None, boxes=backend.boxes_to_input(boxes[i:i + 1], 128), masks=None)
-            low, _ = model.mask_decoder(image_embeddings=emb[i:i + 1], image_pe=model.prompt_encoder.get_dense_pe(),
-                                        sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
+            sp, de = model.prompt_encoder(points=None, boxes=backend.boxes_to_input(boxes[i : i + 1], 128), masks=None)
+            low, _ = model.mask_decoder(
+                image_embeddings=emb[i : i + 1],
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sp,
+                dense_prompt_embeddings=de,
+                multimask_output=False,
+            )
             ref.append(torch.nn.functional.interpolate(low, size=(128, 128), mode="bilinear", align_corners=False))
     torch.testing.assert_close(out, torch.cat(ref), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="one prompt per image"):
-        decode_batched(model.mask_decoder, emb, model.prompt_encoder.get_dense_pe(), torch.zeros(2, 2, 256),
-                       torch.zeros(3, 256, 64, 64))
+        decode_batched(
+            model.mask_decoder,
+            emb,
+            model.prompt_encoder.get_dense_pe(),
+            torch.zeros(2, 2, 256),
+            torch.zeros(3, 256, 64, 64),
+        )
 
 
 def test_decoder_model_trains_decoder_only(lite):

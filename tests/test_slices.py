@@ -32,7 +32,9 @@ def test_select_slices_by_hand():
     free = sorted(set(picked) - {3, 4, 5})
     assert len(picked) == 6 and set(free) <= {1, 2, 6, 7, 8}
     assert picked == select_slices(wt, brain, cfg, "c"), "seeded"
-    assert len(select_slices(wt, brain, SliceConfig(img_size=32, tumour_free_fraction=5.0, min_brain_pixels=10), "c")) == 8
+    assert (
+        len(select_slices(wt, brain, SliceConfig(img_size=32, tumour_free_fraction=5.0, min_brain_pixels=10), "c")) == 8
+    )
 
 
 def test_resize_slice():
@@ -65,7 +67,7 @@ def test_build_cache_contents(synth_root, tmp_path):
     # Tumour flags agree with masks; roughly half as many tumour-free slices as tumour slices.
     has = idx.has_tumour.to_numpy()
     assert (cache.masks[has].reshape(has.sum(), -1).max(1) == 1).all()
-    assert (cache.masks[~has].max() == 0)
+    assert cache.masks[~has].max() == 0
     assert 0 < (~has).sum() <= 0.5 * has.sum() + len(cases)
 
 

@@ -34,8 +34,14 @@ def test_layout_names_shapes_and_dtypes(synth_root):
 
 def test_name_mapping_and_marker(synth_root):
     rows = list(csv.DictReader(open(synth_root / "name_mapping.csv")))
-    assert list(rows[0]) == ["Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID", "TCGA_TCIA_subject_ID",
-                             "BraTS_2019_subject_ID", "BraTS_2020_subject_ID"]
+    assert list(rows[0]) == [
+        "Grade",
+        "BraTS_2017_subject_ID",
+        "BraTS_2018_subject_ID",
+        "TCGA_TCIA_subject_ID",
+        "BraTS_2019_subject_ID",
+        "BraTS_2020_subject_ID",
+    ]
     assert [r["BraTS_2020_subject_ID"] for r in rows] == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
     for r in rows:  # grade follows from the labels: HGG iff an enhancing rim exists
         seg = np.asarray(_load(synth_root, r["BraTS_2020_subject_ID"], "seg").dataobj)
@@ -82,11 +88,18 @@ def test_tumour_free_slices_above_and_below():
 
 def test_quirks_are_planted(quirky_root):
     names = {p.name: sorted(q.name for q in p.iterdir()) for p in quirky_root.iterdir() if p.is_dir()}
-    assert set(names) == {"BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_003", "BraTS20_Training_355"}
+    assert set(names) == {
+        "BraTS20_Training_001",
+        "BraTS20_Training_002",
+        "BraTS20_Training_003",
+        "BraTS20_Training_355",
+    }
     assert all(n.endswith(".nii.gz") for n in names["BraTS20_Training_001"])
     assert "W39_1998.09.19_Segm.nii" in names["BraTS20_Training_355"]
     assert "BraTS20_Training_355_seg.nii" not in names["BraTS20_Training_355"]
-    assert nib.load(quirky_root / "BraTS20_Training_002" / "BraTS20_Training_002_flair.nii").get_data_dtype() == np.float32
+    assert (
+        nib.load(quirky_root / "BraTS20_Training_002" / "BraTS20_Training_002_flair.nii").get_data_dtype() == np.float32
+    )
 
 
 def test_reuse_and_regenerate(tmp_path):
@@ -108,19 +121,24 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     assert (tmp_path / "mine.txt").exists()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"cases": 0}, "cases must be >= 1"),
-    ({"depth": 8}, "depth must be in"),
-    ({"quirks": ("nope",)}, "unknown quirk"),
-    ({"cases": 2, "quirks": ("gz",)}, "needs >= 3 cases"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"cases": 0}, "cases must be >= 1"),
+        ({"depth": 8}, "depth must be in"),
+        ({"quirks": ("nope",)}, "unknown quirk"),
+        ({"cases": 2, "quirks": ("gz",)}, "needs >= 3 cases"),
+    ],
+)
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticConfig(**kwargs)
 
 
 def test_cli_gz(tmp_path, capsys):
-    assert synthetic.main(["--out", str(tmp_path / "o"), "--cases", "1", "--depth", "16", "--gz", "--workers", "1"]) == 0
+    assert (
+        synthetic.main(["--out", str(tmp_path / "o"), "--cases", "1", "--depth", "16", "--gz", "--workers", "1"]) == 0
+    )
     files = sorted(p.name for p in (tmp_path / "o" / "BraTS20_Training_001").iterdir())
     assert files == sorted(f"BraTS20_Training_001_{m}.nii.gz" for m in (*MODALITIES, "seg"))
     assert "1 cases" in capsys.readouterr().out

@@ -98,10 +98,23 @@ def test_resume_matches_uninterrupted_run(tiny_cache, tmp_path):
 
 def test_resume_refuses_other_split(tiny_cache, tmp_path):
     tr, va = _datasets(tiny_cache, aug=False)
-    fit(UNet(base_channels=4), tr, va, tmp_path, TrainConfig(epochs=2, stop_after_epoch=1, progress=False),
-        meta={"split_sha256": "a" * 64})
+    fit(
+        UNet(base_channels=4),
+        tr,
+        va,
+        tmp_path,
+        TrainConfig(epochs=2, stop_after_epoch=1, progress=False),
+        meta={"split_sha256": "a" * 64},
+    )
     with pytest.raises(ValueError, match="trained on split aaaaaaaaaaaa"):
-        fit(UNet(base_channels=4), tr, va, tmp_path, TrainConfig(epochs=2, progress=False), meta={"split_sha256": "b" * 64})
+        fit(
+            UNet(base_channels=4),
+            tr,
+            va,
+            tmp_path,
+            TrainConfig(epochs=2, progress=False),
+            meta={"split_sha256": "b" * 64},
+        )
 
 
 def test_explicit_resume_path_must_exist(tiny_cache, tmp_path):
@@ -152,11 +165,14 @@ def test_resume_with_more_epochs_follows_the_longer_cosine_curve(tmp_path):
     assert ckpt["config"]["train"]["epochs"] == 3 and ckpt["scheduler"]["T_max"] == 3
 
 
-@pytest.mark.parametrize("change, keys", [
-    (dict(lr=5e-3), "train.lr: stored 0.01, requested 0.005"),
-    (dict(epochs=1), "train.epochs: stored 2, requested 1"),
-    (dict(batch_size=4, weight_decay=0.0), "train.batch_size: stored 2, requested 4; train.weight_decay"),
-])
+@pytest.mark.parametrize(
+    "change, keys",
+    [
+        (dict(lr=5e-3), "train.lr: stored 0.01, requested 0.005"),
+        (dict(epochs=1), "train.epochs: stored 2, requested 1"),
+        (dict(batch_size=4, weight_decay=0.0), "train.batch_size: stored 2, requested 4; train.weight_decay"),
+    ],
+)
 def test_resume_refuses_other_settings(tmp_path, change, keys):
     tr, va = _toy_data()
     fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(stop_after_epoch=1))

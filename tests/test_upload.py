@@ -58,15 +58,21 @@ def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
     return path
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: (p.write_bytes(b""), p)[1], "the file is empty"),
-    (lambda p: (p.write_text("just some text, no image here" * 20), p)[1], "expected a PNG, JPEG or TIFF image or a NIfTI-1"),
-    (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50), p)[1], "not a readable image"),
-    (lambda p: (p.write_bytes(b"\x1f\x8b" + b"not really gzip" * 30), p)[1], "damaged gzip"),
-    (lambda p: _raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
-    (lambda p: _raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
-    (lambda p: _raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: (p.write_bytes(b""), p)[1], "the file is empty"),
+        (
+            lambda p: (p.write_text("just some text, no image here" * 20), p)[1],
+            "expected a PNG, JPEG or TIFF image or a NIfTI-1",
+        ),
+        (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50), p)[1], "not a readable image"),
+        (lambda p: (p.write_bytes(b"\x1f\x8b" + b"not really gzip" * 30), p)[1], "damaged gzip"),
+        (lambda p: _raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
+        (lambda p: _raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
+        (lambda p: _raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
+    ],
+)
 def test_bad_uploads(tmp_path, make, message):
     path = make(tmp_path / "upload.png")
     with pytest.raises(U.UploadError, match=message):
@@ -95,8 +101,6 @@ def test_size_cap_and_decompression_bomb(tmp_path, monkeypatch):
         U.load_upload(png)
 
 
-
-
 # ----------------------------------------------------------------------------- header bounds (issue 10)
 def _header_bytes(shape, dtype=np.float32, vox_offset=352, magic=b"n+1"):
     hdr = nib.Nifti1Header()
@@ -114,8 +118,11 @@ def test_large_header_extension_refused_before_reading(tmp_path):
     path = tmp_path / "ext.nii.gz"
     path.write_bytes(gzip.compress(_header_bytes((32, 32, 4), vox_offset=352 + ext) + b"\0" * ext + data, 1))
     assert path.stat().st_size < 1024**2
-    with pytest.raises(U.UploadError, match=r"ext\.nii\.gz: expected the data to start within 1 MiB of the header "
-                                            r"\(vox_offset 352 to 1,048,928\); the header declares vox_offset 67,109,216"):
+    with pytest.raises(
+        U.UploadError,
+        match=r"ext\.nii\.gz: expected the data to start within 1 MiB of the header "
+        r"\(vox_offset 352 to 1,048,928\); the header declares vox_offset 67,109,216",
+    ):
         U.load_upload(path)
     low = tmp_path / "low.nii"
     low.write_bytes(_header_bytes((32, 32, 4), vox_offset=100) + data)
@@ -127,8 +134,11 @@ def test_cap_counts_the_float32_working_copies(tmp_path):
     """100 MiB of uint8 on disk passes a dims x on-disk-dtype cap of 512 MiB; loading it needs 9 bytes/voxel."""
     path = tmp_path / "big.nii"
     path.write_bytes(_header_bytes((1024, 1024, 100), np.uint8))
-    with pytest.raises(U.UploadError, match=r"\(1024, 1024, 100\) x uint8 = 100 MiB on disk; loading needs 900 MiB "
-                                            r"\(float32 working copies included\), over the 512 MiB limit"):
+    with pytest.raises(
+        U.UploadError,
+        match=r"\(1024, 1024, 100\) x uint8 = 100 MiB on disk; loading needs 900 MiB "
+        r"\(float32 working copies included\), over the 512 MiB limit",
+    ):
         U.load_upload(path)
 
 
@@ -227,8 +237,9 @@ def test_peak_memory_of_accepted_uploads(tmp_path, kind):
     script = tmp_path / "peak.py"
     script.write_text(_PEAK_SCRIPT)
     env = {"PYTHONPATH": str(Path(U.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, str(script), str(path), str(warm)], capture_output=True, env=env,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), str(warm)], capture_output=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     m = json.loads(done.stdout.decode().strip().splitlines()[-1])
     f32 = m["float32"]

@@ -48,8 +48,17 @@ def test_mask_overlay_and_best_slice():
 
 
 def _history(n=3):
-    return [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_dice": 0.2 * e, "val_dice_tumour": 0.25 * e,
-             "lr": 1e-4 / e} for e in range(1, n + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.1 / e,
+            "val_dice": 0.2 * e,
+            "val_dice_tumour": 0.25 * e,
+            "lr": 1e-4 / e,
+        }
+        for e in range(1, n + 1)
+    ]
 
 
 def test_training_curves_figure():
@@ -61,16 +70,27 @@ def test_training_curves_figure():
 
 
 def _per_case():
-    return pd.DataFrame({"model": ["unet", "unet", "sam_x_none", "sam_x_none"], "case_id": ["a", "b", "a", "b"],
-                         "dice": [0.9, 0.5, 0.7, 0.3]})
+    return pd.DataFrame(
+        {
+            "model": ["unet", "unet", "sam_x_none", "sam_x_none"],
+            "case_id": ["a", "b", "a", "b"],
+            "dice": [0.9, 0.5, 0.7, 0.3],
+        }
+    )
 
 
 def test_dice_figures_name_the_dataset():
     fig = viz.dice_distribution(_per_case(), "brats2020")
     assert isinstance(fig, Figure) and "(brats2020 data" in titles(fig)
     rng = np.random.default_rng(0)
-    per_slice = pd.DataFrame({"model": np.repeat(["unet", "sam_x_none"], 20), "has_tumour": True,
-                              "tumour_px": np.tile(rng.integers(10, 1000, 20), 2), "dice": rng.random(40)})
+    per_slice = pd.DataFrame(
+        {
+            "model": np.repeat(["unet", "sam_x_none"], 20),
+            "has_tumour": True,
+            "tumour_px": np.tile(rng.integers(10, 1000, 20), 2),
+            "dice": rng.random(40),
+        }
+    )
     fig = viz.dice_vs_size(per_slice, "synthetic")
     assert isinstance(fig, Figure) and "(synthetic data" in titles(fig)
 
@@ -78,10 +98,18 @@ def test_dice_figures_name_the_dataset():
 def test_comparison_grid_ranks_cases():
     gt = np.zeros((8, 8, 4), bool)
     gt[2:5, 2:5, 1] = True
-    vol = {"gt": gt, "flair": np.random.default_rng(0).random((8, 8, 4)).astype(np.float32),
-           "pred": {"unet": gt, "sam_x_none": np.zeros_like(gt)}}
-    per_case = pd.DataFrame({"model": ["unet"] * 3 + ["sam_x_none"] * 3, "case_id": ["a", "b", "c"] * 2,
-                             "dice": [0.5, 0.9, 0.1, 0.7, 0.3, 0.2]})
+    vol = {
+        "gt": gt,
+        "flair": np.random.default_rng(0).random((8, 8, 4)).astype(np.float32),
+        "pred": {"unet": gt, "sam_x_none": np.zeros_like(gt)},
+    }
+    per_case = pd.DataFrame(
+        {
+            "model": ["unet"] * 3 + ["sam_x_none"] * 3,
+            "case_id": ["a", "b", "c"] * 2,
+            "dice": [0.5, 0.9, 0.1, 0.7, 0.3, 0.2],
+        }
+    )
     fig = viz.comparison_grid({"a": vol, "b": vol, "c": vol}, per_case, "synthetic")
     text = titles(fig)
     assert isinstance(fig, Figure) and "(synthetic data" in text
