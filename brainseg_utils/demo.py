@@ -27,11 +27,14 @@ from .checkpoints import load_checkpoint, resolve_device
 from .inference import load_sam_decoder, load_unet, to_native
 from .paths import RunDir, run_split
 from .sam import PROMPTS, build_backend, mask_to_box
-from .slices import resize_slice
+from .slices import box_to_cache, resize_slice
 from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
 
 REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
 QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error
+
+
+SLIDER_MAX_BEFORE_UPLOAD = 154  # a BraTS volume's last slice; an upload sets the slider to its own depth
 
 
 def start_slice(volume: np.ndarray) -> int:
@@ -82,7 +85,6 @@ class Predictor:
         if prompt not in PROMPTS:
             raise UploadError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
         h, w = sl.shape
-        side = max(h, w)
         img, _ = resize_slice(sl[None].astype(np.float32), np.zeros((h, w), np.uint8), self.img_size)
         x = torch.from_numpy(img[None]).to(self.device)
         t0 = time.perf_counter()
@@ -105,19 +107,10 @@ class Predictor:
         if dec is None:
             out["sam_note"] = f"this run has no SAM decoder for prompt {prompt!r}"
             return out
-        # slice frame -> padded square -> cache size
-        ph, pw = (side - h) // 2, (side - w) // 2
-        scale = self.img_size / side
         t0 = time.perf_counter()
         emb = self.backend.encode(x)
-        bx = (
-            None
-            if box is None
-            else torch.tensor(
-                [[(box[0] + pw) * scale, (box[1] + ph) * scale, (box[2] + pw) * scale, (box[3] + ph) * scale]],
-                device=self.device,
-            )
-        )
+        # slice frame -> padded square -> cache size (the geometry resize_slice applied to the image)
+        bx = None if box is None else torch.from_numpy(box_to_cache(box, h, w, self.img_size))[None].to(self.device)
         sam_logits = dec.low_res_logits(emb, bx)[:, 0].cpu()  # 256 x 256, straight to the native grid
         out["sam_ms"] = (time.perf_counter() - t0) * 1000
         out["sam"], out["box"] = to_native(sam_logits, h, w)[0], box
@@ -241,7 +234,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
 
     def on_file(path):
         if not path:
-            return gr.update(maximum=154, value=0), None, ""
+            return gr.update(maximum=SLIDER_MAX_BEFORE_UPLOAD, value=0), None, ""
         try:
             up = cached_upload(path)
         except UploadError as exc:
@@ -302,7 +295,7 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
         with gr.Row():
             with gr.Column():
                 file = gr.File(label="image or NIfTI volume", type="filepath", file_types=[*IMAGE_EXTS, ".nii", ".gz"])
-                z = gr.Slider(0, 154, value=0, step=1, label="slice")
+                z = gr.Slider(0, SLIDER_MAX_BEFORE_UPLOAD, value=0, step=1, label="slice")
                 prompt = gr.Radio(
                     list(PROMPTS),
                     value="unet_box",

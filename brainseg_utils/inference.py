@@ -29,7 +29,7 @@ from .encoder_runtime import RuntimeModule
 from .io import file_sha256
 from .paths import RunDir
 from .sam import SamDecoderModel, build_backend, mask_to_box
-from .slices import resize_slice
+from .slices import resize_slice, square_padding
 from .unet import UNet
 
 
@@ -154,10 +154,9 @@ def to_native(logits: torch.Tensor, h: int, w: int) -> np.ndarray:
     """
     if logits.dim() != 3 or logits.shape[-1] != logits.shape[-2]:
         raise ValueError(f"expected logits (n, S, S), got shape {tuple(logits.shape)}")
-    side = max(h, w)
+    side, top, left = square_padding(h, w)
     up = F.interpolate(logits[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
-    ph, pw = (side - h) // 2, (side - w) // 2
-    return (up[:, ph : ph + h, pw : pw + w] > 0).cpu().numpy()
+    return (up[:, top : top + h, left : left + w] > 0).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- prediction

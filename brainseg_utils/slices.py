@@ -73,6 +73,22 @@ def select_slices(wt: np.ndarray, brain: np.ndarray, cfg: SliceConfig, case_id: 
     return sorted(int(z) for z in np.concatenate([tumour_z, chosen_free]))
 
 
+def square_padding(h: int, w: int) -> tuple[int, int, int]:
+    """(side, top, left): an (h, w) slice is zero-padded, centred, to a side x side square (top/left pads;
+    the larger half of an odd pad goes to the bottom/right). ``resize_slice`` pads this way, and
+    ``inference.to_native`` and the demo's box mapping undo it."""
+    side = max(h, w)
+    return side, (side - h) // 2, (side - w) // 2
+
+
+def box_to_cache(box, h: int, w: int, size: int) -> np.ndarray:
+    """XYXY box in an (h, w) slice -> the same box in the ``size`` x ``size`` cache frame (pad, then scale)."""
+    side, top, left = square_padding(h, w)
+    scale = size / side
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return np.array([(x0 + left) * scale, (y0 + top) * scale, (x1 + left) * scale, (y1 + top) * scale], np.float32)
+
+
 def resize_slice(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad to square (centred, zeros) then resize to ``size``.
 
@@ -87,10 +103,9 @@ def resize_slice(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarr
     centre-aligned convention.)
     """
     c, h, w = img.shape
-    side = max(h, w)
+    side, top, left = square_padding(h, w)
     if (h, w) != (side, side):
-        ph, pw = side - h, side - w
-        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        pads = ((top, side - h - top), (left, side - w - left))
         img = np.pad(img, ((0, 0), *pads))
         mask = np.pad(mask, pads)
     if side != size:

@@ -159,3 +159,15 @@ def test_split_summary(synth_root, tmp_path):
     assert summary["slices"].sum() == len(cache)
     assert summary.loc["test", "cases"] == len(split["test"])
     assert summary["tumour_slices"].sum() == int(cache.index.has_tumour.sum())
+
+
+def test_box_to_cache_follows_the_image_geometry():
+    """A box drawn on a non-square slice lands on the same pixels of the padded, resized cache slice."""
+    img = np.zeros((1, 100, 160), np.float32)  # padded to 160 x 160: 30 rows on top
+    img[0, 20:40, 50:90] = 1.0  # rows 20..39, cols 50..89
+    small, _ = slices.resize_slice(img, np.zeros((100, 160), np.uint8), 80)  # scale 0.5
+    box = slices.box_to_cache([50, 20, 89, 39], 100, 160, 80)
+    np.testing.assert_allclose(box, [25, 25, 44.5, 34.5])
+    rows, cols = np.flatnonzero(small[0].max(1) > 0.5), np.flatnonzero(small[0].max(0) > 0.5)
+    assert (cols[0], rows[0]) == (25, 25) and (cols[-1], rows[-1]) == (44, 34)
+    assert slices.square_padding(100, 160) == (160, 30, 0) and slices.square_padding(7, 4) == (7, 0, 1)
