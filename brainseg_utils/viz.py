@@ -133,30 +133,20 @@ def intensity_histograms(
         raw.append(pd.DataFrame({"intensity": vals[pick], "case": case.case_id[-3:]}))
         norm.append(pd.DataFrame({"intensity": nvals[pick], "case": case.case_id[-3:]}))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sns.histplot(
-        pd.concat(raw),
-        x="intensity",
-        hue="case",
-        element="step",
-        fill=False,
-        bins=60,
-        stat="density",
-        common_norm=False,
-        ax=axes[0],
-    )
-    axes[0].set_title(f"{modality.upper()} brain voxels, raw")
-    sns.histplot(
-        pd.concat(norm),
-        x="intensity",
-        hue="case",
-        element="step",
-        fill=False,
-        bins=60,
-        stat="density",
-        common_norm=False,
-        ax=axes[1],
-    )
-    axes[1].set_title(f"{modality.upper()} after per-volume 0.5-99.5 percentile scaling to [0, 1]")
+    titles = ("raw", "after per-volume 0.5-99.5 percentile scaling to [0, 1]")
+    for ax, frames, title in zip(axes, (raw, norm), titles, strict=True):
+        sns.histplot(
+            pd.concat(frames),
+            x="intensity",
+            hue="case",
+            element="step",
+            fill=False,
+            bins=60,
+            stat="density",
+            common_norm=False,
+            ax=ax,
+        )
+        ax.set_title(f"{modality.upper()} brain voxels, {title}" if title == "raw" else f"{modality.upper()} {title}")
     fig.suptitle(f"Intensity distributions ({dataset} data)")
     fig.tight_layout()
     return fig

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from uploads import nifti, slice_png
 
 from brainseg_utils import demo as D
 from brainseg_utils.sam import SamDecoderModel, build_backend
@@ -31,23 +32,6 @@ def predictor():
     )
 
 
-def _slice_png(path, size=(80, 96), mode="L"):
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    img = ((np.hypot(yy - 40, xx - 50) < 30) * 120 + (np.hypot(yy - 35, xx - 55) < 8) * 120).astype(np.uint8)
-    if mode == "I;16":
-        Image.fromarray(img.astype(np.uint16) * 200).save(path)
-    elif mode == "RGB":
-        Image.fromarray(np.stack([img] * 3, -1)).save(path)
-    else:
-        Image.fromarray(img).save(path)
-    return path
-
-
-def _nifti(path, data, affine=None):
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
-    return path
-
-
 def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)
@@ -63,7 +47,7 @@ def test_start_slice_is_the_brightest(tmp_path):
     vol = np.zeros((64, 64, 20), np.int16)
     vol[10:50, 10:50, :] = rng.normal(100, 10, (40, 40, 20)).astype(np.int16)
     vol[20:34, 20:34, 13] = 300  # the bright, tumour-like slice
-    assert D.start_slice(load_upload(_nifti(tmp_path / "v.nii.gz", vol)).volume) == 13
+    assert D.start_slice(load_upload(nifti(tmp_path / "v.nii.gz", vol)).volume) == 13
 
 
 def test_parse_box():
@@ -77,7 +61,7 @@ def test_parse_box():
 
 # ----------------------------------------------------------------------------- prediction
 def test_predictor_outputs(predictor, tmp_path):
-    out = D.segment(predictor, _slice_png(tmp_path / "s.png"), 0, "40,20,70,60", "box", tmp_path)
+    out = D.segment(predictor, slice_png(tmp_path / "s.png"), 0, "40,20,70,60", "box", tmp_path)
     r = out["res"]
     assert r["unet"].shape == (80, 96) and r["sam"].shape == (80, 96) and r["sam_ms"] > 0
     np.testing.assert_array_equal(r["box"], [40, 20, 70, 60])
@@ -85,7 +69,7 @@ def test_predictor_outputs(predictor, tmp_path):
     pngs = sorted(p for p in out["files"] if p.endswith(".png"))
     assert len(pngs) == 2
     np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])) > 0, r["sam"])
-    none = D.segment(predictor, _slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
+    none = D.segment(predictor, slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
     assert none["sam"].shape == (80, 96) and none["box"] is None
 
 
@@ -93,7 +77,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     vol = np.zeros((64, 64, 10), np.int16)
     vol[10:50, 12:52, :] = 100
     aff = np.diag([-1.0, -1.0, 1.0, 1.0])
-    path = _nifti(tmp_path / "v.nii.gz", vol, aff)
+    path = nifti(tmp_path / "v.nii.gz", vol, aff)
     out = D.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
     nii = [p for p in out["files"] if re.search(r"_sam_mask_[0-9a-f]{8}\.nii\.gz$", p)][0]
     back = nib.load(nii)
@@ -130,7 +114,7 @@ def _call(client, path, z=0, box="", prompt="unet_box"):
 
 
 def test_http_png_nifti_and_box(served, predictor, tmp_path):
-    png = _slice_png(tmp_path / "slice.png")
+    png = slice_png(tmp_path / "slice.png")
     unet_img, sam_img, info, files = _call(served, png, 0, "40,20,70,60", "box")
     direct = D.segment(predictor, png, 0, "40,20,70,60", "box", tmp_path)
     got = {p["name"] if isinstance(p, dict) else p for p in files}
@@ -140,7 +124,7 @@ def test_http_png_nifti_and_box(served, predictor, tmp_path):
     vol = np.zeros((64, 64, 12), np.int16)
     vol[8:56, 8:56, :] = 100
     vol[20:34, 20:34, 7] = 500
-    nii = _nifti(tmp_path / "vol.nii.gz", vol)
+    nii = nifti(tmp_path / "vol.nii.gz", vol)
     _, _, info, files = _call(served, nii, 7, "", "none")
     names = [str(p["name"] if isinstance(p, dict) else p) for p in files]
     assert any(re.search(r"_unet_mask_[0-9a-f]{8}\.nii\.gz$", n) for n in names) and "slice 7 of 12" in info
@@ -161,7 +145,7 @@ def test_server_survives_bad_uploads(served, tmp_path):
     gz.write_bytes(gzip.compress(b"x" * 400))
     with pytest.raises(AppError, match="NIfTI-1"):
         _call(served, gz)
-    unet_img, *_ = _call(served, _slice_png(tmp_path / "fine.png"))
+    unet_img, *_ = _call(served, slice_png(tmp_path / "fine.png"))
     assert unet_img is not None, "the next good request still works"
 
 
@@ -169,7 +153,7 @@ def test_server_survives_bad_uploads(served, tmp_path):
 def test_identical_results_are_distinct_files(predictor, tmp_path):
     """Gradio rewrites an array output in place at a path derived from its content; results go out as files
     with unique names instead, so two users with the same result never share (or rewrite) one file."""
-    png = _slice_png(tmp_path / "s.png")
+    png = slice_png(tmp_path / "s.png")
     a = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
     b = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
     for key in ("unet_overlay_png", "sam_overlay_png"):
@@ -199,7 +183,7 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
         max_file_size=MAX_UPLOAD_BYTES,
     )
     try:
-        png = _slice_png(tmp_path / "same.png")
+        png = slice_png(tmp_path / "same.png")
         expected = D.segment(pred, png, 0, "", "unet_box", tmp_path)
         clients = [Client(url, verbose=False, download_files=str(tmp_path / f"dl{i}")) for i in range(20)]
         results: list = [None] * 20

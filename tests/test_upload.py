@@ -10,31 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from uploads import nifti, slice_png
 
 from brainseg_utils import upload as U
 from brainseg_utils.brats import normalise_volume
 
 
-def _slice_png(path, size=(80, 96), mode="L"):
-    yy, xx = np.mgrid[: size[0], : size[1]]
-    img = ((np.hypot(yy - 40, xx - 50) < 30) * 120 + (np.hypot(yy - 35, xx - 55) < 8) * 120).astype(np.uint8)
-    if mode == "I;16":
-        Image.fromarray(img.astype(np.uint16) * 200).save(path)
-    elif mode == "RGB":
-        Image.fromarray(np.stack([img] * 3, -1)).save(path)
-    else:
-        Image.fromarray(img).save(path)
-    return path
-
-
-def _nifti(path, data, affine=None):
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
-    return path
-
-
 @pytest.mark.parametrize("name, mode", [("a.png", "L"), ("b.png", "I;16"), ("c.jpg", "RGB"), ("d.tif", "L")])
 def test_images_load_normalised(tmp_path, name, mode):
-    up = U.load_upload(_slice_png(tmp_path / name, mode=mode))
+    up = U.load_upload(slice_png(tmp_path / name, mode=mode))
     assert up.kind == "image" and up.volume.shape == (80, 96, 1) and up.volume.dtype == np.float32
     assert up.volume.min() == 0.0 and up.volume.max() == pytest.approx(1.0)
 
@@ -44,7 +28,7 @@ def test_nifti_volume_loads(tmp_path):
     vol = np.zeros((64, 64, 20), np.int16)
     vol[10:50, 10:50, :] = rng.normal(100, 10, (40, 40, 20)).astype(np.int16)
     vol[20:34, 20:34, 13] = 300  # the bright, tumour-like slice
-    up = U.load_upload(_nifti(tmp_path / "v.nii.gz", vol))
+    up = U.load_upload(nifti(tmp_path / "v.nii.gz", vol))
     assert up.kind == "nifti" and up.volume.shape == (64, 64, 20) and up.volume.dtype == np.float32
     np.testing.assert_array_equal(up.volume, normalise_volume(vol))
 
@@ -83,15 +67,15 @@ def test_non_finite_blank_and_tiny(tmp_path):
     data = np.ones((32, 32, 4), np.float32)
     data[3, 3, 1] = np.nan
     with pytest.raises(U.UploadError, match="1 NaN or infinite values"):
-        U.load_upload(_nifti(tmp_path / "nan.nii", data))
+        U.load_upload(nifti(tmp_path / "nan.nii", data))
     with pytest.raises(U.UploadError, match="blank"):
-        U.load_upload(_nifti(tmp_path / "zero.nii", np.zeros((32, 32, 2), np.float32)))
+        U.load_upload(nifti(tmp_path / "zero.nii", np.zeros((32, 32, 2), np.float32)))
     with pytest.raises(U.UploadError, match="too small"):
-        U.load_upload(_nifti(tmp_path / "tiny.nii", np.ones((8, 8, 2), np.float32)))
+        U.load_upload(nifti(tmp_path / "tiny.nii", np.ones((8, 8, 2), np.float32)))
 
 
 def test_size_cap_and_decompression_bomb(tmp_path, monkeypatch):
-    png = _slice_png(tmp_path / "s.png")
+    png = slice_png(tmp_path / "s.png")
     monkeypatch.setattr(U, "MAX_UPLOAD_BYTES", 100)
     with pytest.raises(U.UploadError, match="over the 0 MiB upload limit"):
         U.load_upload(png)
@@ -176,7 +160,7 @@ def test_reader_matches_nibabel_with_scaling_and_byte_order(tmp_path):
 def test_cache_is_bounded_in_bytes(tmp_path, monkeypatch):
     vol = np.zeros((64, 64, 20), np.int16)
     vol[8:56, 8:56] = 100
-    paths = [_nifti(tmp_path / f"v{i}.nii", vol + i) for i in range(3)]
+    paths = [nifti(tmp_path / f"v{i}.nii", vol + i) for i in range(3)]
     one = 64 * 64 * 20 * 4  # float32 bytes of one volume
     cache = U.UploadCache(max_bytes=2 * one + 10)
     monkeypatch.setattr(U, "CACHE", cache)
@@ -226,14 +210,14 @@ def test_peak_memory_of_accepted_uploads(tmp_path, kind):
     """Peak extra memory of ``load_upload`` <= 3 x the float32 volume + 48 MiB (numpy allocations alone,
     traced: <= 3 x), whatever the on-disk dtype; measured in a fresh process."""
     if kind == "uint8.nii":
-        path = _nifti(tmp_path / "v.nii", _brainish((256, 256, 128), np.uint8))
+        path = nifti(tmp_path / "v.nii", _brainish((256, 256, 128), np.uint8))
     elif kind == "int16.nii.gz":
-        path = _nifti(tmp_path / "v.nii.gz", _brainish((192, 192, 96), np.int16))
+        path = nifti(tmp_path / "v.nii.gz", _brainish((192, 192, 96), np.int16))
     else:
         path = tmp_path / "v.png"
         Image.fromarray(np.stack([_brainish((1500, 1500), np.uint8)] * 3, -1)).save(path, compress_level=1)
-    warm = _slice_png(tmp_path / "warm.png")
-    _nifti(tmp_path / "warm.nii.gz", np.ones((20, 20, 2), np.int16))
+    warm = slice_png(tmp_path / "warm.png")
+    nifti(tmp_path / "warm.nii.gz", np.ones((20, 20, 2), np.int16))
     script = tmp_path / "peak.py"
     script.write_text(_PEAK_SCRIPT)
     env = {"PYTHONPATH": str(Path(U.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
