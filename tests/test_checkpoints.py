@@ -124,9 +124,8 @@ def test_expect_arch_names_file_holding_and_expected(tmp_path):
 def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     """A SAM decoder at unet/best.pt (the issue: TypeError from UNet(backend=...)) and a U-Net among the SAM
     decoders: every loader (evaluate's, the demo's) names the file, what it holds and what it expected."""
-    from types import SimpleNamespace
-
     from brainseg_utils import demo, inference
+    from brainseg_utils.paths import RunDir
 
     run = tmp_path / "run"
     _sam_ckpt((run / "unet").mkdir(parents=True) or run / "unet" / "best.pt")
@@ -134,7 +133,7 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     with pytest.raises(ValueError, match=wrong_unet):
         inference.load_unet(run / "unet" / "best.pt")
     with pytest.raises(ValueError, match=wrong_unet):
-        inference.load_models(SimpleNamespace(root=run), SPLIT)
+        inference.load_models(RunDir(run), SPLIT)
     with pytest.raises(ValueError, match=wrong_unet):
         demo.predictor_from_run(run, device="cpu")
 
@@ -146,7 +145,7 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     with pytest.raises(ValueError, match=wrong_sam):
         inference.load_sam_decoder(dec, backend=None)
     with pytest.raises(ValueError, match=wrong_sam):
-        inference.load_models(SimpleNamespace(root=run), SPLIT)
+        inference.load_models(RunDir(run), SPLIT)
     with pytest.raises(ValueError, match=wrong_sam):
         demo.predictor_from_run(run, device="cpu")
 
