@@ -100,8 +100,8 @@ def bench_encoder(name: str, n: int, reps: int, batches=(1, 4)) -> dict:
             {
                 "runtime": r,
                 "batch": b,
-                "ms_per_slice": round(med * 1e3, 1),
-                "ms_per_slice_runs": [round(v * 1e3, 1) for v in t],
+                "ms_per_slice": round(med * 1e3, 4),
+                "ms_per_slice_runs": [round(v * 1e3, 4) for v in t],
                 "speedup": round(base / med, 2),
                 "max_abs_diff": float((embs[r, b] - ref).abs().max()),
             }

@@ -32,10 +32,20 @@ def device_summary() -> dict:
     except ImportError:
         return {"torch": None, "device": "cpu"}
     info = {"torch": torch.__version__, "device": "cpu", "cpu_threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        cap = torch.cuda.get_device_capability(0)
-        info.update(device="cuda", gpu=torch.cuda.get_device_name(0), capability=f"{cap[0]}.{cap[1]}")
+    gpu = cuda_device()
+    if gpu is not None:
+        name, cap = gpu
+        info.update(device="cuda", gpu=name, capability=f"{cap[0]}.{cap[1]}")
     return info
+
+
+def cuda_device() -> tuple[str, tuple[int, int]] | None:
+    """(name, compute capability) of the first CUDA device, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0))
 
 
 def code_version() -> dict:
