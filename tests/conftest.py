@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# The test process accumulates many threads (gradio servers, OpenVINO, torch); in the full suite a later
+# subprocess launch through vfork crashed it (SIGSEGV at test_code_version_of_this_checkout, twice).
+# Plain fork + exec is the conservative path.
+subprocess._USE_VFORK = False  # CPython >= 3.11; ignored before
 # Converted (OpenVINO) encoders go to a folder of this test session, not the user's ~/.cache/brainseg;
 # notebook kernels inherit it.
 os.environ.setdefault("BRAINSEG_CACHE", tempfile.mkdtemp(prefix="brainseg-test-cache-"))
