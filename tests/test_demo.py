@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from uploads import nifti, slice_png
+from uploads import launch_local, nifti, raw_nifti_header, slice_png
 
 from brainseg_utils import demo as D
 from brainseg_utils.sam import SamDecoderModel, build_backend
@@ -30,15 +30,6 @@ def predictor():
         "cpu",
         "synthetic",
     )
-
-
-def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape(shape)
-    hdr.set_data_dtype(dtype)
-    hdr["vox_offset"] = 352
-    path.write_bytes(hdr.binaryblock + b"\0" * 4 + data)
-    return path
 
 
 # ----------------------------------------------------------------------------- box, start slice
@@ -93,14 +84,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
 @pytest.fixture(scope="module")
 def served(predictor, tmp_path_factory):
     demo = D.build_demo(predictor, None, tmp_path_factory.mktemp("work"))
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        inline=False,
-        share=False,
-        quiet=True,
-        server_name="127.0.0.1",
-        max_file_size=MAX_UPLOAD_BYTES,
-    )
+    url = launch_local(demo, max_file_size=MAX_UPLOAD_BYTES)
     from gradio_client import Client
 
     yield Client(url, verbose=False)
@@ -138,7 +122,7 @@ def test_server_survives_bad_uploads(served, tmp_path):
     with pytest.raises(AppError, match="expected a PNG, JPEG or TIFF image or a NIfTI-1"):
         _call(served, bad)
     bomb = tmp_path / "bomb.nii"
-    _raw_nifti_header(bomb, (5000, 5000, 500))
+    raw_nifti_header(bomb, (5000, 5000, 500))
     with pytest.raises(AppError, match="over the 512 MiB limit"):
         _call(served, bomb)
     gz = tmp_path / "broken.nii.gz"
@@ -174,14 +158,7 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
     torch.manual_seed(0)
     pred = D.Predictor(UNet(base_channels=4), 64)
     demo = D.build_demo(pred, None, tmp_path_factory.mktemp("work20"))
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        inline=False,
-        share=False,
-        quiet=True,
-        server_name="127.0.0.1",
-        max_file_size=MAX_UPLOAD_BYTES,
-    )
+    url = launch_local(demo, max_file_size=MAX_UPLOAD_BYTES)
     try:
         png = slice_png(tmp_path / "same.png")
         expected = D.segment(pred, png, 0, "", "unet_box", tmp_path)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from uploads import launch_local
 
 from brainseg_utils import demo as D
 from brainseg_utils.sam import SamDecoderModel, build_backend
@@ -68,14 +69,7 @@ def test_page_predicts_on_an_example(tmp_path):
         ((np.hypot(yy - 48, xx - 48) < 35) * 110 + (np.hypot(yy - 40, xx - 52) < 9) * 140).astype(np.uint8)
     ).save(ex)
     demo = D.build_demo(pred, [[str(ex), 0]], tmp_path / "work")
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        inline=False,
-        share=False,
-        quiet=True,
-        server_name="127.0.0.1",
-        allowed_paths=[str(ex.parent)],
-    )
+    url = launch_local(demo, allowed_paths=[str(ex.parent)])
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 90)

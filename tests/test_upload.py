@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from uploads import nifti, slice_png
+from uploads import nifti, raw_nifti_header, slice_png
 
 from brainseg_utils import upload as U
 from brainseg_utils.brats import normalise_volume
@@ -33,15 +33,6 @@ def test_nifti_volume_loads(tmp_path):
     np.testing.assert_array_equal(up.volume, normalise_volume(vol))
 
 
-def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape(shape)
-    hdr.set_data_dtype(dtype)
-    hdr["vox_offset"] = 352
-    path.write_bytes(hdr.binaryblock + b"\0" * 4 + data)
-    return path
-
-
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -52,9 +43,9 @@ def _raw_nifti_header(path, shape, dtype=np.float32, data=b""):
         ),
         (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50), p)[1], "not a readable image"),
         (lambda p: (p.write_bytes(b"\x1f\x8b" + b"not really gzip" * 30), p)[1], "damaged gzip"),
-        (lambda p: _raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
-        (lambda p: _raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
-        (lambda p: _raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
+        (lambda p: raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
+        (lambda p: raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
+        (lambda p: raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
     ],
 )
 def test_bad_uploads(tmp_path, make, message):
