@@ -7,6 +7,7 @@ when no checkpoint is given, timing only) and each encoder precision:
   * ``fp32``: TF32 off for matmuls and convolutions (the reference);
   * ``tf32``: TF32 on (capability >= 8);
   * ``fp16`` / ``bf16``: ``torch.autocast`` around the image encoder;
+  * ``runtime``: ``SamBackend.encode``, what the package runs (on CUDA: fp16 autocast + fused attention);
 ms per slice at the given batch (after warm-up, ``torch.cuda.synchronize`` around the timed loop),
 seconds per 1,000 slices, embedding ``max_abs_diff`` and ``rel_rms_diff`` vs fp32, and, for weights that
 mean something (LiteMedSAM; ViT-B with ``--vit-b-checkpoint``), box-prompted masks decoded from each
@@ -82,12 +83,16 @@ def encoder_part(backend, name: str, x: torch.Tensor, masks: np.ndarray, batch: 
     rows, ref_emb, ref_masks = [], None, None
     for prec in precisions:
         embs = []
-        with precision(prec, device):
-            enc(backend.preprocess(x[:batch].to(device)))  # warm-up (autotune, allocator)
+        if prec == "runtime":  # the package's path: SamBackend.encode through its runner (fp16 + fused on CUDA)
+            ctx, fn = contextlib.nullcontext(), backend.encode
+        else:
+            ctx, fn = precision(prec, device), lambda im: enc(backend.preprocess(im))
+        with ctx:
+            fn(x[:batch].to(device))  # warm-up (autotune, allocator)
             _sync(device)
             t0 = time.perf_counter()
             for s in range(0, len(x), batch):
-                embs.append(enc(backend.preprocess(x[s : s + batch].to(device))).float())
+                embs.append(fn(x[s : s + batch].to(device)).float())
             _sync(device)
             dt = time.perf_counter() - t0
         emb = torch.cat(embs)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     small = not cuda
     img = 64 if small else 240
     n = 2 if small else args.slices
-    precisions = ["fp32", "tf32", "fp16", "bf16"] if cuda else ["fp32"]
+    precisions = ["fp32", "tf32", "fp16", "bf16", "runtime"] if cuda else ["fp32"]
     res = {"device": device_summary(), "img_size": img, "synthetic": True, "encoder": [], "pipeline": []}
     with tempfile.TemporaryDirectory(prefix="bench_sam_gpu-") as tmp:
         work = Path(tmp)
