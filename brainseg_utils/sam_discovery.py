@@ -286,7 +286,8 @@ def find_checkpoint(
 ) -> Found:
     """Search for ``kind``'s weights (``vit_b``, ``vit_l``, ``vit_h`` or ``medsam``) in the order above.
 
-    ``checkpoint``: the ``SAM_CHECKPOINT`` parameter (empty: the environment variable). With
+    ``checkpoint``: the ``SAM_CHECKPOINT`` parameter (empty: the environment variable); a file, or a
+    folder searched first (depth <= 3). With
     ``strict`` an explicit path that fails its check raises (a typed path that is wrong is an error);
     otherwise it is listed as rejected and the search goes on. ``roots`` replaces ``default_roots()``
     (tests), ``official`` replaces entries of ``sam.OFFICIAL`` (tests).
@@ -297,6 +298,9 @@ def find_checkpoint(
     mapping = parse_checkpoint_param(text)
     rejected: list[str] = []
     explicit = mapping.get(kind) or mapping.get("")
+    roots = default_roots() if roots is None else list(roots)
+    if explicit and Path(explicit).is_dir():  # a folder: searched first, like the other places
+        roots, explicit = [SearchRoot(origin, Path(explicit), 3), *roots], None
     if explicit:
         try:
             digest = check_candidate(explicit, kind, official, trained_sha256)
@@ -308,7 +312,7 @@ def find_checkpoint(
     sizes = set()
     if kind != "medsam" and expected_file(kind, official).size:
         sizes.add(expected_file(kind, official).size)
-    seen = walk(default_roots() if roots is None else roots, {file_name(kind, official)}, sizes)
+    seen = walk(roots, {file_name(kind, official)}, sizes)
     looked = ([f"{explicit} ({origin})"] if explicit else []) + seen.looked_in
     for path, label in seen.candidates:
         try:

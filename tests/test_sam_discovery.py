@@ -201,6 +201,8 @@ def test_random_vit_b_under_the_official_name_is_found_and_loads(tmp_path, vit_b
     assert explicit.checkpoint == str(src) and "(SAM_CHECKPOINT parameter;" in explicit.reason
     from_env = sd.choose_backend("auto", "", roots, env={"SAM_CHECKPOINT": str(drive)})
     assert from_env.checkpoint == str(drive) and "(SAM_CHECKPOINT environment variable;" in from_env.reason
+    folder = sd.choose_backend("auto", str(drive.parent.parent), roots, env={})  # a folder is searched first
+    assert folder.checkpoint == str(drive) and "(SAM_CHECKPOINT parameter;" in folder.reason
 
     loads, real_load = [], torch.load
 
