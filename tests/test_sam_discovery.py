@@ -317,3 +317,48 @@ def test_evaluation_names_every_backend_and_why():
         "- vit_b: vit_b weights (sam_vit_b_01ec64.pth) found at /k/x\n"
         f"- litemedsam: sha256 {'ef' * 32}\n"
     ) in text
+
+
+def test_a_vit_b_run_reaches_evaluation_with_sam_checkpoint_alone(tmp_path, vit_b_file, monkeypatch):
+    """Issue 11, blocker 8: a vit_b run set up with SAM_CHECKPOINT (as in 03) loads in 04 with the same parameter,
+    and with nothing typed when the file sits in a searched place; another backend's file is refused."""
+    from brainseg_utils import inference
+    from brainseg_utils.checkpoints import save_checkpoint
+    from brainseg_utils.paths import RunDir
+    from brainseg_utils.sam import SamDecoderModel
+    from brainseg_utils.unet import UNet
+
+    src, ref = vit_b_file
+    monkeypatch.setitem(sam.OFFICIAL, "vit_b", ref)
+    split = "a" * 64
+    run = RunDir(tmp_path / "run")
+    unet = UNet(base_channels=4)
+    run.unet_best.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        run.unet_best,
+        {
+            "model": unet.state_dict(),
+            "config": {"model": unet.config, "train": {}},
+            "meta": {"split_sha256": split, "img_size": 64, "dataset": "synthetic"},
+        },
+    )
+    backend = sd.choose_backend("vit_b", str(src), [], env={}).build(runtime="pytorch")
+    dec = SamDecoderModel(backend, "none", 64)
+    path = run.sam("sam_vit_b_none") / "best.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"split_sha256": split, "checkpoint_sha256": ref.sha256, "backend": "vit_b"}
+    save_checkpoint(path, {"model": dec.state_dict(), "config": {"model": dec.config, "train": {}}, "meta": meta})
+
+    monkeypatch.setattr(sd, "default_roots", lambda home=None: [])  # nothing on this machine is searched
+    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
+    models = inference.load_models(run, split, "cpu", str(src))  # 04's SAM_CHECKPOINT, as 03 was given it
+    assert models.names() == ["unet", "sam_vit_b_none"]
+    assert models.backends["vit_b"].provenance.endswith("(SAM_CHECKPOINT parameter; size and sha256 verified)")
+    with pytest.raises(FileNotFoundError, match=r"trained vit_b decoders need .* set SAM_CHECKPOINT=vit_b=/path"):
+        inference.load_models(run, split, "cpu", "")
+    cache = tmp_path / "home" / ".cache" / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    os.link(src, cache / OFFICIAL_B)
+    monkeypatch.setattr(sd, "default_roots", lambda home=None: [sd.SearchRoot("user cache", cache.parents[2], 5)])
+    found = inference.load_models(run, split, "cpu", "")  # nothing typed: found in ~/.cache
+    assert f"found at {cache / OFFICIAL_B} (user cache;" in found.backends["vit_b"].provenance
