@@ -3,9 +3,9 @@
 Backends (``build_backend(name, checkpoint)``; unknown names raise ``KeyError`` with the options):
 
   * ``vit_b``, ``vit_l``, ``vit_h``: official SAM through ``segment-anything`` from a checkpoint
-    path the user gives. Size and sha256 are checked against the official files first; the
-    model is built without a checkpoint and the state dict loaded with ``weights_only=True``
-    (``build_sam``'s own loader uses a bare ``torch.load``).
+    path (given, or found by ``sam_discovery``: Kaggle inputs, Drive, caches). Size and sha256 are
+    checked against the official files first; the model is built without a checkpoint and the state
+    dict loaded with ``weights_only=True`` (``build_sam``'s own loader uses a bare ``torch.load``).
     Preprocessing: [0, 1] slice x 255, three channels, ResizeLongestSide(1024) (bilinear,
     antialiased), SAM's pixel mean/std, zero padding to 1024 x 1024; boxes scaled by 1024 / S.
   * ``medsam``: a MedSAM ViT-B checkpoint (same architecture as ``vit_b``; no official hash to
@@ -119,6 +119,7 @@ class SamBackend:
     name: str
     input_size: int
     preprocessing: str
+    provenance: str = ""  # where the weights came from ("found at ...": set by sam_discovery)
 
     def __init__(
         self,
@@ -309,7 +310,8 @@ def _vit(kind: str, checkpoint, random_init: bool) -> SamBackend:
     if checkpoint is None and not random_init:
         raise ValueError(
             f"backend {kind!r} needs SAM_CHECKPOINT: the path of the official {OFFICIAL[kind].name} "
-            "(nothing is downloaded); leave SAM_BACKEND='litemedsam' to use the bundled LiteMedSAM"
+            "(nothing is downloaded; sam_discovery.choose_backend finds attached copies); "
+            "SAM_BACKEND='auto' falls back to the bundled LiteMedSAM"
         )
     model, digest = _build_vit(kind, checkpoint, verify=True)
     return SamViTBackend(kind, model, 1024, "sam: x255, 3ch, resize-longest 1024 bilinear-aa, pixel mean/std", digest)
