@@ -2,8 +2,9 @@
 
     python benchmarks/bench_cpu_amp.py [--steps 3] [--out outputs/benchmarks/cpu_amp.json]
 
-What ``checkpoints.train_amp_dtype`` decides: on a CPU with native bf16 (AVX-512 BF16 / AMX) training runs
-under ``torch.autocast("cpu", bfloat16)``; elsewhere fp32. Each model is timed in both precisions in the
+What ``checkpoints.train_amp_dtype`` decides: on a CPU with native bf16 (AVX-512 BF16 / AMX) the architectures in
+``CPU_BF16_ARCHS`` (the SAM decoder) train under ``torch.autocast("cpu", bfloat16)``; the rest, and every model on
+other CPUs, in fp32 (``engine_dtype`` records the choice per model). Each model is timed in both precisions in the
 same process, interleaved step by step (fp32, bf16, fp32, ...), after one untimed step each, so a busy
 machine slows both alike; ``speedup`` = median fp32 step / median bf16 step. A step is forward, focal+Dice
 loss (float32), backward and an AdamW update, at the quick profile's sizes (U-Net width 16 at 128 px, batch 8;
@@ -96,7 +97,10 @@ def main(argv=None) -> dict:
         "env": device_summary(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
-        "engine_dtype": str(train_amp_dtype(torch.device("cpu"))).replace("torch.", ""),
+        "engine_dtype": {
+            arch: str(train_amp_dtype(torch.device("cpu"), arch=arch)).replace("torch.", "")
+            for arch in ("unet", "sam_decoder")
+        },
         "unet": bench("unet", lambda: _unet(args.unet_batch, args.size, 16), args.steps),
         "sam_decoder": bench("sam_decoder", lambda: _sam_decoder(args.sam_batch, args.size), args.steps),
         "note": "interleaved in one process; on a shared machine compare the ratios, not the seconds",

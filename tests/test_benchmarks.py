@@ -115,7 +115,7 @@ def test_bench_cpu_amp_json(tmp_path):
     from brainseg_utils.checkpoints import cpu_has_native_bf16
 
     assert res["native_bf16"] is cpu_has_native_bf16()
-    assert res["engine_dtype"] == ("bfloat16" if res["native_bf16"] else "None")
+    assert res["engine_dtype"] == {"unet": "None", "sam_decoder": "bfloat16" if res["native_bf16"] else "None"}
     for model in ("unet", "sam_decoder"):
         r = res[model]
         assert r["fp32_s_per_step"] > 0 and r["bf16_s_per_step"] > 0 and r["steps"] == 1
