@@ -6,7 +6,8 @@ Owns:
     ``expect_arch`` checks the architecture a checkpoint records (``config.model.arch``: ``"unet"``,
     ``"sam_decoder"``) before any model is built from it;
   * ``load_model_state``: ``load_state_dict`` that lists every missing, unexpected and mis-shaped key;
-  * ``resolve_device`` and ``amp_dtype``: which device, and which autocast dtype on it.
+  * ``resolve_device``, ``amp_dtype`` and ``train_amp_dtype``: which device, and which autocast dtype on it
+    (``train_amp_dtype`` adds bf16 SAM-decoder training on CPUs with native bf16).
 
 A checkpoint is a plain dict of tensors / numbers / strings / lists (``CHECKPOINT_FORMAT`` 1): model
 state, optimizer, scheduler, scaler, epoch, best metric, history, RNG states, ``config`` (``train`` and
@@ -46,6 +47,34 @@ def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
         return None
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX tiles, e.g. Zen 4, Sapphire Rapids).
+    Elsewhere oneDNN emulates bf16, which is slower than fp32."""
+    cpu = torch.cpu
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+
+
+# Architectures (``config["arch"]``) that train in bf16 on a CPU with native bf16. Measured on a 2-core Zen 4
+# (README, speed), same seed and data, fp32 vs bf16: the SAM decoder (box prompts) used 1.5x less CPU time with
+# validation Dice 0.811 vs 0.807 (fp32); the U-Net used 1.55x less but reached Dice 0.52 vs 0.76 after 4 epochs,
+# so it stays fp32 until a longer comparison clears it.
+CPU_BF16_ARCHS = ("sam_decoder",)
+
+
+def train_amp_dtype(device: torch.device, enabled: bool = True, arch: str | None = None) -> torch.dtype | None:
+    """Autocast dtype for *training* ``arch`` on ``device``: ``amp_dtype`` on CUDA; on a CPU, bf16 when the
+    architecture is in ``CPU_BF16_ARCHS`` and the CPU has native bf16 (``cpu_has_native_bf16``), else None
+    (fp32). Weights, optimizer state and the loss stay float32; inference (evaluation, the demo) stays fp32."""
+    if not enabled:
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if arch in CPU_BF16_ARCHS and cpu_has_native_bf16() else None
+    return amp_dtype(device, enabled)
 
 
 # ----------------------------------------------------------------------------- files

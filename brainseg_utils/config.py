@@ -115,7 +115,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision on CUDA; on CPUs with native bf16, bf16 SAM-decoder training
     channels_last: bool = False
     num_workers: int = 2  # DataLoader worker processes
     seed: int = 0

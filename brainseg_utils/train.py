@@ -5,7 +5,8 @@ epoch), gradient clipping, optional channels_last, and mixed precision on CUDA:
   * bf16 (no GradScaler) on GPUs with native bf16 (compute capability >= 8: A100, L4, H100);
   * fp16 + GradScaler below that (T4, V100, P100). A bare ``torch.cuda.is_bf16_supported()``
     answers True on a T4 through emulation, so the decision uses the real capability;
-  * off on CPU.
+  * on CPU: off, except bf16 for the SAM decoder where the CPU has native bf16 (AVX-512 BF16 / AMX;
+    ``checkpoints.train_amp_dtype``).
 
 A dataset item is ``(inputs, target)``: ``inputs`` a tensor (``model(x)``), a tuple
 (``model(*x)``) or a dict (``model(**x)``); ``target`` float (1, H, W) in {0, 1}; the model
@@ -61,6 +62,7 @@ from .checkpoints import (
     load_model_state,
     resolve_device,
     save_checkpoint,
+    train_amp_dtype,
 )
 from .config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
 from .io import atomic_write_json, remove_stale_temps
@@ -196,7 +198,7 @@ def fit(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    dtype = amp_dtype(device, cfg.amp)
+    dtype = train_amp_dtype(device, cfg.amp, getattr(model, "config", {}).get("arch"))  # CPU bf16: checkpoints
     loss_fn = loss_fn or FocalDiceLoss()
     model.to(device)
     if cfg.channels_last:

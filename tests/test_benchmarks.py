@@ -105,3 +105,20 @@ def test_synthetic_slices_look_like_the_slice_cache():
     x = _load("bench_encoder").synthetic_slices(3, size=32)
     assert x.shape == (3, 1, 32, 32) and x.dtype == torch.float32
     assert float(x.min()) >= 0 and float(x.max()) <= 1 and float(x.max()) > 0.5
+
+
+def test_bench_cpu_amp_json(tmp_path):
+    bench = _load("bench_cpu_amp")
+    out = tmp_path / "cpu_amp.json"
+    res = bench.main(["--steps", "1", "--size", "32", "--unet-batch", "2", "--sam-batch", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    from brainseg_utils.checkpoints import cpu_has_native_bf16
+
+    assert res["native_bf16"] is cpu_has_native_bf16()
+    assert res["engine_dtype"] == {"unet": "None", "sam_decoder": "bfloat16" if res["native_bf16"] else "None"}
+    for model in ("unet", "sam_decoder"):
+        r = res[model]
+        assert r["fp32_s_per_step"] > 0 and r["bf16_s_per_step"] > 0 and r["steps"] == 1
+        assert r["speedup"] == pytest.approx(r["fp32_s_per_step"] / r["bf16_s_per_step"], rel=0.01)
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "0", "--out", str(out)])

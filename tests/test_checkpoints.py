@@ -21,6 +21,23 @@ def test_amp_policy(monkeypatch):
     assert checkpoints.amp_dtype(cuda, enabled=False) is None
 
 
+def test_train_amp_policy_cpu_bf16_only_where_native(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # e.g. Zen 4
+    assert checkpoints.train_amp_dtype(cpu, arch="sam_decoder") is torch.bfloat16
+    assert checkpoints.train_amp_dtype(cpu, enabled=False, arch="sam_decoder") is None
+    assert checkpoints.train_amp_dtype(cpu, arch="unet") is None  # measured: Dice dropped, stays fp32
+    assert checkpoints.train_amp_dtype(cpu) is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # AVX2-only laptop: fp32
+    assert checkpoints.train_amp_dtype(cpu, arch="sam_decoder") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # Sapphire Rapids
+    assert checkpoints.train_amp_dtype(cpu, arch="sam_decoder") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # CUDA: the amp_dtype policy
+    assert checkpoints.train_amp_dtype(cuda, arch="unet") is torch.float16
+    assert checkpoints.amp_dtype(cpu) is None  # inference on CPU stays fp32
+
+
 def test_other_architecture_lists_mismatched_keys(tmp_path):
     ckpt = tmp_path / "small.pt"
     save_checkpoint(ckpt, {"model": UNet(base_channels=4).state_dict()})
