@@ -161,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if isinstance(self.num_gpus, str) and self.num_gpus.strip().isdigit():  # papermill -r NUM_GPUS 2
+            object.__setattr__(self, "num_gpus", int(self.num_gpus))
         if not (self.num_gpus == "auto" or (isinstance(self.num_gpus, int) and self.num_gpus >= 1)):
             raise ValueError(f"num_gpus (NUM_GPUS) must be 'auto' or an integer >= 1, got {self.num_gpus!r}")
 

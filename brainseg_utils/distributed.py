@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+CPU_ENV = "ACCELERATE_USE_CPU"  # set by launch(cpu=True): the processes train on CPUs (gloo) even with GPUs
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -53,10 +55,14 @@ def current() -> Dist:
     if td.is_available() and td.is_initialized():
         rank = td.get_rank()
         return Dist(rank, td.get_world_size(), int(os.environ.get("LOCAL_RANK", rank)))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
         from accelerate import PartialState
 
-        PartialState(cpu=not torch.cuda.is_available())  # NCCL with GPUs, gloo without
+        cpu = not torch.cuda.is_available() or os.environ.get(CPU_ENV, "").lower() in ("1", "true", "yes")
+        PartialState(cpu=cpu)  # NCCL with GPUs, gloo on CPUs
+        if cpu:  # CPU processes share the cores instead of each starting a thread per core
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         if td.is_initialized():
             return current()
     return Dist()
@@ -98,11 +104,11 @@ def barrier() -> None:
         td.barrier()
 
 
-def resolve_num_processes(num_gpus: int | str = "auto") -> int:
+def resolve_num_processes(num_gpus: int | str = "auto", cpu: bool = False) -> int:
     """``NUM_GPUS`` -> number of training processes: ``"auto"`` = every visible GPU (1 without CUDA);
-    an integer >= 1 as given (more than the visible GPUs is an error; on a CPU-only machine it means
-    that many CPU processes with gloo, useful for tests). Does not initialise CUDA."""
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    an integer >= 1 as given (more than the visible GPUs is an error; on a CPU-only machine, or with
+    ``cpu=True``, it means that many CPU processes with gloo: tests, benchmarks). Does not initialise CUDA."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() and not cpu else 0
     if num_gpus in ("auto", "", None):
         return max(visible, 1)
     try:
@@ -138,11 +144,22 @@ def _register_memmap_pickling() -> None:
     ForkingPickler.register(np.memmap, reducer)
 
 
-def launch(fn, args: tuple = (), num_processes: int = 1, port: int | None = None) -> None:
-    """Run ``fn(*args)`` in ``num_processes`` processes (see the module docstring). Raises when a child fails."""
+def launch(fn, args: tuple = (), num_processes: int = 1, port: int | None = None, cpu: bool = False) -> None:
+    """Run ``fn(*args)`` in ``num_processes`` processes (see the module docstring). Raises when a child fails.
+    ``cpu``: the processes use gloo on CPUs even where GPUs are visible."""
     if num_processes <= 1:
         fn(*args)
         return
+    if cpu:
+        previous = os.environ.get(CPU_ENV)
+        os.environ[CPU_ENV] = "yes"
+        try:
+            return launch(fn, args, num_processes, port)
+        finally:
+            if previous is None:
+                os.environ.pop(CPU_ENV, None)
+            else:
+                os.environ[CPU_ENV] = previous
     port = port or free_port()
     if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
         from accelerate import notebook_launcher

@@ -437,7 +437,8 @@ def fit_processes(
     meta: dict | None = None,
     params=None,
 ) -> list[dict]:
-    """``fit`` on ``cfg.num_gpus`` devices (``"auto"``: every visible GPU; notebook ``NUM_GPUS``).
+    """``fit`` on ``cfg.num_gpus`` devices (``"auto"``: every visible GPU; notebook ``NUM_GPUS``; with
+    ``cfg.device == "cpu"``, that many CPU processes).
 
     One device: exactly ``fit(...)``. Several: ``fit`` runs in one process per device, started by
     ``distributed.launch`` (Accelerate's ``notebook_launcher``); the history is read back from
@@ -445,12 +446,13 @@ def fit_processes(
     The global batch is ``cfg.batch_size`` x devices.
     """
     cfg = cfg or TrainConfig()
-    n = distributed.resolve_num_processes(cfg.num_gpus)
+    cpu = cfg.device == "cpu"
+    n = distributed.resolve_num_processes(cfg.num_gpus, cpu=cpu)
     if n == 1:
         return fit(model, train_ds, val_ds, out_dir, cfg, loss_fn, meta, params)
     params = list(params) if params is not None else None  # a generator cannot travel to the processes
     print(f"training on {n} processes (DDP): global batch {n} x {cfg.batch_size} = {n * cfg.batch_size} slices")
-    distributed.launch(fit, (model, train_ds, val_ds, out_dir, cfg, loss_fn, meta, params), n)
+    distributed.launch(fit, (model, train_ds, val_ds, out_dir, cfg, loss_fn, meta, params), n, cpu=cpu)
     out = Path(out_dir)
     load_model_state(model, load_checkpoint(out / "last.pt")["model"], str(out / "last.pt"))
     return json.loads((out / "history.json").read_text())["history"]
