@@ -63,8 +63,9 @@ for job in sys.argv[2:]:  # name:kind:processes:batch:epochs:stop
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     model = TinyConv() if kind == "tiny" else UNet(base_channels=4, dropout=0.0)
-    cfg = train.TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=1e-2, seed=0, progress=False, num_workers=0,
-                            num_gpus=int(procs), stop_after_epoch=None if stop == "-" else int(stop))
+    cfg = train.TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=1e-2, seed=0, progress=False,
+                            num_workers=0, device="cpu", num_gpus=int(procs),
+                            stop_after_epoch=None if stop == "-" else int(stop))
     print(f"=== {name}", flush=True)
     hist = train.fit_processes(model, ds, va, out, cfg)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, os.path.join(out, "final.pt"))
@@ -292,7 +293,8 @@ class Fake(SamBackend):
         return self.three_channels(images.float())
 
 def build(root, procs):
-    distributed.launch(build_embedding_cache, (Fake(), slices, rows, root, 1.0, 0, 4, "cpu", False), procs)
+    args = (Fake(), slices, rows, root, 1.0, 0, 4, "cpu", False)
+    distributed.launch(build_embedding_cache, args, procs, cpu=True)  # gloo on CPUs, even where GPUs are
 
 build(os.path.join(base, "one"), 1)
 build(os.path.join(base, "two"), 2)
