@@ -11,7 +11,8 @@ Accelerate's ``PartialState`` (NCCL on GPUs, gloo on CPUs) and answers this proc
     (it forks, so the arguments are shared, not copied);
   * more, after this process initialised CUDA (a forked child cannot use CUDA then; e.g. a notebook that
     printed the GPU name first): the same elastic launcher with ``spawn``; the arguments are pickled to
-    each child, with memory-mapped arrays (slice and embedding caches) reopened from their files, not copied.
+    each child, with memory-mapped arrays (slice and embedding caches) reopened from their files, not copied,
+    and each child takes a private copy of the model's weights (pickled tensors share memory).
 
 The return value of ``fn`` in the children is not passed back: results travel through files (``fit``
 writes ``history.json`` and ``last.pt``; see ``train.fit_processes``).
@@ -144,9 +145,12 @@ def _register_memmap_pickling() -> None:
     ForkingPickler.register(np.memmap, reducer)
 
 
-def launch(fn, args: tuple = (), num_processes: int = 1, port: int | None = None, cpu: bool = False) -> None:
+def launch(
+    fn, args: tuple = (), num_processes: int = 1, port: int | None = None, cpu: bool = False, start_method=None
+) -> None:
     """Run ``fn(*args)`` in ``num_processes`` processes (see the module docstring). Raises when a child fails.
-    ``cpu``: the processes use gloo on CPUs even where GPUs are visible."""
+    ``cpu``: the processes use gloo on CPUs even where GPUs are visible. ``start_method``: None chooses
+    (``"fork"`` through ``notebook_launcher``, ``"spawn"`` once this process initialised CUDA)."""
     if num_processes <= 1:
         fn(*args)
         return
@@ -154,24 +158,30 @@ def launch(fn, args: tuple = (), num_processes: int = 1, port: int | None = None
         previous = os.environ.get(CPU_ENV)
         os.environ[CPU_ENV] = "yes"
         try:
-            return launch(fn, args, num_processes, port)
+            return launch(fn, args, num_processes, port, start_method=start_method)
         finally:
             if previous is None:
                 os.environ.pop(CPU_ENV, None)
             else:
                 os.environ[CPU_ENV] = previous
     port = port or free_port()
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+    cuda_started = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if start_method is None:
+        start_method = "spawn" if cuda_started else "fork"
+    if start_method not in ("fork", "spawn"):
+        raise ValueError(f"start_method must be 'fork', 'spawn' or None, got {start_method!r}")
+    if start_method == "fork":
         from accelerate import notebook_launcher
 
         notebook_launcher(fn, args, num_processes=num_processes, use_port=str(port))
         return
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    print(
-        f"CUDA is already initialised in this process, so the {num_processes} training processes are spawned "
-        "(arguments pickled to each; memory-mapped caches reopened from disk)"
-    )
+    if cuda_started:
+        print(
+            f"CUDA is already initialised in this process, so the {num_processes} processes are spawned "
+            "(arguments pickled to each; memory-mapped caches reopened from disk)"
+        )
     _register_memmap_pickling()
     config = LaunchConfig(
         min_nodes=1,
@@ -185,4 +195,16 @@ def launch(fn, args: tuple = (), num_processes: int = 1, port: int | None = None
         monitor_interval=0.1,
         start_method="spawn",
     )
-    elastic_launch(config=config, entrypoint=fn)(*args)
+    elastic_launch(config=config, entrypoint=_run_private)(fn, *args)
+
+
+def _run_private(fn, *args):
+    """Entry point of spawned processes. Tensors arrive in memory shared with the parent, and so with the
+    other processes: without a private copy every optimizer step would land in the same weights N times.
+    Parameters and buffers of module arguments are copied in place (``.data``), so a parameter list passed
+    beside the model still refers to the model's parameters."""
+    for arg in args:
+        if isinstance(arg, torch.nn.Module):
+            for t in [*arg.parameters(), *arg.buffers()]:
+                t.data = t.data.detach().clone()
+    return fn(*args)

@@ -28,10 +28,10 @@ _SCRIPT = r"""
 import json, os, sys
 import torch
 import torch.nn as nn
-from brainseg_utils import train
+from brainseg_utils import distributed, train
 from brainseg_utils.unet import UNet
 
-base = sys.argv[1]
+base = sys.argv[1] if len(sys.argv) > 1 else ""
 
 class TinyConv(nn.Module):  # no BatchNorm, no dropout: DDP must reproduce one process up to rounding
     config = {"arch": "tinyconv"}
@@ -57,8 +57,9 @@ x[::3, :, 4:10, 4:10] += 0.6  # a bright "tumour" in a third of the images
 ds = torch.utils.data.TensorDataset(x, (x > 0.8).float())
 va = torch.utils.data.TensorDataset(x[:13], (x[:13] > 0.8).float())  # 13: uneven shards
 
-for job in sys.argv[2:]:  # name:kind:processes:batch:epochs:stop
-    name, kind, procs, batch, epochs, stop = job.split(":")
+def main():
+  for job in sys.argv[2:]:  # name:kind:processes:batch:epochs:stop[:spawn]
+    name, kind, procs, batch, epochs, stop, *how = job.split(":")
     out = os.path.join(base, name)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
@@ -67,9 +68,15 @@ for job in sys.argv[2:]:  # name:kind:processes:batch:epochs:stop
                             num_workers=0, device="cpu", num_gpus=int(procs),
                             stop_after_epoch=None if stop == "-" else int(stop))
     print(f"=== {name}", flush=True)
+    if how:  # the launcher's spawn path (what a notebook that already initialised CUDA gets)
+        distributed.launch(train.fit, (model, ds, va, out, cfg), int(procs), cpu=True, start_method=how[0])
+        continue
     hist = train.fit_processes(model, ds, va, out, cfg)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, os.path.join(out, "final.pt"))
     json.dump(hist, open(os.path.join(out, "returned.json"), "w"))
+
+if __name__ == "__main__":  # spawned processes import this file: only the parent runs the jobs
+    main()
 """
 
 TIMING = {"epoch_seconds", "train_images_per_s", "val_images_per_s"}
@@ -90,6 +97,7 @@ def runs(tmp_path_factory):
         "unet2:unet:2:4:2:-",
         "resume:tiny:2:4:3:1",
         "resume:tiny:1:4:3:-",
+        "spawn:tiny:2:4:3:-:spawn",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
@@ -136,6 +144,17 @@ def test_two_processes_match_one_at_the_same_global_batch(runs):
     last = torch.load(two / "last.pt", weights_only=True)["model"]
     for k in last:
         assert torch.equal(last[k], w2[k]), k
+
+
+def test_spawned_processes_compute_what_forked_ones_do(runs):
+    """The spawn path (arguments pickled to fresh interpreters) trains exactly like the forked one."""
+    base, _ = runs
+    for a, b in zip(_hist(base / "tiny2"), _hist(base / "spawn"), strict=True):
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["epoch"], k)
+    w = torch.load(base / "spawn" / "last.pt", weights_only=True)["model"]
+    for k, v in _final(base / "tiny2").items():
+        torch.testing.assert_close(w[k], v, rtol=1e-6, atol=1e-7, msg=k)
 
 
 def test_only_the_main_process_writes(runs):
