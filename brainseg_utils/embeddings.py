@@ -114,6 +114,7 @@ def build_embedding_cache(
         "checkpoint_sha256": backend.checkpoint_sha256,
         "preprocessing": backend.preprocessing,
         "runtime": backend.runtime,
+        "precision": backend.precision,
         "slice_cache_key": slices.key,
         "rows_sha256": canonical_sha256(chosen.tolist()),
     }
@@ -166,11 +167,7 @@ def build_embedding_cache(
     if not dist.is_main:
         distributed.barrier()  # wait for the manifest
         return EmbeddingCache.open(folder)
-    detail = (
-        backend.runner().describe()
-        if backend.device.type == "cpu"
-        else {"runtime": "pytorch", "version": torch.__version__, "precision": "f32"}
-    )
+    detail = backend.runner().describe()
     manifest = {
         "key": key,
         **payload,

@@ -165,6 +165,13 @@ class SamBackend:
 
         return resolve_runtime(self.runtime_request, self.device)
 
+    @property
+    def precision(self) -> str:
+        """The encoder's arithmetic on the current device: "fp32", or the autocast dtype used on CUDA."""
+        from .encoder_runtime import CUDA_ENCODER_PRECISION
+
+        return CUDA_ENCODER_PRECISION if self.device.type == "cuda" and self.runtime == "pytorch" else "fp32"
+
     def runtime_key(self) -> dict:
         """What identifies this encoder's converted model (checkpoint, input, preprocessing)."""
         return {
@@ -234,9 +241,10 @@ class SamBackend:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """float (B, C, S, S) in [0, 1] -> float32 embeddings (B, 256, 64, 64) on the images' device,
-        through the attached runtime (``use_runtime``; OpenVINO fp32 on CPU when installed)."""
+        through the attached runtime (``use_runtime``; OpenVINO fp32 on CPU when installed; on CUDA fp16
+        autocast with fused attention, ``encoder_runtime.TorchRuntime``)."""
         x = self.preprocess(images)
-        if x.device.type == "cpu" and self.device.type == "cpu":
+        if x.device == self.device:
             return self.runner()(x)
         return self.image_encoder(x)
 
