@@ -5,7 +5,8 @@ Owns:
     onto the CPU by default, with clear errors for missing, truncated, unsafe and wrong-kind files.
     ``expect_arch`` checks the architecture a checkpoint records (``config.model.arch``: ``"unet"``,
     ``"sam_decoder"``) before any model is built from it;
-  * ``load_model_state``: ``load_state_dict`` that lists every missing, unexpected and mis-shaped key;
+  * ``load_model_state``: ``load_state_dict`` that lists every missing, unexpected and mis-shaped key
+    (after dropping DDP's ``module.`` / torch.compile's ``_orig_mod.`` prefixes on either side);
   * ``resolve_device``, ``amp_dtype`` and ``train_amp_dtype``: which device, and which autocast dtype on it
     (``train_amp_dtype`` adds bf16 SAM-decoder training on CPUs with native bf16).
 
@@ -143,8 +144,38 @@ def load_checkpoint(
     return ckpt
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel, torch.compile
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def unwrap_state_dict(state: dict) -> dict:
+    """State keys as the bare model names them: a ``module.`` (DDP) or ``_orig_mod.`` (torch.compile)
+    prefix carried by EVERY key is dropped, repeatedly (``module._orig_mod.x`` -> ``x``); other keys
+    are left alone, so a model with a submodule really called ``module`` is not touched."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(str(k).startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
 def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """``load_state_dict`` that first lists every missing, unexpected and wrongly shaped key."""
+    """``load_state_dict`` that first lists every missing, unexpected and wrongly shaped key.
+
+    Wrapper prefixes are reconciled first: a state saved from a DDP-wrapped or compiled model loads
+    into the bare model and vice versa (``unwrap_model`` / ``unwrap_state_dict``)."""
+    model, state = unwrap_model(model), unwrap_state_dict(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

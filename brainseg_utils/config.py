@@ -124,6 +124,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     stop_after_epoch: int | None = None  # end this call after that epoch (as if disconnected)
     progress: bool = True
+    num_gpus: int | str = "auto"  # processes for train.fit_processes: "auto" = every visible GPU; batch is per GPU
 
     # notebook parameter -> field, per model; shared names (AMP, DEVICE, SEED, RESUME) mean the same in both
     UNET_PARAMS: ClassVar[dict[str, str]] = {
@@ -138,6 +139,7 @@ class TrainConfig:
         "SEED": "seed",
         "RESUME": "resume",
         "DEVICE": "device",
+        "NUM_GPUS": "num_gpus",
     }
     SAM_PARAMS: ClassVar[dict[str, str]] = {
         "SAM_EPOCHS": "epochs",
@@ -147,6 +149,7 @@ class TrainConfig:
         "SEED": "seed",
         "RESUME": "resume",
         "DEVICE": "device",
+        "NUM_GPUS": "num_gpus",
     }
     # the SAM decoder trains on memory-mapped embeddings (and may run the encoder on the fly): one process
     SAM_FIXED: ClassVar[dict] = {"num_workers": 0}
@@ -158,6 +161,10 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if isinstance(self.num_gpus, str) and self.num_gpus.strip().isdigit():  # papermill -r NUM_GPUS 2
+            object.__setattr__(self, "num_gpus", int(self.num_gpus))
+        if not (self.num_gpus == "auto" or (isinstance(self.num_gpus, int) and self.num_gpus >= 1)):
+            raise ValueError(f"num_gpus (NUM_GPUS) must be 'auto' or an integer >= 1, got {self.num_gpus!r}")
 
     @classmethod
     def params(cls, model: str) -> dict[str, str]:

@@ -3,9 +3,16 @@
 The image encoder is frozen, so each slice is encoded once: float16 (256, 64, 64) = 2 MiB per
 slice in a memmap, keyed by backend + checkpoint sha256 + preprocessing + encoder runtime
 ("openvino" or "pytorch", see ``encoder_runtime``; the manifest records its version) + slice-cache
-key + the rows cached. Encoding is resumable: rows are encoded in order and ``progress.json`` records how
-many are done, so an interrupted build continues where it stopped; ``manifest.json`` is written
-last and marks the cache complete.
+key + the rows cached. Encoding is resumable: rows are encoded in batches, ``done.u8`` flags each row
+once its embedding is on disk (and, with one process, ``progress.json`` records how many leading rows are
+done), so an interrupted build continues where it stopped; ``manifest.json`` is written last and marks
+the cache complete.
+
+Several processes (DDP, e.g. ``distributed.launch(build_embedding_cache, ..., num_processes=N)`` or
+``accelerate launch``): the batches still to encode are dealt round-robin, each process encodes its own
+disjoint batches (same batch boundaries as one process, so the bytes are identical) into the same memmap
+and flags only its own rows; the main process creates the files first and writes the manifest once
+every process is done. An interrupted sharded build resumes with any number of processes.
 
 Disk budget: full BraTS at 2 MiB per slice is ~55 GB, more than Kaggle's ~20 GB working folder.
 ``budget_gb`` caps the cache; beyond it, ``overflow="subsample"`` keeps a deterministic (seeded)
@@ -31,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import distributed
 from .io import atomic_write, atomic_write_json, canonical_sha256
 from .sam import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
 from .slices import SliceCache
@@ -90,10 +98,15 @@ def build_embedding_cache(
     device: str = "cpu",
     progress: bool = True,
 ) -> EmbeddingCache:
-    """Encode ``rows`` of the slice cache (within the budget) once; reuse or resume on later calls."""
+    """Encode ``rows`` of the slice cache (within the budget) once; reuse or resume on later calls.
+
+    Under DDP every process calls this with the same arguments (``device="cuda"`` becomes the
+    process's own GPU) and gets the finished cache back."""
     from tqdm.auto import tqdm
 
+    dist = distributed.current()
     chosen = select_rows(rows, budget_gb, seed)
+    device = str(distributed.device_for(dist, torch.device(device)))
     backend.to(device)
     payload = {
         "version": CACHE_VERSION,
@@ -110,32 +123,50 @@ def build_embedding_cache(
     if (folder / "manifest.json").exists():
         return EmbeddingCache.open(folder)
     need = len(chosen) * BYTES_PER_SLICE
-    folder.mkdir(parents=True, exist_ok=True)
-    emb_path, progress_path = folder / "emb.f16", folder / "progress.json"
-    done = 0
-    if progress_path.exists() and emb_path.exists() and emb_path.stat().st_size == need:
-        done = int(json.loads(progress_path.read_text()).get("done", 0))
-    else:
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise OSError(
-                f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
-                "lower SAM_CACHE_BUDGET_GB"
-            )
-        np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
-        atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
+    emb_path, progress_path, flags_path = folder / "emb.f16", folder / "progress.json", folder / "done.u8"
+    if dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (emb_path.exists() and emb_path.stat().st_size == need):
+            free = shutil.disk_usage(folder).free
+            if free < need:
+                raise OSError(
+                    f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
+                    "lower SAM_CACHE_BUDGET_GB"
+                )
+            progress_path.unlink(missing_ok=True)
+            flags_path.unlink(missing_ok=True)
+            np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
+            atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
+        if not (flags_path.exists() and flags_path.stat().st_size == len(chosen)):
+            flags = np.memmap(flags_path, np.uint8, "w+", shape=(len(chosen),))
+            if progress_path.exists():  # a build interrupted before done.u8 existed: its leading rows are done
+                flags[: int(json.loads(progress_path.read_text()).get("done", 0))] = 1
+            flags.flush()
+            del flags
+    distributed.barrier()  # the files exist before any process opens them
     emb = np.memmap(emb_path, np.float16, "r+", shape=(len(chosen), *EMBED_SHAPE))
+    flags = np.memmap(flags_path, np.uint8, "r+", shape=(len(chosen),))
+    done = int(flags.sum())
+    batches = _pending_batches(np.asarray(flags), batch_size)[dist.rank :: dist.world_size]
     t0 = time.perf_counter()
-    bar = tqdm(total=len(chosen), initial=done, desc=f"encoding slices ({backend.name})", disable=not progress)
-    for start in range(done, len(chosen), batch_size):
-        idx = chosen[start : start + batch_size]
-        images = torch.from_numpy(np.asarray(slices.images[idx], dtype=np.float32)).to(device)
-        emb[start : start + len(idx)] = backend.encode(images).float().cpu().numpy().astype(np.float16)
+    total = sum(len(b) for b in batches)
+    bar = tqdm(total=total, desc=f"encoding slices ({backend.name})", disable=not (progress and dist.is_main))
+    for pos in batches:
+        images = torch.from_numpy(np.asarray(slices.images[chosen[pos]], dtype=np.float32)).to(device)
+        emb[pos[0] : pos[-1] + 1] = backend.encode(images).float().cpu().numpy().astype(np.float16)
         emb.flush()
-        atomic_write_json(progress_path, {"done": start + len(idx)})  # after the data is on disk
-        bar.update(len(idx))
+        flags[pos[0] : pos[-1] + 1] = 1  # only this process's rows; after the data is on disk
+        flags.flush()
+        if not dist.enabled:
+            lead = int(np.argmin(flags)) if not np.asarray(flags).all() else len(chosen)
+            atomic_write_json(progress_path, {"done": lead})
+        bar.update(len(pos))
     bar.close()
-    del emb
+    del emb, flags
+    distributed.barrier()  # every shard is on disk
+    if not dist.is_main:
+        distributed.barrier()  # wait for the manifest
+        return EmbeddingCache.open(folder)
     detail = backend.runner().describe()
     manifest = {
         "key": key,
@@ -148,9 +179,23 @@ def build_embedding_cache(
         "resumed_from": done,
         "runtime_detail": detail,
     }
+    if dist.enabled:
+        manifest["processes"] = dist.world_size
     atomic_write_json(folder / "manifest.json", manifest)
     progress_path.unlink(missing_ok=True)
+    flags_path.unlink(missing_ok=True)
+    distributed.barrier()
     return EmbeddingCache.open(folder)
+
+
+def _pending_batches(flags: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Positions not yet flagged, cut into batches: each run of pending rows is cut every ``batch_size``
+    rows from its start (a fresh build: exactly the batches of one process)."""
+    pending = np.flatnonzero(flags == 0)
+    if len(pending) == 0:
+        return []
+    runs = np.split(pending, np.flatnonzero(np.diff(pending) != 1) + 1)
+    return [run[i : i + batch_size] for run in runs for i in range(0, len(run), batch_size)]
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:

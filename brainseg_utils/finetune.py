@@ -21,7 +21,7 @@ from .embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
 from .io import atomic_write_json
 from .sam import SamBackend, SamDecoderModel
 from .slices import SliceCache
-from .train import evaluate_dataset, fit
+from .train import evaluate_dataset, fit_processes
 
 
 @dataclass
@@ -128,5 +128,7 @@ def finetune_variant(
         prompt=prompt,
         box_jitter_px=jitter_px,
     )
-    history = fit(model, train_ds, val_ds, run.sam(variant), cfg, meta=meta, params=model.trainable_parameters())
+    history = fit_processes(  # cfg.num_gpus > 1: DDP processes; one device: exactly train.fit
+        model, train_ds, val_ds, run.sam(variant), cfg, meta=meta, params=model.trainable_parameters()
+    )
     return history, zero_shot

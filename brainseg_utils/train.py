@@ -39,10 +39,28 @@ slices (tumour-free ones included), ``val_dice_tumour`` over slices with tumour 
 
 Checkpoints are plain dicts of tensors / numbers / strings / lists and load with
 ``torch.load(weights_only=True)`` (see ``checkpoints.py``, which owns the file format and device policy).
+
+Several devices (PyTorch DDP; launched by ``accelerate launch``, ``torchrun`` or ``fit_processes`` /
+``distributed.launch``, which use Accelerate's ``notebook_launcher``): ``fit`` notices the process group
+(``distributed.current()``) and then
+  * wraps the model in ``DistributedDataParallel`` (each process on ``cuda:<local rank>``; gloo on CPU);
+  * shuffles with a ``DistributedSampler`` (seed ``seed * 7919``, ``set_epoch(epoch)``): with one
+    process it draws the very order of the single-device ``RandomSampler``, and with N processes every
+    global batch holds the same slices as a one-process batch of N x ``batch_size``;
+  * ``batch_size`` is per process: the GLOBAL batch is ``batch_size`` x processes (recorded as
+    ``global_batch_size`` in the checkpoints and history.json). Keep the LR or scale it yourself;
+  * BatchNorm statistics stay per process (plain DDP), dropout masks differ per process;
+  * reduces train loss, validation loss and Dice over all processes (each validates a disjoint shard
+    of the validation set, no padding), so every process sees the same history;
+  * lets only the main process (rank 0) write checkpoints, history.json and log lines; checkpoints
+    hold the unwrapped model's state (no ``module.`` prefix);
+  * resumes from a checkpoint written with any number of processes (the process count is free to
+    change; the global batch then changes with it, and a line says so).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -53,8 +71,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from . import distributed
 from .checkpoints import (
     CHECKPOINT_FORMAT,
     amp_dtype,
@@ -134,8 +153,12 @@ def dice_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last=False, progress=False) -> dict:
-    """Mean loss, mean per-slice Dice (all slices / tumour slices only) and images/s."""
+def validate(
+    model, loader, loss_fn, device, dtype, threshold=0.5, channels_last=False, progress=False, reduce=False
+) -> dict:
+    """Mean loss, mean per-slice Dice (all slices / tumour slices only) and images/s.
+
+    ``reduce``: each process validated a disjoint shard; sum the counts over all processes (DDP)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -150,7 +173,18 @@ def validate(model, loader, loss_fn, device, dtype, threshold=0.5, channels_last
         dices.append(dice_per_sample(torch.sigmoid(logits.float()) > threshold, target > 0.5).cpu())
         has_tumour.append((target.flatten(1) > 0.5).any(1).cpu())
     seconds = time.perf_counter() - t0
-    dices, has_tumour = torch.cat(dices), torch.cat(has_tumour)
+    dices = torch.cat(dices) if dices else torch.zeros(0)
+    has_tumour = torch.cat(has_tumour) if has_tumour else torch.zeros(0, dtype=torch.bool)
+    if reduce:
+        loss_sum, n, d_sum, dt_sum, nt = distributed.all_reduce_sum(
+            [loss_sum, n, dices.double().sum(), dices[has_tumour].double().sum(), has_tumour.sum()], device
+        )
+        return {
+            "loss": loss_sum / max(n, 1),
+            "dice": d_sum / max(n, 1),
+            "dice_tumour": dt_sum / nt if nt > 0 else float("nan"),
+            "images_per_s": n / seconds if seconds > 0 else float("nan"),
+        }
     return {
         "loss": loss_sum / max(n, 1),
         "dice": float(dices.mean()),
@@ -190,6 +224,7 @@ def fit(
     ``params``: what the optimizer updates (default: parameters with ``requires_grad``; the SAM
     decoder passes only its trainable part). ``meta`` (split hash, cache key, dataset name, ...)
     is stored in every checkpoint; resuming with a different ``meta["split_sha256"]`` is refused.
+    Under DDP (several processes) every process calls ``fit`` with the same arguments.
     """
     from tqdm.auto import tqdm
 
@@ -197,7 +232,9 @@ def fit(
     meta = dict(meta or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    dist = distributed.current()
+    log = print if dist.is_main else _quiet
+    device = distributed.device_for(dist, resolve_device(cfg.device))
     dtype = train_amp_dtype(device, cfg.amp, getattr(model, "config", {}).get("arch"))  # CPU bf16: checkpoints
     loss_fn = loss_fn or FocalDiceLoss()
     model.to(device)
@@ -211,13 +248,15 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model_config = dict(getattr(model, "config", {"arch": type(model).__name__}))
     run_config = {
-        "train": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "stop_after_epoch")},
+        "train": {
+            k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "stop_after_epoch", "num_gpus")
+        },
         "model": model_config,
     }
 
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -math.inf, -1
-    removed = remove_stale_temps(out, CHECKPOINT_FILES)
+    removed = remove_stale_temps(out, CHECKPOINT_FILES) if dist.is_main else []
     if removed:
         print(f"removed {len(removed)} temporary file(s) left by an interrupted run in {out}")
     resume_path = _resume_path(cfg.resume, out)
@@ -234,43 +273,70 @@ def fit(
         _set_rng_state(ckpt["rng"])
         if extend:
             _extend_schedule(scheduler, optimizer, cfg.epochs)
-            print(
+            log(
                 f"extending training from {ckpt['config']['train']['epochs']} to {cfg.epochs} epochs: the cosine "
                 f"schedule now ends at epoch {cfg.epochs} (LR {optimizer.param_groups[0]['lr']:.3g} "
                 f"for epoch {start_epoch + 1})"
             )
-        best, best_epoch = _reconcile_best(out, start_epoch, best, best_epoch)
-        print(f"resumed from {resume_path} after epoch {start_epoch} (best val Dice {best:.4f} at epoch {best_epoch})")
+        best, best_epoch = _reconcile_best(out, start_epoch, best, best_epoch, log)
+        stored_processes = int(ckpt.get("processes", 1))
+        if stored_processes != dist.world_size:
+            log(
+                f"{resume_path} was written by {stored_processes} process(es), this run has {dist.world_size}: "
+                f"the global batch changes from {stored_processes * cfg.batch_size} to "
+                f"{dist.world_size * cfg.batch_size} slices per step"
+            )
+        log(f"resumed from {resume_path} after epoch {start_epoch} (best val Dice {best:.4f} at epoch {best_epoch})")
     if start_epoch >= cfg.epochs:
-        print(f"training already complete ({start_epoch}/{cfg.epochs} epochs in {out}); nothing to do")
+        log(f"training already complete ({start_epoch}/{cfg.epochs} epochs in {out}); nothing to do")
         return history
 
     pin = device.type == "cuda"
+    progress = cfg.progress and dist.is_main
+    net = model
+    if dist.enabled:
+        # SAM's mask decoder has heads the loss never uses (IoU prediction, extra mask tokens): DDP must
+        # look for parameters without gradients there; the U-Net uses every parameter
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model_config.get("arch") == "sam_decoder",
+        )
+    val_sampler = range(dist.rank, len(val_ds), dist.world_size) if dist.enabled else None  # disjoint, no padding
     val_loader = DataLoader(
-        val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=pin
+        val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=cfg.num_workers, pin_memory=pin
     )
     for epoch in range(start_epoch, cfg.epochs):
-        _seed_epoch(cfg.seed, epoch)
+        _seed_epoch(cfg.seed + 7919 * dist.rank, epoch)  # rank 0: as one process; others: their own dropout
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
-        sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        if dist.enabled:
+            sampler = DistributedSampler(
+                train_ds, dist.world_size, dist.rank, shuffle=True, seed=cfg.seed * 7919, drop_last=False
+            )
+            sampler.set_epoch(epoch)  # the permutation of RandomSampler(seed * 7919 + epoch), dealt round-robin
+        else:
+            sampler = RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
         loader = DataLoader(
             train_ds,
             batch_size=cfg.batch_size,
             sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=pin,
-            drop_last=len(train_ds) > cfg.batch_size,
+            drop_last=len(sampler) > cfg.batch_size,
         )
-        model.train()
+        net.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
         for inputs, target in bar:
             inputs, target = _to(inputs, device, cfg.channels_last), target.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = _call(model, inputs)
+                logits = _call(net, inputs)
             loss = loss_fn(logits, target)  # computed in float32 inside the loss
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if dist.enabled:
+                finite = distributed.all_true(finite, device)  # all processes stop together
+            if not finite:
                 raise FloatingPointError(
                     f"epoch {epoch + 1}: loss is {float(loss)}; lower the learning rate or disable AMP"
                 )
@@ -285,9 +351,13 @@ def fit(
             seen += len(target)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - t0
+        if dist.enabled:
+            loss_sum, seen = distributed.all_reduce_sum([loss_sum, seen], device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val = validate(model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, cfg.progress)
+        val = validate(
+            model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, progress, dist.enabled
+        )
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -318,34 +388,76 @@ def fit(
             "meta": meta,
             "device": str(device),
             "amp_dtype": str(dtype).replace("torch.", "") if dtype else "none",
+            "processes": dist.world_size,
+            "global_batch_size": dist.world_size * cfg.batch_size,
         }
         # Order matters for a kill between writes: best.pt, then history.json, then last.pt (the resume
         # point). A run killed before last.pt is written repeats this epoch and rewrites the other two, so
         # best.pt, history.json's best_epoch and last.pt's best_epoch always agree after a resume.
-        if improved:
+        # Under DDP only the main process writes (every process holds the same weights after a step).
+        if improved and dist.is_main:
             save_checkpoint(out / "best.pt", payload)
-        atomic_write_json(
-            out / "history.json",
-            {
-                "history": history,
-                "best_epoch": best_epoch,
-                "best_val_dice": best,
-                "config": run_config,
-                "meta": meta,
-                "amp_dtype": payload["amp_dtype"],
-                "device": str(device),
-            },
-        )
-        save_checkpoint(out / "last.pt", payload)
-        print(
+        if dist.is_main:
+            atomic_write_json(
+                out / "history.json",
+                {
+                    "history": history,
+                    "best_epoch": best_epoch,
+                    "best_val_dice": best,
+                    "config": run_config,
+                    "meta": meta,
+                    "amp_dtype": payload["amp_dtype"],
+                    "device": str(device),
+                    "processes": dist.world_size,
+                    "global_batch_size": dist.world_size * cfg.batch_size,
+                },
+            )
+            save_checkpoint(out / "last.pt", payload)
+        log(
             f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  "
             f"val Dice {val['dice']:.4f} (tumour slices {val['dice_tumour']:.4f})  "
             f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f} s" + ("  *best" if improved else "")
         )
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch and epoch + 1 < cfg.epochs:
-            print(f"stopping after epoch {epoch + 1} as asked; resume='auto' continues from {out / 'last.pt'}")
+            log(f"stopping after epoch {epoch + 1} as asked; resume='auto' continues from {out / 'last.pt'}")
             break
+    distributed.barrier()  # the files are complete before any process returns
     return history
+
+
+def _quiet(*args, **kwargs) -> None:
+    """``print`` for processes other than the main one under DDP."""
+
+
+def fit_processes(
+    model: nn.Module,
+    train_ds,
+    val_ds,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    loss_fn: nn.Module | None = None,
+    meta: dict | None = None,
+    params=None,
+) -> list[dict]:
+    """``fit`` on ``cfg.num_gpus`` devices (``"auto"``: every visible GPU; notebook ``NUM_GPUS``; with
+    ``cfg.device == "cpu"``, that many CPU processes).
+
+    One device: exactly ``fit(...)``. Several: ``fit`` runs in one process per device, started by
+    ``distributed.launch`` (Accelerate's ``notebook_launcher``); the history is read back from
+    ``history.json`` and ``model`` gets the weights of ``last.pt`` (on the CPU), as after ``fit``.
+    The global batch is ``cfg.batch_size`` x devices.
+    """
+    cfg = cfg or TrainConfig()
+    cpu = cfg.device == "cpu"
+    n = distributed.resolve_num_processes(cfg.num_gpus, cpu=cpu)
+    if n == 1:
+        return fit(model, train_ds, val_ds, out_dir, cfg, loss_fn, meta, params)
+    params = list(params) if params is not None else None  # a generator cannot travel to the processes
+    print(f"training on {n} processes (DDP): global batch {n} x {cfg.batch_size} = {n * cfg.batch_size} slices")
+    distributed.launch(fit, (model, train_ds, val_ds, out_dir, cfg, loss_fn, meta, params), n, cpu=cpu)
+    out = Path(out_dir)
+    load_model_state(model, load_checkpoint(out / "last.pt")["model"], str(out / "last.pt"))
+    return json.loads((out / "history.json").read_text())["history"]
 
 
 def _resume_path(resume: str, out: Path) -> Path | None:
@@ -418,7 +530,7 @@ def _extend_schedule(scheduler, optimizer, epochs: int) -> None:
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
-def _reconcile_best(out: Path, start_epoch: int, best: float, best_epoch: int) -> tuple[float, int]:
+def _reconcile_best(out: Path, start_epoch: int, best: float, best_epoch: int, log=print) -> tuple[float, int]:
     """A run killed after writing best.pt but before last.pt left a best.pt from the epoch being repeated.
     Adopt its metric so the repeated epoch does not count as an improvement over itself; on a
     deterministic device it reproduces the same weights either way."""
@@ -430,7 +542,7 @@ def _reconcile_best(out: Path, start_epoch: int, best: float, best_epoch: int) -
     except ValueError:
         return best, best_epoch
     if ckpt.get("epoch", 0) > start_epoch and ckpt.get("best_metric", -math.inf) > best:
-        print(
+        log(
             f"{path} is from epoch {ckpt['epoch']} of an interrupted run (after the resume point, epoch "
             f"{start_epoch}); keeping it as the best so far"
         )
