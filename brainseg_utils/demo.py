@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -324,12 +323,28 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
     return demo
 
 
+def launch_options(share: bool = False, auth=None) -> dict:
+    """``share`` and ``auth`` for ``demo.launch``: ``share=True`` forces a public link; otherwise ``share=None``
+    leaves Gradio's platform behaviour (local: no link, inline in Jupyter; Colab / Kaggle notebooks: Gradio
+    makes a public link itself, the only way the inline frame works on Kaggle, whose iframe cannot reach
+    127.0.0.1). A public link never goes out without auth: without ``auth`` a user "brainseg" with a random
+    password is created and printed (anyone with the link could otherwise use the app and upload files)."""
+    from .env import hosted
+
+    public = bool(share) or hosted()
+    if public and not auth:
+        import secrets
+
+        auth = ("brainseg", secrets.token_urlsafe(9))
+        print(f"public Gradio link: log in as user {auth[0]!r}, password {auth[1]!r} (set AUTH='user:password')")
+    return {"share": True if share else None, "auth": auth}
+
+
 def launch(demo, share: bool = False, auth=None, **kwargs):
-    """Launch with upload limits; public share links only when asked, with a warning without auth."""
-    if share and not auth:
-        warnings.warn("share=True without auth: anyone with the link can use this demo and upload files", stacklevel=2)
+    """Launch with upload limits and ``launch_options``' link and auth policy."""
     allowed = [str(p) for p in kwargs.pop("allowed_paths", [])]
-    return demo.launch(share=share, auth=auth, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
+    opts = launch_options(share, auth)
+    return demo.launch(**opts, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
 
 
 def predictor_from_run(
