@@ -104,8 +104,10 @@ class RunDir:
 
     @property
     def unet_best(self) -> Path:
-        """The U-Net checkpoint evaluation and the demo load."""
-        return self.unet / "best.pt"
+        """The U-Net checkpoint evaluation and the demo load: ``best.pt``, or the slim ``best.safetensors`` of a
+        Space (``slim.py``) when only that exists."""
+        full, slim = self.unet / "best.pt", self.unet / "best.safetensors"
+        return slim if slim.is_file() and not full.exists() else full
 
     @property
     def sam_root(self) -> Path:
@@ -128,9 +130,14 @@ class RunDir:
         return self.sam_root / "summary.csv"
 
     def sam_checkpoints(self) -> dict[str, Path]:
-        """``{variant: <root>/sam/<variant>/best.pt}`` for every trained SAM decoder, sorted by name."""
+        """``{variant: <root>/sam/<variant>/best.pt}`` (or ``best.safetensors``, slim) for every trained SAM
+        decoder, sorted by name."""
         folder = self.root / "sam"
-        return {p.parent.name: p for p in sorted(folder.glob("sam_*/best.pt"))} if folder.is_dir() else {}
+        if not folder.is_dir():
+            return {}
+        found = {p.parent.name: p for p in sorted(folder.glob("sam_*/best.safetensors"))}  # slim (a Space)
+        found.update({p.parent.name: p for p in sorted(folder.glob("sam_*/best.pt"))})  # full ones win
+        return dict(sorted(found.items()))
 
     def histories(self) -> dict[str, Path]:
         """``{"unet": ..., variant: ...}``: every ``history.json`` written so far (U-Net first)."""
