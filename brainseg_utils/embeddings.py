@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .env import free_bytes
 from .io import atomic_write, atomic_write_json, canonical_sha256
 from .sam import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
 from .slices import SliceCache
@@ -115,7 +115,7 @@ def build_embedding_cache(
     if progress_path.exists() and emb_path.exists() and emb_path.stat().st_size == need:
         done = int(json.loads(progress_path.read_text()).get("done", 0))
     else:
-        free = shutil.disk_usage(folder).free
+        free = free_bytes(folder)  # disk space, and what Kaggle's 20 GB output cap leaves under /kaggle/working
         if free < need:
             raise OSError(
                 f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "

@@ -572,3 +572,29 @@ def test_space_folder_builds_and_serves(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- explorer on Colab's ipywidgets 7
+IPYWIDGETS_7_6 = {"VBox", "HBox", "Dropdown", "IntSlider", "FloatSlider", "Checkbox", "Output"}
+
+
+def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
+    """The explorer builds from widgets and traits that ipywidgets 7.6 (Colab's 7.x line) already had, and
+    changing the case moves the slice slider to that case's largest tumour slice."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    from brainseg_utils import brats, viz
+
+    cases = brats.discover_cases(synth_root)[:2]
+    box = viz.SliceExplorer(cases, "synthetic").widget()
+    found, stack = set(), [box]
+    while stack:
+        w = stack.pop()
+        found.add(type(w).__name__)
+        stack.extend(getattr(w, "children", ()))
+    assert found == IPYWIDGETS_7_6
+    (case, _), (z, _, _) = box.children[0].children, box.children[1].children
+    case.value = cases[1].case_id
+    seg = brats.load_case(cases[1], ("flair",))["wt"]
+    assert z.max == seg.shape[2] - 1 and z.value == brats.best_slice(seg)
