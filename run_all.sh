@@ -12,7 +12,7 @@ source scripts/setup_env.sh
 
 NOTEBOOKS=(01_eda 02_train_unet 03_finetune_sam 04_evaluate 05_demo)
 # Absolute, so the notebooks use it as given (a relative OUTPUT_DIR would follow RunDir.for_platform to Drive).
-OUTPUT_DIR="$(realpath -m "${OUTPUT_DIR:-outputs}")"
+OUTPUT_DIR="$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "${OUTPUT_DIR:-outputs}")"
 
 # Data: explicit DATA_ROOT, else Kaggle/Colab locations, else synthetic (generated once, reused).
 # On Colab/Kaggle synthetic data needs BRAINSEG_DATA=synthetic: a GPU run on it by accident costs hours.

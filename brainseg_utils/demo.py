@@ -351,11 +351,16 @@ def predictor_from_run(
     output_dir: str | os.PathLike = "outputs", device: str = "auto", sam_checkpoint: str | None = None
 ) -> Predictor:
     """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders."""
+    from .env import missing_hint
+    from .prepare import restore_previous
+
     run = RunDir(output_dir)
+    restore_previous(run)  # Kaggle: checkpoints of a previous run attached as input (no-op elsewhere)
     dev = resolve_device(device)
     unet_path = run.unet_best
     if not unet_path.exists():
-        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or bash run_all.sh)")
+        hint = missing_hint("unet/best.pt")
+        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or run_all.sh); {hint}")
     unet, ckpt = load_unet(unet_path, device=dev)
     img_size = int(ckpt["meta"].get("img_size", 128))
     dataset = ckpt["meta"].get("dataset", "unknown")
@@ -385,6 +390,11 @@ def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list
 
     run = RunDir(output_dir)
     split, info = run_split(run)
+    if not Path(info["root"]).is_dir():  # a fresh VM: synthetic volumes went with /kaggle/temp or the VM
+        from .prepare import ensure_run_data
+
+        ensure_run_data(run)
+        split, info = run_split(run)
     cases = {c.case_id: c for c in discover_cases(info["root"])}
     folder = run.demo_examples
     folder.mkdir(parents=True, exist_ok=True)

@@ -598,3 +598,25 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     case.value = cases[1].case_id
     seg = brats.load_case(cases[1], ("flair",))["wt"]
     assert z.max == seg.shape[2] - 1 and z.value == brats.best_slice(seg)
+
+
+def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tiny_cache):
+    """Notebook 05 alone: the U-Net of a previous version's output (attached as input) is restored and loaded."""
+    _, split = tiny_cache
+    prev = kaggle / "input" / "run-v1" / "brainseg" / "outputs"
+    (prev / "data").mkdir(parents=True)
+    (prev / "data" / "splits.json").write_text(json.dumps(split))
+    full_unet_checkpoint(prev / "unet" / "best.pt")
+    read_only(kaggle / "input")
+    before = snapshot(kaggle / "input")
+    run = RunDir.for_platform()
+    from brainseg_utils.slices import split_sha256
+
+    other = RunDir(kaggle / "working" / "other-split")
+    swapped = {**split, "train": split["val"], "val": split["train"]}
+    other.splits.write_text(json.dumps({**swapped, "sha256": split_sha256(swapped)}))
+    with pytest.raises(FileNotFoundError, match="attach a previous run's output"):
+        demo.predictor_from_run(other.root, "cpu")  # a run on another split takes nothing from it
+    predictor = demo.predictor_from_run(run.root, "cpu")
+    assert predictor.dataset == "synthetic" and run.unet_best.is_file()
+    assert snapshot(kaggle / "input") == before
