@@ -1,8 +1,9 @@
 """brainseg demo entry point (Hugging Face Spaces, or `python app.py` locally).
 
 Loads the U-Net and SAM decoders a run wrote (BRAINSEG_OUTPUT_DIR, default outputs/) and serves the
-Gradio demo. Public share links stay off unless BRAINSEG_SHARE=1; set BRAINSEG_AUTH=user:password
-to protect one.
+Gradio demo. SAM weights other than the bundled LiteMedSAM come from SAM_CHECKPOINT (a path, or
+vit_b=/a.pth,medsam=/b.pth) or are searched for as in the notebooks (brainseg_utils.sam_discovery).
+Public share links stay off unless BRAINSEG_SHARE=1; set BRAINSEG_AUTH=user:password to protect one.
 """
 
 import os
@@ -13,8 +14,10 @@ OUTPUT_DIR = os.environ.get("BRAINSEG_OUTPUT_DIR", "outputs")
 predictor = predictor_from_run(
     OUTPUT_DIR,
     device=os.environ.get("BRAINSEG_DEVICE", "auto"),
-    sam_checkpoint=os.environ.get("SAM_CHECKPOINT") or None,
+    sam_checkpoint=os.environ.get("SAM_CHECKPOINT", ""),
 )
+if predictor.backend is not None:
+    print(f"SAM backend {predictor.backend.name}: {predictor.backend.provenance}")
 try:
     examples = make_examples(OUTPUT_DIR)
 except (FileNotFoundError, KeyError):  # a Space may ship checkpoints without the dataset

@@ -18,7 +18,7 @@ Imports stay light (no torch): notebook 01 and ``run_all.sh`` use this module be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from .brats import MODALITIES
@@ -224,8 +224,10 @@ class UNetConfig:
 class SamConfig:
     """SAM backend, prompt modes and embedding cache of notebook 03 (the full profile's)."""
 
-    backend: str = "litemedsam"  # litemedsam, vit_b, vit_l, vit_h or medsam
-    checkpoint: str = ""  # weights path for vit_*/medsam; empty for litemedsam (bundled)
+    # auto: the official SAM ViT-B where its file is found (sam_discovery: SAM_CHECKPOINT, Kaggle inputs,
+    # Drive, caches, checkpoints/), else LiteMedSAM; or litemedsam, vit_b, vit_l, vit_h, medsam
+    backend: str = "auto"
+    checkpoint: str = ""  # weights path for vit_*/medsam (empty: searched); unused by litemedsam (bundled)
     prompts: tuple[str, ...] = ("box", "none")  # one decoder per mode
     box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side
     cache_budget_gb: float = 16.0  # embedding-cache disk budget (2 MiB per slice)
@@ -247,8 +249,8 @@ class SamConfig:
     def __post_init__(self) -> None:
         from .sam import BACKENDS, parse_prompts  # torch: only when a SAM config is built
 
-        if self.backend not in BACKENDS:
-            raise ValueError(f"SAM_BACKEND must be one of {sorted(BACKENDS)}, got {self.backend!r}")
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            raise ValueError(f"SAM_BACKEND must be one of {['auto', *sorted(BACKENDS)]}, got {self.backend!r}")
         prompts = self.prompts if isinstance(self.prompts, str) else ",".join(self.prompts)
         object.__setattr__(self, "prompts", tuple(parse_prompts(prompts)))
         if self.overflow not in OVERFLOW:
@@ -265,8 +267,22 @@ class SamConfig:
         """From notebook 03's ``SAM_BACKEND``, ``SAM_PROMPTS``, ... parameters; unknown names are an error."""
         return _from_params(cls, cls.PARAMS, params, what="SAM")
 
+    def resolve(self, roots=None, env: dict | None = None):
+        """(this config with a concrete backend and checkpoint, the ``sam_discovery.BackendChoice`` saying why).
+
+        ``SAM_BACKEND="auto"`` becomes ``vit_b`` when the official ViT-B is found, else ``litemedsam``;
+        ``vit_*``/``medsam`` without ``SAM_CHECKPOINT`` are searched for (``FileNotFoundError`` naming where).
+        ``roots`` / ``env`` replace the searched places and ``os.environ`` (tests).
+        """
+        from .sam_discovery import choose_backend
+
+        choice = choose_backend(self.backend, self.checkpoint, roots=roots, env=env)
+        return replace(self, backend=choice.backend, checkpoint=choice.checkpoint), choice
+
     def variant(self, prompt: str) -> str:
         """Model / folder name of the decoder trained with ``prompt``: ``sam_<backend>_<prompt>``."""
+        if self.backend == "auto":
+            raise ValueError("SAM_BACKEND='auto' names no variant: call SamConfig.resolve() first")
         return f"sam_{self.backend}_{prompt}"
 
 

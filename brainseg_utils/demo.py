@@ -25,7 +25,8 @@ from .brats import best_slice, normalise_volume, save_mask
 from .checkpoints import load_checkpoint, resolve_device
 from .inference import load_sam_decoder, load_unet, to_native
 from .paths import RunDir, run_split
-from .sam import PROMPTS, build_backend, mask_to_box
+from .sam import PROMPTS, mask_to_box
+from .sam_discovery import backend_for_decoder
 from .slices import box_to_cache, resize_slice
 from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
 
@@ -350,7 +351,10 @@ def launch(demo, share: bool = False, auth=None, **kwargs):
 def predictor_from_run(
     output_dir: str | os.PathLike = "outputs", device: str = "auto", sam_checkpoint: str | None = None
 ) -> Predictor:
-    """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders."""
+    """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders.
+
+    ``sam_checkpoint``: ``SAM_CHECKPOINT`` (a path or ``vit_b=/a.pth,...``); weights not given are searched
+    for (``sam_discovery``)."""
     from .env import missing_hint
     from .prepare import restore_previous
 
@@ -367,8 +371,10 @@ def predictor_from_run(
     sam_box = sam_none = backend = None
     decs = list(run.sam_checkpoints().values())
     if decs:
-        first = load_checkpoint(decs[0], expect_arch="sam_decoder")["config"]["model"]["backend"]
-        backend = build_backend(first, sam_checkpoint).to(dev)
+        first_ckpt = load_checkpoint(decs[0], expect_arch="sam_decoder")
+        first = first_ckpt["config"]["model"]["backend"]
+        trained = first_ckpt.get("meta", {}).get("checkpoint_sha256")
+        backend = backend_for_decoder(first, trained, sam_checkpoint or "").to(dev)
         for p in decs:
             if load_checkpoint(p, expect_arch="sam_decoder")["config"]["model"]["backend"] != first:
                 continue

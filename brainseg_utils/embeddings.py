@@ -101,6 +101,7 @@ def build_embedding_cache(
         "checkpoint_sha256": backend.checkpoint_sha256,
         "preprocessing": backend.preprocessing,
         "runtime": backend.runtime,
+        "precision": backend.precision,
         "slice_cache_key": slices.key,
         "rows_sha256": canonical_sha256(chosen.tolist()),
     }
@@ -135,11 +136,7 @@ def build_embedding_cache(
         bar.update(len(idx))
     bar.close()
     del emb
-    detail = (
-        backend.runner().describe()
-        if backend.device.type == "cpu"
-        else {"runtime": "pytorch", "version": torch.__version__, "precision": "f32"}
-    )
+    detail = backend.runner().describe()
     manifest = {
         "key": key,
         **payload,

@@ -343,6 +343,10 @@ def results_markdown(metrics: dict) -> str:
             f"{fmt_p(metrics['statistics'].get(name))} |"
         )
     prov = metrics.get("provenance", {})
+    backends = metrics.get("sam_backends") or {}
+    if backends:
+        lines += ["", "SAM backends (which weights ran and why):"]
+        lines += [f"- {b}: {v.get('why') or 'sha256 ' + str(v.get('checkpoint_sha256'))}" for b, v in backends.items()]
     lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]
     lines += [
         "- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
@@ -371,6 +375,12 @@ def prompt_of(name: str) -> str:
         if name.endswith(f"_{suffix}"):
             return PROMPT_LABEL[suffix]
     raise ValueError(f"unknown model name {name!r}")
+
+
+def backend_of(models: Models, name: str) -> str | None:
+    """The SAM backend of model ``name`` (``sam_vit_b_box`` -> ``vit_b``); None for the U-Net."""
+    hits = [b for b in models.backends if name.startswith(f"sam_{b}_")]
+    return max(hits, key=len) if hits else None
 
 
 def run_evaluation(
@@ -420,6 +430,7 @@ def run_evaluation(
         summary[name]["prompt"] = prompt_of(name)
         summary[name]["oracle"] = is_oracle(name)
         summary[name]["data"] = models.data.get(name)
+        summary[name]["backend"] = backend_of(models, name)
     metrics = {
         "dataset": {
             "name": info["name"],
@@ -430,6 +441,10 @@ def run_evaluation(
             "note": "synthetic data: not comparable with BraTS results" if info["name"] == "synthetic" else "",
         },
         "models": summary,
+        "sam_backends": {
+            b: {"checkpoint_sha256": getattr(m, "checkpoint_sha256", None), "why": getattr(m, "provenance", "")}
+            for b, m in models.backends.items()
+        },
         "statistics": paired_tests(per_case),
         "conventions": {
             **M.CONVENTIONS,
@@ -461,14 +476,3 @@ def run_evaluation(
     atomic_write(run.per_slice, lambda tmp: per_slice.to_csv(tmp, index=False))
     atomic_write_text(run.results_md, results_markdown(metrics))
     return metrics, volumes
-
-
-def parse_checkpoints(text: str) -> dict[str, str]:
-    """ "vit_b=/a.pth,medsam=/b.pth" -> {"vit_b": "/a.pth", "medsam": "/b.pth"} (empty text -> {})."""
-    out = {}
-    for item in filter(None, (s.strip() for s in str(text).split(","))):
-        name, sep, path = item.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"SAM_CHECKPOINTS items look like backend=/path/to/file.pth, got {item!r}")
-        out[name.strip()] = path.strip()
-    return out

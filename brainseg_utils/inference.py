@@ -28,7 +28,8 @@ from .checkpoints import load_checkpoint, load_model_state
 from .encoder_runtime import RuntimeModule
 from .io import file_sha256
 from .paths import RunDir
-from .sam import SamDecoderModel, build_backend, mask_to_box
+from .sam import SamDecoderModel, mask_to_box
+from .sam_discovery import backend_for_decoder
 from .slices import resize_slice, square_padding
 from .unet import UNet
 
@@ -111,10 +112,11 @@ class Models:
         return out
 
 
-def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoints: dict | None = None) -> Models:
+def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoint: str = "") -> Models:
     """The U-Net from ``unet/best.pt`` and every ``sam/sam_<backend>_<prompt>/best.pt``.
 
-    ``sam_checkpoints`` maps a backend name to its weights path (vit_* / medsam; LiteMedSAM needs none).
+    ``sam_checkpoint``: the ``SAM_CHECKPOINT`` parameter (a path, or ``vit_b=/a.pth,medsam=/b.pth``);
+    weights not given are searched for (``sam_discovery``) and must be those the decoders were trained with.
     """
     unet_path = run.unet_best
     if not unet_path.exists():
@@ -125,11 +127,12 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoints: d
     unet, ckpt = load_unet(unet_path, split_sha256, device)
     models = Models(unet, data={"unet": training_data(ckpt)})
     for best in run.sam_checkpoints().values():
-        cfg = load_checkpoint(best, expect_arch="sam_decoder")["config"]["model"]
+        dec_ckpt = load_checkpoint(best, expect_arch="sam_decoder")
+        cfg = dec_ckpt["config"]["model"]
         name = cfg["backend"]
         if name not in models.backends:
-            ckpt_path = (sam_checkpoints or {}).get(name)
-            models.backends[name] = build_backend(name, ckpt_path).to(device)
+            trained = dec_ckpt.get("meta", {}).get("checkpoint_sha256")
+            models.backends[name] = backend_for_decoder(name, trained, sam_checkpoint).to(device)
         dec, ckpt = load_sam_decoder(best, models.backends[name], split_sha256, device)
         models.sam.setdefault(name, {})[cfg["prompt"]] = dec
         models.data[f"sam_{name}_{cfg['prompt']}"] = training_data(ckpt)

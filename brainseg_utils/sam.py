@@ -3,9 +3,9 @@
 Backends (``build_backend(name, checkpoint)``; unknown names raise ``KeyError`` with the options):
 
   * ``vit_b``, ``vit_l``, ``vit_h``: official SAM through ``segment-anything`` from a checkpoint
-    path the user gives. Size and sha256 are checked against the official files first; the
-    model is built without a checkpoint and the state dict loaded with ``weights_only=True``
-    (``build_sam``'s own loader uses a bare ``torch.load``).
+    path (given, or found by ``sam_discovery``: Kaggle inputs, Drive, caches). Size and sha256 are
+    checked against the official files first; the model is built without a checkpoint and the state
+    dict loaded with ``weights_only=True`` (``build_sam``'s own loader uses a bare ``torch.load``).
     Preprocessing: [0, 1] slice x 255, three channels, ResizeLongestSide(1024) (bilinear,
     antialiased), SAM's pixel mean/std, zero padding to 1024 x 1024; boxes scaled by 1024 / S.
   * ``medsam``: a MedSAM ViT-B checkpoint (same architecture as ``vit_b``; no official hash to
@@ -119,6 +119,7 @@ class SamBackend:
     name: str
     input_size: int
     preprocessing: str
+    provenance: str = ""  # where the weights came from ("found at ...": set by sam_discovery)
 
     def __init__(
         self,
@@ -164,6 +165,13 @@ class SamBackend:
         from .encoder_runtime import resolve_runtime
 
         return resolve_runtime(self.runtime_request, self.device)
+
+    @property
+    def precision(self) -> str:
+        """The encoder's arithmetic on the current device: "fp32", or the autocast dtype used on CUDA."""
+        from .encoder_runtime import CUDA_ENCODER_PRECISION
+
+        return CUDA_ENCODER_PRECISION if self.device.type == "cuda" and self.runtime == "pytorch" else "fp32"
 
     def runtime_key(self) -> dict:
         """What identifies this encoder's converted model (checkpoint, input, preprocessing)."""
@@ -234,9 +242,10 @@ class SamBackend:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """float (B, C, S, S) in [0, 1] -> float32 embeddings (B, 256, 64, 64) on the images' device,
-        through the attached runtime (``use_runtime``; OpenVINO fp32 on CPU when installed)."""
+        through the attached runtime (``use_runtime``; OpenVINO fp32 on CPU when installed; on CUDA fp16
+        autocast with fused attention, ``encoder_runtime.TorchRuntime``)."""
         x = self.preprocess(images)
-        if x.device.type == "cpu" and self.device.type == "cpu":
+        if x.device == self.device:
             return self.runner()(x)
         return self.image_encoder(x)
 
@@ -301,7 +310,8 @@ def _vit(kind: str, checkpoint, random_init: bool) -> SamBackend:
     if checkpoint is None and not random_init:
         raise ValueError(
             f"backend {kind!r} needs SAM_CHECKPOINT: the path of the official {OFFICIAL[kind].name} "
-            "(nothing is downloaded); leave SAM_BACKEND='litemedsam' to use the bundled LiteMedSAM"
+            "(nothing is downloaded; sam_discovery.choose_backend finds attached copies); "
+            "SAM_BACKEND='auto' falls back to the bundled LiteMedSAM"
         )
     model, digest = _build_vit(kind, checkpoint, verify=True)
     return SamViTBackend(kind, model, 1024, "sam: x255, 3ch, resize-longest 1024 bilinear-aa, pixel mean/std", digest)

@@ -30,7 +30,6 @@ BUILDERS = [
 # notebook default. A new parameter must be owned by a config or be listed here.
 NOTEBOOK_ONLY = {
     "INTERACTIVE": True,  # 01: ipywidgets explorer (run_all.sh passes False)
-    "SAM_CHECKPOINTS": "",  # 04: weights of non-bundled backends
     "LATENCY_RUNS": 20,  # 04
     "EXPORT_NIFTI": True,  # 04
     "MAX_TEST_CASES": 0,  # 04
@@ -70,6 +69,7 @@ def test_defaults_are_the_full_profile():
     assert d["IMG_SIZE"] == 240 and d["UNET_BASE_CHANNELS"] == 64 and d["UNET_EPOCHS"] == 30
     assert d["SAM_EPOCHS"] == 30 and d["UNET_LR"] == d["SAM_LR"] == 1e-4 and d["UNET_BATCH_SIZE"] == 16
     assert d["SAM_OVERFLOW"] == "encode" and d["NUM_WORKERS"] == 2 and d["SAM_CACHE_BUDGET_GB"] == 16.0
+    assert d["SAM_BACKEND"] == "auto" and d["SAM_CHECKPOINT"] == ""  # the seed's ViT-B wherever its file is found
     # names shared by several configs have one default (parameter_defaults raises otherwise)
     assert DataConfig().seed == TrainConfig().seed == d["SEED"] == 0
 
@@ -156,7 +156,9 @@ def test_from_params_maps_notebook_names():
     assert (data.img_size, data.modalities, data.split_fractions) == (64, ("flair", "t2"), (0.5, 0.25, 0.25))
     u = UNetConfig.from_params(UNET_BASE_CHANNELS=4, UNET_BILINEAR=True, UNET_DROPOUT=0.0, UNET_AUG_STRENGTH=0.5)
     assert dataclasses.astuple(u) == (4, True, 0.0, 0.5)
-    s = SamConfig.from_params(SAM_PROMPTS="none, box,none", SAM_OVERFLOW="subsample", SAM_BOX_JITTER_PX=0)
+    s = SamConfig.from_params(
+        SAM_BACKEND="litemedsam", SAM_PROMPTS="none, box,none", SAM_OVERFLOW="subsample", SAM_BOX_JITTER_PX=0
+    )
     assert s.prompts == ("none", "box") and s.overflow == "subsample" and s.variant("box") == "sam_litemedsam_box"
 
 
@@ -168,7 +170,7 @@ def test_from_params_maps_notebook_names():
         (UNetConfig, {"UNET_BASE_CHANNELS": 0}, "UNET_BASE_CHANNELS must be >= 1, got 0"),
         (UNetConfig, {"UNET_DROPOUT": 1.0}, r"UNET_DROPOUT must be in \[0, 1\), got 1.0"),
         (UNetConfig, {"UNET_AUG_STRENGTH": 2.0}, r"UNET_AUG_STRENGTH must be in \[0, 1\], got 2.0"),
-        (SamConfig, {"SAM_BACKEND": "vit_x"}, r"SAM_BACKEND must be one of \[.*'litemedsam'.*\], got 'vit_x'"),
+        (SamConfig, {"SAM_BACKEND": "vit_x"}, r"SAM_BACKEND must be one of \['auto', 'litemedsam'.*\], got 'vit_x'"),
         (
             SamConfig,
             {"SAM_PROMPTS": "box,unet_box"},

@@ -154,4 +154,5 @@ def test_cache_key_records_the_encoder_runtime(slices64, tmp_path):
     assert vino.key != pt.key, "another runtime is another cache"
     assert vino.manifest["runtime_detail"]["version"] == ov.get_version()
     assert pt.manifest["runtime_detail"]["version"] == torch.__version__
+    assert pt.manifest["precision"] == vino.manifest["precision"] == "fp32"  # autocast is for CUDA only
     np.testing.assert_allclose(np.asarray(vino.emb, np.float32), np.asarray(pt.emb, np.float32), atol=1e-3)

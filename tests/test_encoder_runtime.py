@@ -198,3 +198,50 @@ def test_unreadable_cached_model_names_the_folder(tmp_path):
     (rt.path / "model.xml").write_text("<not a model")
     with pytest.raises(RuntimeError, match=f"cached OpenVINO model {rt.path} is unreadable.*delete that folder"):
         R.OpenVinoRuntime(_TinyEncoder(), (3, 16, 16), _ov_key("9" * 64), tmp_path, label="tiny")
+
+
+@pytest.mark.parametrize("img_size,window", [(128, 4), (160, 14)])
+def test_fused_attention_matches_segment_anything(img_size, window):
+    """The SDPA path with positions folded into q/k gives segment-anything's logits: same encoder output in
+    fp32 (windowed blocks with padding and a global block, decomposed relative positions on)."""
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT
+
+    torch.manual_seed(0)
+    enc = ImageEncoderViT(
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=96,
+        depth=2,
+        num_heads=3,
+        mlp_ratio=2.0,
+        out_chans=32,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=window,
+        global_attn_indexes=(1,),
+    ).eval()
+    for blk in enc.blocks:  # the zero-initialised positions would hide a wrong relative-position term
+        torch.nn.init.normal_(blk.attn.rel_pos_h, std=0.5)
+        torch.nn.init.normal_(blk.attn.rel_pos_w, std=0.5)
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.no_grad():
+        ref = enc(x)
+        assert R.use_fused_attention(enc) == 2
+        assert R.use_fused_attention(enc) == 0  # idempotent
+        got = enc(x)
+    assert got.shape == ref.shape == (2, 32, img_size // 16, img_size // 16)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-4), float((got - ref).abs().max())
+
+
+def test_torch_runtime_precision_and_description():
+    lin = torch.nn.Linear(4, 3)
+    rt = R.TorchRuntime(lin, "bf16")
+    out = rt(torch.randn(2, 4))
+    assert out.dtype == torch.float32 and out.shape == (2, 3)
+    assert rt.describe()["precision"] == "bf16-autocast" and rt.describe()["fused_attention_blocks"] == 0
+    assert R.TorchRuntime(lin).describe()["precision"] == "f32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        R.TorchRuntime(lin, "int8")

@@ -14,8 +14,14 @@ from brainseg_utils import env
 def plain(monkeypatch):
     """A plain machine: no Colab module, no Colab or Kaggle variables."""
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for var in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "BRAINSEG_COLAB_ROOT", "BRAINSEG_DRIVE",
-                "BRAINSEG_KAGGLE_ROOT", "BRAINSEG_HOME"):
+    for var in (
+        "COLAB_RELEASE_TAG",
+        "KAGGLE_KERNEL_RUN_TYPE",
+        "BRAINSEG_COLAB_ROOT",
+        "BRAINSEG_DRIVE",
+        "BRAINSEG_KAGGLE_ROOT",
+        "BRAINSEG_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 

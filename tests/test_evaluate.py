@@ -130,16 +130,12 @@ def test_oracle_variants_have_no_false_positive_rate():
     assert ev.fmt_fp(s["sam_x_box"]["false_positive_rate"]) == "n/a (oracle)"
 
 
-def test_prompt_labels_and_parse_checkpoints():
+def test_prompt_labels():  # SAM_CHECKPOINT parsing: test_sam_discovery.py
     assert ev.prompt_of("unet") == "-"
     assert ev.prompt_of("sam_litemedsam_box") == "oracle GT box"
     assert ev.prompt_of("sam_vit_b_unet_box") == "U-Net box"
     assert ev.prompt_of("sam_vit_b_none") == "none"
     assert ev.prompt_of("sam_litemedsam_box_zeroshot").startswith("oracle GT box, zero-shot")
-    assert ev.parse_checkpoints("") == {}
-    assert ev.parse_checkpoints("vit_b=/a.pth, medsam=/b.pth") == {"vit_b": "/a.pth", "medsam": "/b.pth"}
-    with pytest.raises(ValueError, match="backend=/path"):
-        ev.parse_checkpoints("vit_b")
 
 
 def test_latency_protocol_counts_runs():

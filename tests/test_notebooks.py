@@ -211,6 +211,7 @@ def test_02_train_unet(nb_run, run02):
 
 
 SAM_TINY = {
+    "SAM_BACKEND": "litemedsam",  # quick.yaml's CPU backend, whatever SAM weights this machine holds
     "SAM_PROMPTS": "box,none",
     "SAM_EPOCHS": 1,
     "SAM_BATCH_SIZE": 4,
