@@ -2,7 +2,7 @@
 # The main job: set up the environment, find BraTS 2020 (or generate the synthetic dataset),
 # then execute every notebook headless with papermill into outputs/notebooks/.
 #
-#   bash run_all.sh                      # profile: quick without a GPU, full with one
+#   bash run_all.sh                      # profile: full with a GPU and BraTS data, else quick
 #   PROFILE=quick bash run_all.sh        # force a profile (configs/<PROFILE>.yaml)
 #   DATA_ROOT=/path/to/MICCAI_BraTS2020_TrainingData bash run_all.sh
 #   bash run_all.sh -p SEED 1            # extra arguments go to every papermill call
@@ -11,9 +11,27 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 source scripts/setup_env.sh
 
 NOTEBOOKS=(01_eda 02_train_unet 03_finetune_sam 04_evaluate 05_demo)
-OUTPUT_DIR="${OUTPUT_DIR:-outputs}"
+# Absolute, so the notebooks use it as given (a relative OUTPUT_DIR would follow RunDir.for_platform to Drive).
+OUTPUT_DIR="$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "${OUTPUT_DIR:-outputs}")"
+
+# Data: explicit DATA_ROOT, else Kaggle/Colab locations, else synthetic (generated once, reused).
+# On Colab/Kaggle synthetic data needs BRAINSEG_DATA=synthetic: a GPU run on it by accident costs hours.
+ROOT=""
+if FOUND="$("$PY" -m brainseg_utils.brats --find ${DATA_ROOT:+--root "$DATA_ROOT"})"; then
+    ROOT="$FOUND"
+else
+    rc=$?
+    [[ $rc -eq 1 ]] || exit $rc   # 2: an explicit DATA_ROOT that is wrong, already explained
+    if [[ -n "${COLAB_RELEASE_TAG:-}${KAGGLE_KERNEL_RUN_TYPE:-}" && "${BRAINSEG_DATA:-}" != synthetic ]]; then
+        echo "error: no BraTS 2020 found on this hosted VM (Kaggle: attach awsaf49/brats20-dataset-training-validation;" \
+             "Colab: put MICCAI_BraTS2020_TrainingData on Drive), or set DATA_ROOT=/path, or opt in to synthetic data:" \
+             "BRAINSEG_DATA=synthetic bash run_all.sh" >&2
+        exit 2
+    fi
+fi
+# Profile from data + device: full for real BraTS on a GPU, quick otherwise (synthetic data never gets full).
 if [[ -z "${PROFILE:-}" ]]; then
-    if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    if [[ -n "$ROOT" ]] && "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
         PROFILE=full
     else
         PROFILE=quick
@@ -22,12 +40,9 @@ fi
 PARAMS="configs/$PROFILE.yaml"
 [[ -f "$PARAMS" ]] || { echo "error: profile '$PROFILE' has no $PARAMS (options: $(ls configs | sed 's/.yaml//' | tr '\n' ' '))" >&2; exit 2; }
 
-# Data: explicit DATA_ROOT, else Kaggle/Colab locations, else synthetic (generated once, reused).
-if ROOT="$("$PY" -m brainseg_utils.brats --find ${DATA_ROOT:+--root "$DATA_ROOT"})"; then
+if [[ -n "$ROOT" ]]; then
     echo "data: BraTS-layout data at $ROOT"
 else
-    rc=$?
-    [[ $rc -eq 1 ]] || exit $rc   # 2: an explicit DATA_ROOT that is wrong, already explained
     SYNTH_DIR="${SYNTHETIC_DIR:-data/synthetic}"
     read -r CASES DEPTH SEED < <("$PY" -c "import yaml,sys; p=yaml.safe_load(open('$PARAMS')); print(p['SYNTHETIC_CASES'], p['SYNTHETIC_DEPTH'], p['SEED'])")
     echo "data: no BraTS 2020 found (set DATA_ROOT to use it); synthetic dataset in $SYNTH_DIR"

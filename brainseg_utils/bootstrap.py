@@ -1,9 +1,11 @@
 """The notebooks' bootstrap cell: its one source (every notebook's second cell must equal ``CELL``).
 
-On Colab / Kaggle the cell clones the project and installs it with its requirements; locally it is a
-no-op. The cell cannot import this module (the package is not installed yet when it runs), so the text
-lives here as a constant: ``tests/test_notebooks.py`` checks that all five notebooks carry it verbatim,
-and ``python -m brainseg_utils.bootstrap`` rewrites the notebooks' cell after ``CELL`` is edited.
+On Colab / Kaggle the cell offers the Drive mount (Colab), clones the project (``REPO_URL``, or
+``$BRAINSEG_REPO``), enters the clone and runs ``scripts/install_hosted.py``; locally it is a no-op. Every
+folder it uses can be moved by an environment variable (``env.py``), so tests run it in a temporary tree.
+The cell cannot import this module (the package is not installed yet when it runs), so the text lives
+here as a constant: ``tests/test_notebooks.py`` checks that all five notebooks carry it verbatim, and
+``python -m brainseg_utils.bootstrap`` rewrites the notebooks' cell after ``CELL`` is edited.
 """
 
 from __future__ import annotations
@@ -11,22 +13,47 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-CELL = """\
-# Bootstrap: on Colab / Kaggle, fetch the project and install what the platform lacks
-# (their torch already has CUDA). Locally this cell does nothing: run `bash run_all.sh` once,
-# or `pip install -e .` in your environment.
-import os, subprocess, sys
+# The repository the bootstrap cell clones: the ONE place that names it (README's badges use the same URL;
+# tests/test_hosted.py checks). PLACEHOLDER: the project has no public remote yet. Users of a fork or a
+# mirror override it without editing anything: `%env BRAINSEG_REPO=https://github.com/<you>/brainseg.git`.
+REPO_URL = "https://github.com/brainseg-project/brainseg.git"
 
-if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    try:
-        import brainseg_utils  # noqa: F401  (already installed in this session)
-    except ImportError:
-        repo = os.environ.get("BRAINSEG_REPO", "https://github.com/brainseg-project/brainseg.git")
-        if not os.path.isfile("brainseg/pyproject.toml"):
-            # Kaggle: switch Internet on in the notebook settings for this step.
-            subprocess.run(["git", "clone", "--depth", "1", repo, "brainseg"], check=True)
-        os.chdir("brainseg")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt", "."], check=True)"""
+CELL = f"""\
+# Bootstrap: on Colab / Kaggle, clone the project and install only what the platform lacks (never its
+# torch or Jupyter stack; scripts/install_hosted.py). Locally this cell does nothing: run `bash run_all.sh`
+# once, or `pip install -e .` in your environment. Another repository (a fork, a mirror): run
+# `%env BRAINSEG_REPO=<git URL>` before this cell. Offline Kaggle: `%env BRAINSEG_WHEELS=/kaggle/input/<wheels>`.
+import os, subprocess, sys
+from pathlib import Path
+
+REPO = os.environ.get("BRAINSEG_REPO") or "{REPO_URL}"  # placeholder: README
+colab = "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+kaggle = not colab and "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+if colab or kaggle:
+    top = Path(os.environ.get("BRAINSEG_COLAB_ROOT") or "/content") if colab else None
+    home = Path(os.environ.get("BRAINSEG_HOME") or (top / "brainseg" if colab else
+                Path(os.environ.get("BRAINSEG_KAGGLE_ROOT") or "/kaggle") / "working" / "brainseg"))
+    drive = Path(os.environ.get("BRAINSEG_DRIVE") or (top / "drive" / "MyDrive" if colab else "."))
+    if colab and not drive.is_dir() and os.environ.get("BRAINSEG_MOUNT_DRIVE", "1") == "1":
+        try:  # outputs persist on Drive (MyDrive/brainseg/outputs); %env BRAINSEG_MOUNT_DRIVE=0 skips this
+            from google.colab import drive as gdrive
+            gdrive.mount(str(drive.parent))
+        except Exception as exc:
+            print(f"Drive not mounted ({{exc}}): outputs stay on this VM and are lost when it goes")
+    if not (home / "pyproject.toml").is_file():
+        r = subprocess.run(["git", "clone", "--depth", "1", REPO, str(home)], capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(
+                f"git clone {{REPO}} failed:\\n{{r.stderr}}\\n"
+                + ("Kaggle: switch Internet on (Settings), or " if kaggle else "")
+                + "set the repository in a cell above this one, then re-run this cell:\\n%env BRAINSEG_REPO=https://github.com/<owner>/brainseg.git")
+    os.chdir(home)  # every time: after a kernel restart too, outputs go under the clone (or Drive)
+    r = subprocess.run([sys.executable, "scripts/install_hosted.py", "--once"], capture_output=True, text=True)
+    print(r.stdout, r.stderr, sep="")
+    if r.returncode:
+        raise RuntimeError(f"installing the requirements failed (exit {{r.returncode}}); pip's output is above")
+    if str(home) not in sys.path:  # this kernel; pip's editable install serves the next kernel start
+        sys.path.insert(0, str(home))"""
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -126,6 +126,13 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":  # slim inference weights (slim.py; a Hugging Face Space)
+        from .slim import load_slim
+
+        ckpt = load_slim(path, map_location)
+        if expect_arch is not None:
+            check_arch(ckpt, path, expect_arch)
+        return ckpt
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -1,7 +1,14 @@
 """Where the volumes of a run come from: real BraTS 2020 when found, else the synthetic dataset.
 
-Owns ``resolve_dataset`` (the policy that picks the data; ``DataConfig`` lives in ``config.py``). It stays
-apart from ``brats.py`` so that the real-data loader does not depend on the synthetic generator.
+Owns ``locate_dataset`` / ``resolve_dataset`` (the policy that picks the data; ``DataConfig`` lives in
+``config.py``), the hosted search (``search_places``, ``find_hosted_brats``) and ``choose_profile`` (the
+parameter profile from data + device). It stays apart from ``brats.py`` so that the real-data loader does
+not depend on the synthetic generator.
+
+Policy: an explicit ``DATA_ROOT`` (or ``$BRAINSEG_DATA``) wins; ``"synthetic"`` there is the explicit opt-in
+to the generated dataset. With none given, BraTS is searched (Colab: Drive and /content; Kaggle:
+/kaggle/input). Not found: locally the synthetic dataset is used (the embedded default); on Colab / Kaggle the
+run stops naming every place it looked, because a GPU run on synthetic data by accident costs hours.
 """
 
 from __future__ import annotations
@@ -10,28 +17,111 @@ import logging
 import os
 from pathlib import Path
 
-from .brats import find_brats_root
+from . import env
+from .brats import discover_cases, find_brats_root
 from .config import DataConfig
 from .synthetic import SyntheticConfig, generate_dataset, is_synthetic
 
 log = logging.getLogger(__name__)
 
+SYNTHETIC = "synthetic"  # DATA_ROOT / $BRAINSEG_DATA value that opts in to the generated dataset
+TRAINING_FOLDER = "MICCAI_BraTS2020_TrainingData"
+CASE_GLOB = "BraTS20_Training_[0-9][0-9][0-9]"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No BraTS data on a hosted platform and no synthetic opt-in; the message names every place searched."""
+
+
+def search_places() -> list[Path]:
+    """Folders searched for BraTS on this platform (up to three levels deep): Colab: Drive's My Drive, then
+    /content; Kaggle: /kaggle/input. Locally none (give DATA_ROOT)."""
+    where = env.platform()
+    if where == "colab":
+        return [env.drive_root(), env.colab_root()]
+    if where == "kaggle":
+        return [env.kaggle_root() / "input"]
+    return []
+
+
+def find_hosted_brats(places: list[Path]) -> Path | None:
+    """The first ``MICCAI_BraTS2020_TrainingData`` folder (or any folder of ``BraTS20_Training_NNN`` cases) at
+    depth <= 3 under ``places``, skipping data our generator wrote. Only lists folders; reads no volume."""
+    for base in places:
+        if not base.is_dir():
+            continue
+        hits = []
+        for depth in range(4):
+            hits += sorted(base.glob("/".join(["*"] * depth + [TRAINING_FOLDER])))
+        for depth in range(3):
+            hits += sorted(p.parent for p in base.glob("/".join(["*"] * depth + [CASE_GLOB])))
+        for cand in hits:
+            if cand.is_dir() and not is_synthetic(cand) and discover_cases(cand, max_depth=1):
+                return cand
+    return None
+
+
+def _explicit(cfg: DataConfig) -> str:
+    return str(cfg.data_root or os.environ.get("BRAINSEG_DATA") or os.environ.get("DATA_ROOT") or "").strip()
+
+
+def locate_dataset(cfg: DataConfig) -> Path | None:
+    """The BraTS root to use, or None for the synthetic dataset (see the module's policy).
+
+    Raises ``DataNotFoundError`` on Colab/Kaggle when nothing is found and synthetic data was not asked for,
+    and ``FileNotFoundError`` for an explicit root that holds no cases."""
+    explicit = _explicit(cfg)
+    if explicit.lower() == SYNTHETIC:
+        return None
+    if explicit:
+        return find_brats_root(explicit)
+    if not env.hosted():
+        return find_brats_root(None)  # known hosted paths; None: the synthetic default
+    places = search_places()
+    root = find_hosted_brats(places)
+    if root is None:
+        where = "\n".join(f"  - {p}/ (and 3 levels below){'' if p.is_dir() else ' (missing)'}" for p in places)
+        attach = (
+            "attach the Kaggle dataset awsaf49/brats20-dataset-training-validation (Add data)"
+            if env.platform() == "kaggle"
+            else "put MICCAI_BraTS2020_TrainingData on Google Drive and mount it (the bootstrap cell offers it)"
+        )
+        raise DataNotFoundError(
+            f"no BraTS 2020 training data ({TRAINING_FOLDER}/ or {CASE_GLOB.replace('[0-9]', 'N')} folders) found on "
+            f"{env.platform()}; searched:\n{where}\nEither {attach}, or set DATA_ROOT to the folder, or opt in to "
+            f'the synthetic stand-in data: DATA_ROOT="synthetic" in notebook 01, or in any notebook a cell '
+            f"`%env BRAINSEG_DATA=synthetic` before the parameters."
+        )
+    return root
+
+
+def synthetic_dir(cfg: DataConfig) -> Path:
+    """Where synthetic volumes go: ``SYNTHETIC_DIR``, under ``env.cache_root()`` when relative and the platform
+    has one (Kaggle: /kaggle/temp, not the 20 GB-capped working dir)."""
+    out = Path(cfg.synthetic_dir).expanduser()
+    cache = env.cache_root()
+    return cache / out if cache is not None and not out.is_absolute() else out
+
 
 def resolve_dataset(cfg: DataConfig, progress: bool = True) -> tuple[Path, str]:
-    """(root, dataset name). Real BraTS when ``data_root`` is given or found on Colab/Kaggle;
-    otherwise the synthetic dataset, generated on first use under ``synthetic_dir``.
-
-    The name is "synthetic" when the root was written by our generator, else "brats2020".
-    """
-    root = find_brats_root(cfg.data_root or None)
+    """(root, dataset name): ``locate_dataset``'s BraTS root, or the synthetic dataset generated on first
+    use (``synthetic_dir``). The name is "synthetic" when the root was written by our generator, else
+    "brats2020"."""
+    root = locate_dataset(cfg)
     if root is None:
-        log.info(
-            "no BraTS 2020 data found (give DATA_ROOT to use yours); using the synthetic dataset at %s",
-            cfg.synthetic_dir,
-        )
+        out = synthetic_dir(cfg)
+        log.info("using the synthetic dataset at %s (give DATA_ROOT to use BraTS 2020)", out)
         root = generate_dataset(
-            cfg.synthetic_dir,
+            out,
             SyntheticConfig(cases=cfg.synthetic_cases, seed=cfg.seed, depth=cfg.synthetic_depth),
             progress=progress,
         )
-    return Path(os.path.abspath(root)), ("synthetic" if is_synthetic(root) else "brats2020")
+    return Path(os.path.abspath(root)), (SYNTHETIC if is_synthetic(root) else "brats2020")
+
+
+def choose_profile(dataset: str, cuda: bool) -> str:
+    """Parameter profile for ``dataset`` ("synthetic"/"brats2020") on this device: "full" only for real data
+    on a GPU; synthetic data (whatever the device) and CPUs get "quick". ``$BRAINSEG_PROFILE`` overrides."""
+    if os.environ.get("BRAINSEG_PROFILE"):
+        return os.environ["BRAINSEG_PROFILE"]
+    return "full" if dataset == "brats2020" and cuda else "quick"

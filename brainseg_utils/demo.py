@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -325,12 +324,28 @@ def build_demo(predictor: Predictor, examples: list[list] | None = None, workdir
     return demo
 
 
+def launch_options(share: bool = False, auth=None) -> dict:
+    """``share`` and ``auth`` for ``demo.launch``: ``share=True`` forces a public link; otherwise ``share=None``
+    leaves Gradio's platform behaviour (local: no link, inline in Jupyter; Colab / Kaggle notebooks: Gradio
+    makes a public link itself, the only way the inline frame works on Kaggle, whose iframe cannot reach
+    127.0.0.1). A public link never goes out without auth: without ``auth`` a user "brainseg" with a random
+    password is created and printed (anyone with the link could otherwise use the app and upload files)."""
+    from .env import hosted
+
+    public = bool(share) or hosted()
+    if public and not auth:
+        import secrets
+
+        auth = ("brainseg", secrets.token_urlsafe(9))
+        print(f"public Gradio link: log in as user {auth[0]!r}, password {auth[1]!r} (set AUTH='user:password')")
+    return {"share": True if share else None, "auth": auth}
+
+
 def launch(demo, share: bool = False, auth=None, **kwargs):
-    """Launch with upload limits; public share links only when asked, with a warning without auth."""
-    if share and not auth:
-        warnings.warn("share=True without auth: anyone with the link can use this demo and upload files", stacklevel=2)
+    """Launch with upload limits and ``launch_options``' link and auth policy."""
     allowed = [str(p) for p in kwargs.pop("allowed_paths", [])]
-    return demo.launch(share=share, auth=auth, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
+    opts = launch_options(share, auth)
+    return demo.launch(**opts, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, **kwargs)
 
 
 def predictor_from_run(
@@ -340,11 +355,16 @@ def predictor_from_run(
 
     ``sam_checkpoint``: ``SAM_CHECKPOINT`` (a path or ``vit_b=/a.pth,...``); weights not given are searched
     for (``sam_discovery``)."""
+    from .env import missing_hint
+    from .prepare import restore_previous
+
     run = RunDir(output_dir)
+    restore_previous(run)  # Kaggle: checkpoints of a previous run attached as input (no-op elsewhere)
     dev = resolve_device(device)
     unet_path = run.unet_best
     if not unet_path.exists():
-        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or bash run_all.sh)")
+        hint = missing_hint("unet/best.pt")
+        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or run_all.sh); {hint}")
     unet, ckpt = load_unet(unet_path, device=dev)
     img_size = int(ckpt["meta"].get("img_size", 128))
     dataset = ckpt["meta"].get("dataset", "unknown")
@@ -376,6 +396,11 @@ def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list
 
     run = RunDir(output_dir)
     split, info = run_split(run)
+    if not Path(info["root"]).is_dir():  # a fresh VM: synthetic volumes went with /kaggle/temp or the VM
+        from .prepare import ensure_run_data
+
+        ensure_run_data(run)
+        split, info = run_split(run)
     cases = {c.case_id: c for c in discover_cases(info["root"])}
     folder = run.demo_examples
     folder.mkdir(parents=True, exist_ok=True)

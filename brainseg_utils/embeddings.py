@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import distributed
+from .env import free_bytes
 from .io import atomic_write, atomic_write_json, canonical_sha256
 from .sam import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
 from .slices import SliceCache
@@ -127,7 +127,7 @@ def build_embedding_cache(
     if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if not (emb_path.exists() and emb_path.stat().st_size == need):
-            free = shutil.disk_usage(folder).free
+            free = free_bytes(folder)  # disk space, and what Kaggle's 20 GB output cap leaves under /kaggle/working
             if free < need:
                 raise OSError(
                     f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "

@@ -1,14 +1,20 @@
 """Where are we running: Colab, Kaggle or a plain machine; what accelerator is there; which code ran.
 
-Owns platform detection (``platform``, ``default_output_root``), the accelerator summary written into
-logs and results (``device_summary``), the git commit of the package (``code_version``, recorded in
-``metrics.json``) and ``enter_project_root`` (a notebook opened in ``notebooks/`` writes to ``<repo>/outputs``).
+Owns platform detection (``platform``; the hosted folders: ``default_output_root``, ``cache_root``,
+``clone_dir``, ``free_bytes`` aware of Kaggle's output cap, ``missing_hint``), the accelerator summary
+written into logs and results (``device_summary``), the git commit of the package (``code_version``,
+recorded in ``metrics.json``) and ``enter_project_root`` (the checkout the package was imported from).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+
+# Hosted platforms' folders. Each can be moved with an environment variable so that tests simulate a
+# platform in a temporary folder and never write to the real /content or /kaggle.
+KAGGLE_OUTPUT_CAP_BYTES = 20 * 1024**3  # Kaggle keeps at most 20 GB of /kaggle/working per notebook version
 
 
 def platform() -> str:
@@ -20,9 +26,112 @@ def platform() -> str:
     return "local"
 
 
+def hosted() -> bool:
+    """True on Colab or Kaggle (fresh VMs, platform-owned Python stack)."""
+    return platform() != "local"
+
+
+def colab_root() -> Path:
+    """Colab's working folder: /content ($BRAINSEG_COLAB_ROOT overrides it)."""
+    return Path(os.environ.get("BRAINSEG_COLAB_ROOT") or "/content")
+
+
+def drive_root() -> Path:
+    """Google Drive's "My Drive" once mounted: <colab root>/drive/MyDrive ($BRAINSEG_DRIVE overrides it)."""
+    return Path(os.environ.get("BRAINSEG_DRIVE") or colab_root() / "drive" / "MyDrive")
+
+
+def kaggle_root() -> Path:
+    """/kaggle ($BRAINSEG_KAGGLE_ROOT overrides it): input/ (read-only), working/ (kept), temp/ (not kept)."""
+    return Path(os.environ.get("BRAINSEG_KAGGLE_ROOT") or "/kaggle")
+
+
+def clone_dir() -> Path | None:
+    """Where the bootstrap cell clones the project on a hosted platform ($BRAINSEG_HOME overrides it):
+    <colab root>/brainseg on Colab, /kaggle/working/brainseg on Kaggle; None locally."""
+    if os.environ.get("BRAINSEG_HOME"):
+        return Path(os.environ["BRAINSEG_HOME"])
+    where = platform()
+    if where == "colab":
+        return colab_root() / "brainseg"
+    if where == "kaggle":
+        return kaggle_root() / "working" / "brainseg"
+    return None
+
+
+def project_root() -> Path:
+    """The brainseg checkout this package was imported from (an editable install or PYTHONPATH: the
+    clone on Colab/Kaggle), else the checkout holding the working directory, else the working directory.
+
+    Resolved from the package first, so a kernel restart (which forgets ``os.chdir``) still finds the clone."""
+    pkg = Path(__file__).resolve().parent.parent
+    for cand in (pkg, Path.cwd(), *Path.cwd().parents):
+        pp = cand / "pyproject.toml"
+        if pp.is_file() and 'name = "brainseg"' in pp.read_text(errors="ignore"):
+            return cand
+    return Path.cwd()
+
+
 def default_output_root() -> str:
-    """Writable output folder: /kaggle/working on Kaggle (input is read-only), else ./outputs."""
-    return "/kaggle/working/outputs" if platform() == "kaggle" else "outputs"
+    """Where a run's outputs persist, for the default ``OUTPUT_DIR="outputs"``:
+
+    * Colab with Drive mounted: <Drive>/brainseg/outputs (survives the VM);
+    * Kaggle: /kaggle/working/brainseg/outputs (the clone's outputs/; kept with the notebook version);
+    * elsewhere (and Colab without Drive): <project root>/outputs.
+    """
+    where = platform()
+    if where == "colab" and drive_root().is_dir():
+        return str(drive_root() / "brainseg" / "outputs")
+    if where == "kaggle":
+        return str(kaggle_root() / "working" / "brainseg" / "outputs")
+    return str(project_root() / "outputs")
+
+
+def cache_root() -> Path | None:
+    """Folder for rebuildable caches (slice cache, SAM embeddings, synthetic volumes) kept out of the
+    persisted outputs: /kaggle/temp/brainseg on Kaggle (20 GB output cap), <colab root>/brainseg-cache on
+    Colab when outputs go to Drive (fast local disk); None elsewhere (caches stay under the run folder)."""
+    where = platform()
+    if where == "kaggle":
+        return kaggle_root() / "temp" / "brainseg"
+    if where == "colab" and drive_root().is_dir():
+        return colab_root() / "brainseg-cache"
+    return None
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes for new files in ``folder``: the disk's free space, and under /kaggle/working also what
+    is left of Kaggle's 20 GB output cap (the disk itself is much larger than what Kaggle keeps)."""
+    import shutil
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    working = kaggle_root() / "working"
+    inside = folder.resolve() == working.resolve() or working.resolve() in folder.resolve().parents
+    if platform() == "kaggle" and inside:
+        used = sum(p.stat().st_size for p in working.rglob("*") if p.is_file() and not p.is_symlink())
+        free = min(free, max(0, KAGGLE_OUTPUT_CAP_BYTES - used))
+    return free
+
+
+def missing_hint(what: str) -> str:
+    """Where to get an expensive prerequisite ``what`` (e.g. "unet/best.pt") on this platform, for errors."""
+    where = platform()
+    if where == "kaggle":
+        return (
+            f"run the notebook that trains it, or attach a previous run's output that holds {what} "
+            f"(Add data > your notebook's output; searched {kaggle_root() / 'input'}/*/outputs and "
+            f"*/brainseg/outputs)"
+        )
+    if where == "colab":
+        return (
+            f"run the notebook that trains it; to reuse one from an earlier session, mount Google Drive so the "
+            f"run folder is {drive_root() / 'brainseg' / 'outputs'} (the bootstrap cell offers the mount)"
+        )
+    return "run the notebook that trains it with the same OUTPUT_DIR"
 
 
 def device_summary() -> dict:
@@ -71,14 +180,9 @@ def code_version() -> dict:
 
 
 def enter_project_root() -> str:
-    """chdir to the brainseg checkout that holds the cwd (a notebook opened in notebooks/
-    then writes to <repo>/outputs like run_all.sh does). Returns the cwd; no-op when not found."""
-    from pathlib import Path
-
-    here = Path.cwd()
-    for cand in (here, *here.parents):
-        pp = cand / "pyproject.toml"
-        if pp.is_file() and 'name = "brainseg"' in pp.read_text(errors="ignore"):
-            os.chdir(cand)
-            return str(cand)
-    return str(here)
+    """chdir to the brainseg checkout (``project_root``: from the package first, then the cwd's parents), so
+    a notebook opened in notebooks/, or a kernel restarted on Colab/Kaggle, writes to <repo>/outputs like
+    run_all.sh does. Returns the new cwd; no-op when no checkout is found."""
+    root = project_root()
+    os.chdir(root)
+    return str(root)

@@ -120,7 +120,10 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoint: st
     """
     unet_path = run.unet_best
     if not unet_path.exists():
-        raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first")
+        from .env import missing_hint
+
+        hint = missing_hint("unet/best.pt")
+        raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first; {hint}")
     unet, ckpt = load_unet(unet_path, split_sha256, device)
     models = Models(unet, data={"unet": training_data(ckpt)})
     for best in run.sam_checkpoints().values():

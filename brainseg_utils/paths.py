@@ -38,12 +38,38 @@ class RunDir:
     """
 
     root: Path
+    cache: Path | None = None  # where the rebuildable caches go (data/slices, sam/embeddings); None: under root
 
-    def __init__(self, root: str | os.PathLike = "outputs"):
+    def __init__(self, root: str | os.PathLike = "outputs", cache: str | os.PathLike | None = None):
         object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "cache", Path(cache) if cache is not None else None)
+
+    @classmethod
+    def for_platform(cls, output_dir: str | os.PathLike = "outputs") -> RunDir:
+        """The run folder a notebook uses: ``output_dir`` when absolute; a relative one (the default
+        ``"outputs"``) goes where outputs persist on this platform (``env.default_output_root``: Drive on
+        Colab when mounted, /kaggle/working/brainseg/outputs on Kaggle, <project root>/outputs locally).
+        On Kaggle and Colab-with-Drive the slice cache and embeddings go to ``env.cache_root()`` (not
+        persisted, not counted against Kaggle's 20 GB output cap)."""
+        from . import env
+
+        out = Path(output_dir).expanduser()
+        if not out.is_absolute():
+            base = Path(env.default_output_root())
+            out = base if out == Path("outputs") else base.parent / out
+        cache = env.cache_root()
+        if cache is not None:  # one cache folder per run folder
+            import hashlib
+
+            cache = cache / hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+        return cls(out, cache)
 
     def _dir(self, *parts: str) -> Path:
-        p = self.root.joinpath(*parts)
+        return self._dir_in(self.root, *parts)
+
+    @staticmethod
+    def _dir_in(base: Path, *parts: str) -> Path:
+        p = base.joinpath(*parts)
         p.mkdir(parents=True, exist_ok=True)
         return p
 
@@ -54,6 +80,9 @@ class RunDir:
 
     @property
     def slices(self) -> Path:
+        """The slice cache folder (under ``cache`` when the run has one: rebuilt, never persisted)."""
+        if self.cache is not None:
+            return Path(self._dir_in(self.cache, "data")) / "slices"
         return self.data / "slices"
 
     @property
@@ -75,8 +104,10 @@ class RunDir:
 
     @property
     def unet_best(self) -> Path:
-        """The U-Net checkpoint evaluation and the demo load."""
-        return self.unet / "best.pt"
+        """The U-Net checkpoint evaluation and the demo load: ``best.pt``, or the slim ``best.safetensors`` of a
+        Space (``slim.py``) when only that exists."""
+        full, slim = self.unet / "best.pt", self.unet / "best.safetensors"
+        return slim if slim.is_file() and not full.exists() else full
 
     @property
     def sam_root(self) -> Path:
@@ -90,6 +121,8 @@ class RunDir:
 
     @property
     def sam_embeddings(self) -> Path:
+        if self.cache is not None:
+            return self._dir_in(self.cache, "sam", "embeddings")
         return self._dir("sam", "embeddings")
 
     @property
@@ -97,9 +130,14 @@ class RunDir:
         return self.sam_root / "summary.csv"
 
     def sam_checkpoints(self) -> dict[str, Path]:
-        """``{variant: <root>/sam/<variant>/best.pt}`` for every trained SAM decoder, sorted by name."""
+        """``{variant: <root>/sam/<variant>/best.pt}`` (or ``best.safetensors``, slim) for every trained SAM
+        decoder, sorted by name."""
         folder = self.root / "sam"
-        return {p.parent.name: p for p in sorted(folder.glob("sam_*/best.pt"))} if folder.is_dir() else {}
+        if not folder.is_dir():
+            return {}
+        found = {p.parent.name: p for p in sorted(folder.glob("sam_*/best.safetensors"))}  # slim (a Space)
+        found.update({p.parent.name: p for p in sorted(folder.glob("sam_*/best.pt"))})  # full ones win
+        return dict(sorted(found.items()))
 
     def histories(self) -> dict[str, Path]:
         """``{"unet": ..., variant: ...}``: every ``history.json`` written so far (U-Net first)."""
@@ -183,9 +221,17 @@ def run_split(run: RunDir) -> tuple[dict, dict]:
     return split, info
 
 
-def open_run_data(run: RunDir):
-    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (see ``run_split``)."""
+def open_run_data(run: RunDir, build_missing: bool = False):
+    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (see ``run_split``).
+
+    ``build_missing=True`` (notebooks 02-04, each of which may run alone on a fresh VM) first re-uses or
+    rebuilds the cheap prerequisites (``prepare.ensure_run_data``: outputs of a previous run attached on
+    Kaggle, data audit, slice cache, split) instead of failing when notebook 01 has not run here."""
     from .slices import SliceCache
 
+    if build_missing:
+        from .prepare import ensure_run_data
+
+        ensure_run_data(run)
     split, info = run_split(run)
     return SliceCache.open(run.slices), split, info

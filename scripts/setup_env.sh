@@ -2,7 +2,8 @@
 # Shared set-up for run_all.sh and run_tests.sh. Source it: `source scripts/setup_env.sh [--dev]`.
 # Exports PY (the interpreter to use). Safe to re-run: installs only what is missing or changed.
 #
-#  * Colab / Kaggle (or BRAINSEG_NO_VENV=1): installs into the running Python, whose torch has CUDA.
+#  * Colab / Kaggle: installs only what the running Python lacks (scripts/install_hosted.py: never its torch
+#    or Jupyter stack). BRAINSEG_NO_VENV=1: installs into the running Python with pip.
 #  * Elsewhere: a project virtual environment at ${BRAINSEG_VENV:-.venv}, so nothing touches
 #    the system Python. torch comes from requirements.txt's range unless already installed.
 set -euo pipefail
@@ -48,11 +49,17 @@ if [[ -f "$_stamp_file" && "$(cat "$_stamp_file")" == "$_stamp" ]] \
     echo "setup: environment up to date ($PY)"
 else
     echo "setup: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)') (first run takes a few minutes)"
-    _reqs=(-r "$_root/requirements.txt")
-    (( _dev )) && _reqs+=(-r "$_root/requirements-dev.txt")
-    (( _hosted )) || _reqs+=(-r "$_root/requirements-cpu.txt")
-    "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$PY" -m pip install -q "${_reqs[@]}" "${_editable[@]}" "$_root" 2>&1 | grep -vE "is ignored: it is neither" || true
+    if (( _hosted )); then
+        # Only what the platform lacks; never its torch or Jupyter stack (see scripts/install_hosted.py).
+        _hreqs=(--requirements "$_root/requirements.txt")
+        (( _dev )) && _hreqs+=(--requirements "$_root/requirements-dev.txt")
+        "$PY" "$_root/scripts/install_hosted.py" "${_hreqs[@]}" || { return 1 2>/dev/null || exit 1; }
+    else
+        _reqs=(-r "$_root/requirements.txt" -r "$_root/requirements-cpu.txt")
+        (( _dev )) && _reqs+=(-r "$_root/requirements-dev.txt")
+        "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        "$PY" -m pip install -q "${_reqs[@]}" "${_editable[@]}" "$_root" 2>&1 | grep -vE "is ignored: it is neither" || true
+    fi
     "$PY" -c 'import brainseg_utils, torch, papermill' || {
         echo "error: installation failed (see pip output above)" >&2; return 1 2>/dev/null || exit 1; }
     # A kernel for papermill that runs this same interpreter (not whatever "python3" points at).

@@ -14,24 +14,63 @@ from brainseg_utils import env
 def plain(monkeypatch):
     """A plain machine: no Colab module, no Colab or Kaggle variables."""
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for var in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE"):
+    for var in (
+        "COLAB_RELEASE_TAG",
+        "KAGGLE_KERNEL_RUN_TYPE",
+        "BRAINSEG_COLAB_ROOT",
+        "BRAINSEG_DRIVE",
+        "BRAINSEG_KAGGLE_ROOT",
+        "BRAINSEG_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
 
+REPO = env.Path(env.__file__).resolve().parent.parent  # this checkout
+
+
 def test_local(plain):
-    assert env.platform() == "local" and env.default_output_root() == "outputs"
+    assert env.platform() == "local" and not env.hosted()
+    assert env.default_output_root() == str(REPO / "outputs") and env.cache_root() is None and env.clone_dir() is None
 
 
 def test_kaggle(plain):
     plain.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    assert env.platform() == "kaggle"
-    assert env.default_output_root() == "/kaggle/working/outputs"  # /kaggle/input is read-only
+    assert env.platform() == "kaggle" and env.hosted()
+    # the clone lives in the working dir, its outputs/ beside it; /kaggle/input is read-only
+    assert env.default_output_root() == "/kaggle/working/brainseg/outputs"
+    assert env.cache_root() == env.Path("/kaggle/temp/brainseg")  # not persisted, outside the 20 GB cap
+    assert env.clone_dir() == env.Path("/kaggle/working/brainseg")
+    plain.setenv("BRAINSEG_KAGGLE_ROOT", "/tmp/fake-kaggle")  # tests move the whole tree
+    assert env.default_output_root() == "/tmp/fake-kaggle/working/brainseg/outputs"
+
+
+def test_colab_outputs_go_to_drive_when_mounted(plain, tmp_path):
+    plain.setenv("COLAB_RELEASE_TAG", "release-colab_20260101-060000_RC00")
+    plain.setenv("BRAINSEG_COLAB_ROOT", str(tmp_path))
+    assert env.clone_dir() == tmp_path / "brainseg" and env.drive_root() == tmp_path / "drive" / "MyDrive"
+    assert env.default_output_root() == str(REPO / "outputs") and env.cache_root() is None  # no Drive yet
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    assert env.default_output_root() == str(tmp_path / "drive" / "MyDrive" / "brainseg" / "outputs")
+    assert env.cache_root() == tmp_path / "brainseg-cache"
+
+
+def test_free_bytes_counts_the_kaggle_output_cap(plain, tmp_path, monkeypatch):
+    (tmp_path / "working").mkdir()
+    (tmp_path / "temp").mkdir()
+    plain.setenv("BRAINSEG_KAGGLE_ROOT", str(tmp_path))
+    plain.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    (tmp_path / "working" / "blob").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(env, "KAGGLE_OUTPUT_CAP_BYTES", 1500)
+    assert env.free_bytes(tmp_path / "working" / "sub") == 500  # 1500 - 1000, far below the disk's free space
+    assert env.free_bytes(tmp_path / "temp") > 1500  # temp is not capped
+    plain.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    assert env.free_bytes(tmp_path / "working") > 1500  # locally there is no cap
 
 
 def test_colab_by_variable_or_module(plain):
     plain.setenv("COLAB_RELEASE_TAG", "release-colab_20260101-060000_RC00")
-    assert env.platform() == "colab" and env.default_output_root() == "outputs"
+    assert env.platform() == "colab"
     plain.delenv("COLAB_RELEASE_TAG")
     plain.setitem(sys.modules, "google.colab", object())
     assert env.platform() == "colab"
@@ -77,9 +116,21 @@ def test_enter_project_root(tmp_path, monkeypatch):
     ours, other = tmp_path / "ours", tmp_path / "other"
     (ours / "notebooks").mkdir(parents=True)
     (ours / "pyproject.toml").write_text('[project]\nname = "brainseg"\n')
+    monkeypatch.setattr(env, "__file__", str(tmp_path / "site-packages" / "brainseg_utils" / "env.py"))  # installed
     monkeypatch.chdir(ours / "notebooks")  # a notebook opened in notebooks/ writes to <repo>/outputs
     assert env.enter_project_root() == str(ours) and env.os.getcwd() == str(ours)
     (other / "sub").mkdir(parents=True)
     (other / "pyproject.toml").write_text('[project]\nname = "other"\n')
     monkeypatch.chdir(other / "sub")  # another project's checkout: stay where we are
     assert env.enter_project_root() == str(other / "sub") and env.os.getcwd() == str(other / "sub")
+
+
+def test_project_root_comes_from_the_package_after_a_restart(tmp_path, monkeypatch):
+    """A restarted kernel starts in /content (the bootstrap's chdir is forgotten); the package was imported
+    from the clone, so the project root, and with it outputs/, is still the clone (issue 11, blocker 5)."""
+    clone = tmp_path / "content" / "brainseg"
+    (clone / "brainseg_utils").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "brainseg"\n')
+    monkeypatch.setattr(env, "__file__", str(clone / "brainseg_utils" / "env.py"))
+    monkeypatch.chdir(tmp_path / "content")
+    assert env.project_root() == clone and env.enter_project_root() == str(clone) and env.os.getcwd() == str(clone)

@@ -1,0 +1,171 @@
+"""Cheap prerequisites of notebooks 02-05, re-used or rebuilt so that each notebook runs alone on a fresh VM.
+
+Owns ``prepare_run_data`` (notebook 01's data steps without its figures: find the data, audit, slice cache,
+split written once, ``data/dataset.json``), ``ensure_run_data`` (what notebooks 02-04 call through
+``paths.open_run_data(run, build_missing=True)``), ``restore_previous`` (Kaggle: a previous run's outputs
+attached as input) and ``profile_params`` (the data parameters of a profile).
+
+Expensive prerequisites (trained checkpoints) are never rebuilt here: they are found in the run folder
+(Drive on Colab, the working dir on Kaggle) or in an attached previous run, else the notebook that needs
+them says what to run or attach (``missing_hint``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from . import env
+from .config import DataConfig
+from .paths import RunDir
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# What a previous run contributes (never its caches): relative to its outputs/ folder.
+RESTORED = ("data/splits.json", "data/dataset.json", "data/audit.csv", "unet/*", "sam/summary.csv", "sam/sam_*/*")
+
+
+def data_params(cfg: DataConfig) -> dict:
+    """Notebook 01's parameters (UPPER_CASE names) that rebuild ``cfg``'s slice cache, JSON-ready; recorded in
+    ``dataset.json`` so a later notebook on a fresh VM rebuilds the very same cache."""
+    out = {}
+    for name, field in DataConfig.PARAMS.items():
+        if name in ("OUTPUT_DIR",):
+            continue
+        value = getattr(cfg, field)
+        out[name] = ",".join(value) if name == "MODALITIES" else list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def profile_params(profile: str) -> dict:
+    """Notebook 01's parameters in ``configs/<profile>.yaml`` (or a YAML file path); others are dropped."""
+    import yaml
+
+    path = Path(profile) if profile.endswith((".yaml", ".yml")) else CONFIGS / f"{profile}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {profile!r}: {path} not found (options: {options}, or a .yaml path)")
+    params = yaml.safe_load(path.read_text()) or {}
+    return {k: v for k, v in params.items() if k in DataConfig.PARAMS}
+
+
+def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dict:
+    """Notebook 01's data steps: resolve the data (``data.resolve_dataset``), audit the labelled cases
+    (``data/audit.csv``), build or re-use the slice cache, write the split once (an existing split is kept
+    and checked) and ``data/dataset.json`` (with ``params``). Returns the dataset info written."""
+    from . import brats, slices
+    from .data import resolve_dataset
+    from .io import atomic_write, atomic_write_json
+
+    root, name = resolve_dataset(cfg, progress=progress)
+    all_cases = brats.discover_cases(root)
+    labelled = brats.labelled_cases(all_cases)
+    good, reports, skipped = brats.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
+    audit = brats.audit_frame(reports, skipped)
+    atomic_write(run.audit, lambda tmp: audit.to_csv(tmp, index=False), suffix=".csv")
+    slices.build_cache(good, run.slices, cfg.slice_config(), progress=progress)
+    split = slices.write_split_once(run.splits, [c.case_id for c in good], cfg.split_fractions, cfg.seed)
+    info = dataset_info(name, root, good, skipped, len(all_cases) - len(labelled), split, cfg)
+    atomic_write_json(run.dataset, info)
+    return info
+
+
+def dataset_info(name, root, good, skipped, n_unlabelled: int, split: dict, cfg: DataConfig) -> dict:
+    """The content of ``data/dataset.json`` (notebook 01 and ``prepare_run_data`` write the same)."""
+    return {
+        "name": name,
+        "root": str(root),
+        "n_cases": len(good),
+        "n_skipped": len(skipped),
+        "n_unlabelled": n_unlabelled,
+        "split_sha256": split["sha256"],
+        "params": data_params(cfg),
+    }
+
+
+def previous_outputs() -> list[Path]:
+    """Outputs of earlier runs attached as Kaggle input (read-only): /kaggle/input/*/outputs and
+    /kaggle/input/*/brainseg/outputs (a notebook's output keeps the working dir's layout), sorted."""
+    if env.platform() != "kaggle":
+        return []
+    base = env.kaggle_root() / "input"
+    found = [*base.glob("*/outputs"), *base.glob("*/brainseg/outputs")]
+    return sorted(p for p in found if (p / "data" / "splits.json").is_file())
+
+
+def restore_previous(run: RunDir) -> list[Path]:
+    """Copy what an attached previous run holds and ``run`` lacks (split, dataset info, checkpoints, histories;
+    never caches) into ``run``. Only a previous run with the same split as ``run`` (or any, when ``run`` has
+    none yet) is used. Reads the input tree only. Returns the files copied."""
+    from .slices import load_split
+
+    mine = load_split(run.splits)["sha256"] if run.splits.exists() else None
+    for prev in previous_outputs():
+        try:
+            theirs = load_split(prev / "data" / "splits.json")["sha256"]
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            log.warning("ignoring %s: %s", prev, exc)
+            continue
+        if mine is not None and theirs != mine:
+            log.info("ignoring %s: its split %s… differs from %s's", prev, theirs[:12], run.splits)
+            continue
+        copied = []
+        for pattern in RESTORED:
+            for src in sorted(prev.glob(pattern)):
+                dst = run.root / src.relative_to(prev)
+                if src.is_file() and not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dst.with_name(f".{dst.name}.tmp")
+                    shutil.copyfile(src, tmp)  # copyfile, not copy2: the input's read-only mode stays behind
+                    os.replace(tmp, dst)
+                    copied.append(dst)
+        if copied:
+            log.info("restored %d files from the previous run %s", len(copied), prev)
+        return copied
+    return []
+
+
+def ensure_run_data(run: RunDir, progress: bool = True) -> None:
+    """Make ``run``'s data prerequisites exist: restore an attached previous run (Kaggle), then, when
+    ``dataset.json`` or the slice cache is missing, rebuild them with ``prepare_run_data``:
+
+    * with the parameters ``dataset.json`` recorded (the cache went with the VM or /kaggle/temp: rebuilt
+      identically, split kept);
+    * else with the profile chosen from data + device (``data.choose_profile``: full for BraTS on a GPU,
+      quick otherwise; ``$BRAINSEG_PROFILE`` overrides with a name or a YAML path).
+
+    A split or cache that exists but disagrees is an error (never silently rebuilt)."""
+    from .data import choose_profile, locate_dataset
+    from .slices import SliceCache
+
+    restore_previous(run)
+    info = json.loads(run.dataset.read_text()) if run.dataset.exists() else None
+    if info is not None:
+        try:
+            SliceCache.open(run.slices)
+            return
+        except FileNotFoundError:
+            pass
+    if info is not None and info.get("params"):
+        params = dict(info["params"])
+        if info.get("name") == "brats2020" and Path(info.get("root", "")).is_dir():
+            params["DATA_ROOT"] = info["root"]
+        elif info.get("name") == "synthetic":
+            params["DATA_ROOT"] = "synthetic"
+        why = f"the parameters {run.dataset} recorded"
+    else:
+        located = locate_dataset(DataConfig())
+        import torch
+
+        profile = choose_profile("synthetic" if located is None else "brats2020", torch.cuda.is_available())
+        params = profile_params(profile)
+        params["DATA_ROOT"] = "synthetic" if located is None else str(located)
+        why = f"profile {profile!r} (data: {params['DATA_ROOT']})"
+    cfg = DataConfig.from_params(**params, OUTPUT_DIR=str(run.root))
+    log.info("building this notebook's data prerequisites under %s with %s", run.root, why)
+    print(f"data prerequisites missing in {run.root}: building them with {why} (notebook 01's steps)")
+    prepare_run_data(cfg, run, progress=progress)
