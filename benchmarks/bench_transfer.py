@@ -48,7 +48,7 @@ import realanatomy  # noqa: E402
 from brainseg_utils import metrics as M  # noqa: E402
 from brainseg_utils.brats import discover_cases, load_case  # noqa: E402
 from brainseg_utils.dataset import SliceDataset  # noqa: E402
-from brainseg_utils.evaluate import Models, load_unet, predict_case, to_native  # noqa: E402
+from brainseg_utils.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
 from brainseg_utils.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
 from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
