@@ -21,6 +21,8 @@
    ground-truth box of every tumour slice (an ORACLE prompt), on the real-anatomy set and the
    synthetic test split, same 3-D protocol (slices without tumour predicted empty). Cached per
    dataset fingerprint, since it does not depend on the U-Net.
+4. ``flair_overlap`` of the real-anatomy set and the synthetic training data (no model): the fraction of
+   normal brain brighter than the median edema voxel, i.e. how badly "bright = tumour" works on each.
 
 Writes JSON (``--out``): per-case and mean Dice for every model and set, training history,
 generation seconds per case (contended 2-core CPU unless stated), the exact configuration.
@@ -37,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -46,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py besid
 import realanatomy  # noqa: E402
 
 from brainseg_utils import metrics as M  # noqa: E402
-from brainseg_utils.brats import discover_cases, load_case  # noqa: E402
+from brainseg_utils.brats import discover_cases, load_case, normalise_volume  # noqa: E402
 from brainseg_utils.dataset import SliceDataset  # noqa: E402
 from brainseg_utils.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
@@ -174,6 +177,25 @@ def _summary(per_case: dict) -> dict:
     }
 
 
+def flair_overlap(cases) -> dict:
+    """How far "bright on FLAIR = tumour" works, per case: the fraction of normal brain voxels (seg 0, image != 0)
+    brighter than the median edema voxel (seg 2) of the normalised FLAIR (``normalise_volume``). 0: a global
+    threshold separates edema from normal brain (a shortcut a model can learn); larger: it must use local contrast.
+    Cases without edema are skipped. Needs no model: a cheap realism check of a generator against the real set.
+    """
+    per_case = {}
+    for c in cases:
+        raw = np.asarray(nib.load(c.images["flair"]).dataobj, dtype=np.float32)
+        seg = np.asarray(nib.load(c.seg).dataobj)
+        f = normalise_volume(raw)
+        edema, normal = seg == 2, (raw != 0) & (seg == 0)
+        if edema.any() and normal.any():
+            per_case[c.case_id] = float((f[normal] > np.median(f[edema])).mean())
+    if not per_case:
+        raise ValueError(f"flair_overlap: none of {len(cases)} cases has both edema (label 2) and normal brain")
+    return _summary(per_case)
+
+
 @torch.no_grad()
 def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     """Pretrained LiteMedSAM, ground-truth box per tumour slice (ORACLE), per-patient 3-D Dice; cached."""
@@ -262,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.extra_cases:
         extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra")
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
+    overlap = {"realanatomy": flair_overlap(real_cases), "synthetic_train": flair_overlap(discover_cases(syn))}
     if a.sam:
         results["realanatomy"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
             real_cases, a.img_size, device, work / "sam_realanatomy.json"
@@ -288,11 +311,18 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": a.threads,
         "training": train_info,
         "results": results,
+        "flair_overlap": {
+            "what": "per case, fraction of normal brain voxels brighter than the median edema voxel (normalised "
+            "FLAIR); 0 = a global threshold finds the edema",
+            **overlap,
+        },
     }
     atomic_write_json(a.out, out)
     for s, r in results.items():
         for name, v in r.items():
             print(f"{s:16s} {name:30s} mean Dice {v['mean']:.3f} (n={v['n']}, min {v['min']:.3f}, max {v['max']:.3f})")
+    for s, v in overlap.items():
+        print(f"{s:16s} FLAIR normal-brighter-than-edema fraction: mean {v['mean']:.4f} (max {v['max']:.4f})")
     print(f"generation {gen_s:.2f} s/case; wrote {a.out}")
     return 0
 
