@@ -1,7 +1,7 @@
 """Transfer benchmark: does a U-Net trained only on our synthetic data work on real brain anatomy?
 
     python benchmarks/bench_transfer.py [--out outputs/benchmarks/transfer.json] [--work outputs/benchmarks/transfer]
-                                        [--sam] [--epochs 10] [--cases 16]
+                                        [--sam] [--epochs 10] [--cases 16] [--mr-intensity]
 
 1. Generates the default synthetic dataset (quick profile: 16 cases, depth 155, seed 0), builds the
    slice cache (FLAIR, 128 px, tumour-free fraction 0.3, slice step 2), writes the patient split and
@@ -128,13 +128,16 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
             "train": {k: v for k, v in vars(tcfg).items() if k != "progress"},
             "model": mcfg,
             "aug": a.aug_strength,
+            "mr_intensity": a.mr_intensity,
             "src": _source_sha("transforms.py", "dataset.py"),
         }
     )
     unet_dir = work / "unet" / key[:16]
     torch.manual_seed(a.seed)
     model = UNet(**mcfg)
-    train_ds = SliceDataset(cache, cache.rows_for(split["train"]), train_augmentation(a.aug_strength), seed=a.seed)
+    train_ds = SliceDataset(
+        cache, cache.rows_for(split["train"]), train_augmentation(a.aug_strength, a.mr_intensity), seed=a.seed
+    )
     val_ds = SliceDataset(cache, cache.rows_for(split["val"]))
     meta = {
         "dataset": "synthetic",
@@ -259,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--aug-strength", type=float, default=1.0)
+    p.add_argument(
+        "--mr-intensity", action="store_true", help="train with transforms' MR-like bias field / gamma / blur"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="force CPU even when CUDA is available")
     p.add_argument("--sam", action="store_true", help="also LiteMedSAM zero-shot with the oracle box")
