@@ -1,7 +1,7 @@
 """Transfer benchmark: does a U-Net trained only on our synthetic data work on real brain anatomy?
 
     python benchmarks/bench_transfer.py [--out outputs/benchmarks/transfer.json] [--work outputs/benchmarks/transfer]
-                                        [--sam] [--epochs 10] [--cases 16] [--mr-intensity]
+                                        [--sam] [--epochs 10] [--cases 16] [--no-mr-intensity]
 
 1. Generates the default synthetic dataset (quick profile: 16 cases, depth 155, seed 0), builds the
    slice cache (FLAIR, 128 px, tumour-free fraction 0.3, slice step 2), writes the patient split and
@@ -263,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--aug-strength", type=float, default=1.0)
     p.add_argument(
-        "--mr-intensity", action="store_true", help="train with transforms' MR-like bias field / gamma / blur"
+        "--no-mr-intensity",
+        dest="mr_intensity",
+        action="store_false",
+        help="train without transforms' MR-like bias field / gamma / blur (the pre-issue-14 augmentation)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="force CPU even when CUDA is available")
