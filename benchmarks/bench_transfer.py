@@ -1,7 +1,7 @@
 """Transfer benchmark: does a U-Net trained only on our synthetic data work on real brain anatomy?
 
     python benchmarks/bench_transfer.py [--out outputs/benchmarks/transfer.json] [--work outputs/benchmarks/transfer]
-                                        [--sam] [--epochs 10] [--cases 16]
+                                        [--sam] [--epochs 10] [--cases 16] [--no-mr-intensity]
 
 1. Generates the default synthetic dataset (quick profile: 16 cases, depth 155, seed 0), builds the
    slice cache (FLAIR, 128 px, tumour-free fraction 0.3, slice step 2), writes the patient split and
@@ -21,6 +21,8 @@
    ground-truth box of every tumour slice (an ORACLE prompt), on the real-anatomy set and the
    synthetic test split, same 3-D protocol (slices without tumour predicted empty). Cached per
    dataset fingerprint, since it does not depend on the U-Net.
+4. ``flair_overlap`` of the real-anatomy set and the synthetic training data (no model): the fraction of
+   normal brain brighter than the median edema voxel, i.e. how badly "bright = tumour" works on each.
 
 Writes JSON (``--out``): per-case and mean Dice for every model and set, training history,
 generation seconds per case (contended 2-core CPU unless stated), the exact configuration.
@@ -37,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -46,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py besid
 import realanatomy  # noqa: E402
 
 from brainseg_utils import metrics as M  # noqa: E402
-from brainseg_utils.brats import discover_cases, load_case  # noqa: E402
+from brainseg_utils.brats import discover_cases, load_case, normalise_volume  # noqa: E402
 from brainseg_utils.dataset import SliceDataset  # noqa: E402
-from brainseg_utils.evaluate import Models, load_unet, predict_case, to_native  # noqa: E402
+from brainseg_utils.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
 from brainseg_utils.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
 from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
@@ -125,13 +128,16 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
             "train": {k: v for k, v in vars(tcfg).items() if k != "progress"},
             "model": mcfg,
             "aug": a.aug_strength,
+            "mr_intensity": a.mr_intensity,
             "src": _source_sha("transforms.py", "dataset.py"),
         }
     )
     unet_dir = work / "unet" / key[:16]
     torch.manual_seed(a.seed)
     model = UNet(**mcfg)
-    train_ds = SliceDataset(cache, cache.rows_for(split["train"]), train_augmentation(a.aug_strength), seed=a.seed)
+    train_ds = SliceDataset(
+        cache, cache.rows_for(split["train"]), train_augmentation(a.aug_strength, a.mr_intensity), seed=a.seed
+    )
     val_ds = SliceDataset(cache, cache.rows_for(split["val"]))
     meta = {
         "dataset": "synthetic",
@@ -172,6 +178,25 @@ def _summary(per_case: dict) -> dict:
         "max": round(float(np.max(vals)), 4),
         "n": len(vals),
     }
+
+
+def flair_overlap(cases) -> dict:
+    """How far "bright on FLAIR = tumour" works, per case: the fraction of normal brain voxels (seg 0, image != 0)
+    brighter than the median edema voxel (seg 2) of the normalised FLAIR (``normalise_volume``). 0: a global
+    threshold separates edema from normal brain (a shortcut a model can learn); larger: it must use local contrast.
+    Cases without edema are skipped. Needs no model: a cheap realism check of a generator against the real set.
+    """
+    per_case = {}
+    for c in cases:
+        raw = np.asarray(nib.load(c.images["flair"]).dataobj, dtype=np.float32)
+        seg = np.asarray(nib.load(c.seg).dataobj)
+        f = normalise_volume(raw)
+        edema, normal = seg == 2, (raw != 0) & (seg == 0)
+        if edema.any() and normal.any():
+            per_case[c.case_id] = float((f[normal] > np.median(f[edema])).mean())
+    if not per_case:
+        raise ValueError(f"flair_overlap: none of {len(cases)} cases has both edema (label 2) and normal brain")
+    return _summary(per_case)
 
 
 @torch.no_grad()
@@ -237,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--aug-strength", type=float, default=1.0)
+    p.add_argument(
+        "--no-mr-intensity",
+        dest="mr_intensity",
+        action="store_false",
+        help="train without transforms' MR-like bias field / gamma / blur (the pre-issue-14 augmentation)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="force CPU even when CUDA is available")
     p.add_argument("--sam", action="store_true", help="also LiteMedSAM zero-shot with the oracle box")
@@ -262,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.extra_cases:
         extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra")
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
+    overlap = {"realanatomy": flair_overlap(real_cases), "synthetic_train": flair_overlap(discover_cases(syn))}
     if a.sam:
         results["realanatomy"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
             real_cases, a.img_size, device, work / "sam_realanatomy.json"
@@ -288,11 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": a.threads,
         "training": train_info,
         "results": results,
+        "flair_overlap": {
+            "what": "per case, fraction of normal brain voxels brighter than the median edema voxel (normalised "
+            "FLAIR); 0 = a global threshold finds the edema",
+            **overlap,
+        },
     }
     atomic_write_json(a.out, out)
     for s, r in results.items():
         for name, v in r.items():
             print(f"{s:16s} {name:30s} mean Dice {v['mean']:.3f} (n={v['n']}, min {v['min']:.3f}, max {v['max']:.3f})")
+    for s, v in overlap.items():
+        print(f"{s:16s} FLAIR normal-brighter-than-edema fraction: mean {v['mean']:.4f} (max {v['max']:.4f})")
     print(f"generation {gen_s:.2f} s/case; wrote {a.out}")
     return 0
 

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -281,8 +282,31 @@ def _config(cases: int, seed: int) -> dict:
     }
 
 
-def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool = True) -> Path:
-    """Write (or reuse) the real-anatomy set under ``out``; returns ``out``."""
+_TEMPLATE: dict | None = None
+
+
+def _write_case(out: Path, seed: int, index: int, cid: str) -> tuple[str, dict]:
+    """Generate case ``index`` and write it as ``out / cid`` (whole or not at all); returns (cid, meta)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        _TEMPLATE = load_template()
+    data = make_case(_TEMPLATE, seed, index)
+    tmp = out / f".tmp-{cid}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for m in MODALITIES:
+        _save(np.rint(data[m]), tmp / f"{cid}_{m}.nii", np.int16)
+    _save(data["seg"], tmp / f"{cid}_seg.nii", np.uint8)
+    os.replace(tmp, out / cid)
+    return cid, data["meta"]
+
+
+def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool = True, workers: int = 1) -> Path:
+    """Write (or reuse) the real-anatomy set under ``out``; returns ``out``.
+
+    ``workers`` > 1 generates cases in that many processes (each case has its own random
+    stream, so the files are the same whatever the number of workers).
+    """
     out = Path(out)
     cfg = _config(cases, seed)
     marker = out / MARKER
@@ -300,20 +324,16 @@ def build(out: str | os.PathLike, cases: int = 12, seed: int = 0, progress: bool
     marker.unlink(missing_ok=True)
     for stale in out.glob("BraTS20_Training_*"):
         shutil.rmtree(stale)
-    tpl = load_template()
-    metas = {}
-    for i, cid in enumerate(ids):
-        data = make_case(tpl, seed, i)
-        tmp = out / f".tmp-{cid}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for m in MODALITIES:
-            _save(np.rint(data[m]), tmp / f"{cid}_{m}.nii", np.int16)
-        _save(data["seg"], tmp / f"{cid}_seg.nii", np.uint8)
-        os.replace(tmp, out / cid)
-        metas[cid] = data["meta"]
-        if progress:
-            print(f"{cid}: {data['meta']}", flush=True)
+    args = ([out] * cases, [seed] * cases, range(cases), ids)
+    if workers > 1:
+        with ProcessPoolExecutor(min(workers, cases)) as pool:
+            done = list(pool.map(_write_case, *args))
+    else:
+        done = list(map(_write_case, *args))
+    metas = dict(done)
+    if progress:
+        for cid, meta in done:
+            print(f"{cid}: {meta}", flush=True)
     atomic_write_json(
         marker,
         {
@@ -332,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs/benchmarks/realanatomy")
     p.add_argument("--cases", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     args = p.parse_args(argv)
-    print(build(args.out, args.cases, args.seed))
+    print(build(args.out, args.cases, args.seed, workers=args.workers))
     return 0
 
 

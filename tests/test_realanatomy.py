@@ -44,3 +44,27 @@ def test_implanted_tumour_labels_and_white_matter_edema(tpl):
     # edema follows white matter: its mean WM probability exceeds that of the shell it grew into
     near = (infil > 0.01) & tpl["brain"] & (core == 0)
     assert tpl["wm"][edema].mean() > tpl["wm"][near].mean() + 0.05
+
+
+def test_build_in_parallel_writes_the_same_files(tmp_path, monkeypatch):
+    """``workers`` > 1 only spreads cases over processes: same files as one worker, marker last."""
+    import nibabel as nib
+
+    def tiny_case(tpl, seed, index):
+        rng = np.random.default_rng([seed, 1000 + index])
+        seg = np.zeros(R.SHAPE, np.uint8)
+        seg[100:110, 100:110, 70 + index : 80 + index] = 2
+        vol = {m: rng.uniform(1, 100, R.SHAPE).astype(np.float32) for m in R.MODALITIES}
+        return {**vol, "seg": seg, "meta": {"index": index}}
+
+    monkeypatch.setattr(R, "make_case", tiny_case)  # the real cases take ~1 min each on a laptop core
+    monkeypatch.setattr(R, "_TEMPLATE", {})  # nothing to load for tiny_case
+    one = R.build(tmp_path / "one", cases=3, seed=5, progress=False, workers=1)
+    two = R.build(tmp_path / "two", cases=3, seed=5, progress=False, workers=2)
+    for cid in ("BraTS20_Training_001", "BraTS20_Training_003"):
+        for m in (*R.MODALITIES, "seg"):
+            a = np.asarray(nib.load(one / cid / f"{cid}_{m}.nii").dataobj)
+            b = np.asarray(nib.load(two / cid / f"{cid}_{m}.nii").dataobj)
+            np.testing.assert_array_equal(a, b, err_msg=f"{cid} {m}")
+    marker = (two / R.MARKER).read_text()
+    assert '"index": 2' in marker and not list(two.glob(".tmp-*"))
