@@ -1,12 +1,13 @@
 """Transfer benchmark: does a U-Net trained only on our synthetic data work on real brain anatomy?
 
     python benchmarks/bench_transfer.py [--out outputs/benchmarks/transfer.json] [--work outputs/benchmarks/transfer]
-                                        [--sam] [--epochs 10] [--cases 16] [--no-mr-intensity]
+                                        [--sam] [--epochs N] [--cases N] [--no-mr-intensity]
 
-1. Generates the default synthetic dataset (quick profile: 16 cases, depth 155, seed 0), builds the
-   slice cache (FLAIR, 128 px, tumour-free fraction 0.3, slice step 2), writes the patient split and
-   trains the quick-profile U-Net (base 16, 10 epochs, AdamW lr 3e-4, batch 16, the package's
-   augmentation), all with the package's own functions as notebooks 01-02 do. The trained
+1. Generates the default synthetic dataset (the quick profile's ``configs/quick.yaml``: cases, depth,
+   seed 0), builds the slice cache (FLAIR, its image size, tumour-free fraction and slice step), writes the
+   patient split and trains the quick-profile U-Net (its base channels, epochs, batch and learning rate;
+   AdamW, the package's augmentation), all with the package's own functions as notebooks 01-02 do. Every
+   default comes from ``configs/quick.yaml``, so the benchmark follows the profile the run uses. The trained
    model is reused when the data, the generator/augmentation source and the hyper-parameters
    are the same (keyed folder under ``--work``).
 2. Evaluates with notebook 04's per-patient protocol (``evaluate.predict_case``: every brain
@@ -42,6 +43,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py beside this file
@@ -60,6 +62,9 @@ from brainseg_utils.transforms import train_augmentation  # noqa: E402
 from brainseg_utils.unet import UNet  # noqa: E402
 
 MODALITIES = ("flair",)
+
+
+QUICK = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quick.yaml").read_text())
 
 
 def _source_sha(*names: str) -> str:
@@ -103,14 +108,20 @@ def synthetic_data(work: Path, cases: int, seed: int, depth: int, tag: str) -> t
 def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
     """Slice cache, split and quick-profile U-Net on ``syn`` (reused when keyed inputs match)."""
     cases = discover_cases(syn)
-    scfg = SliceConfig(img_size=a.img_size, modalities=MODALITIES, tumour_free_fraction=0.3, slice_step=2, seed=a.seed)
+    scfg = SliceConfig(
+        img_size=a.img_size,
+        modalities=MODALITIES,
+        tumour_free_fraction=QUICK["TUMOUR_FREE_FRACTION"],
+        slice_step=a.slice_step,
+        seed=a.seed,
+    )
     cache = build_cache(cases, work / "slices", scfg, progress=False)
     split_path = work / "splits.json"
     split_path.unlink(missing_ok=True)  # the split depends only on case ids and seed: recreate each time
-    split = write_split_once(split_path, [c.case_id for c in cases], (0.7, 0.15, 0.15), a.seed)
+    split = write_split_once(split_path, [c.case_id for c in cases], tuple(QUICK["SPLIT_FRACTIONS"]), a.seed)
     tcfg = TrainConfig(
         epochs=a.epochs,
-        batch_size=16,
+        batch_size=a.batch,
         lr=a.lr,
         weight_decay=0.01,
         grad_clip=1.0,
@@ -253,14 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="outputs/benchmarks/transfer", help="datasets, cache and models (reused)")
     p.add_argument("--realanatomy", default="outputs/benchmarks/realanatomy", help="real-anatomy set (built if absent)")
     p.add_argument("--real-cases", type=int, default=12)
-    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--cases", type=int, default=QUICK["SYNTHETIC_CASES"])
     p.add_argument("--extra-cases", type=int, default=6, help="extra in-domain synthetic cases (seed + 1000); 0: none")
-    p.add_argument("--depth", type=int, default=155)
+    p.add_argument("--depth", type=int, default=QUICK["SYNTHETIC_DEPTH"])
+    p.add_argument("--slice-step", type=int, default=QUICK["SLICE_STEP"])
+    p.add_argument("--batch", type=int, default=QUICK["UNET_BATCH_SIZE"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--img-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--img-size", type=int, default=QUICK["IMG_SIZE"])
+    p.add_argument("--epochs", type=int, default=QUICK["UNET_EPOCHS"])
+    p.add_argument("--lr", type=float, default=QUICK["UNET_LR"])
+    p.add_argument("--base", type=int, default=QUICK["UNET_BASE_CHANNELS"])
     p.add_argument("--aug-strength", type=float, default=1.0)
     p.add_argument(
         "--no-mr-intensity",
