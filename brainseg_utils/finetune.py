@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import distributed
+from .checkpoints import resolve_device
 from .config import OVERFLOW, TrainConfig
 from .dataset import training_meta
 from .embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
@@ -48,22 +50,22 @@ def training_embeddings(
     batch_size: int = 8,
     device: str = "cpu",
     progress: bool = True,
+    num_gpus: int | str = 1,
 ) -> TrainingEmbeddings:
-    """Encode the train + validation slices of ``split`` once (reused / resumed on later calls)."""
+    """Encode the train + validation slices of ``split`` once (reused / resumed on later calls).
+
+    ``num_gpus`` (notebook ``NUM_GPUS``; "auto" = every visible GPU): on CUDA with more than one GPU, one
+    process per GPU encodes a disjoint shard of the slices into the same cache (``distributed.launch``;
+    the manifest is written once, at the end); on a CPU or one GPU, this process encodes everything."""
     if overflow not in OVERFLOW:
         raise ValueError(f"SAM_OVERFLOW must be one of {OVERFLOW}, got {overflow!r}")
     rows = list(cache.rows_for(split["train"])) + list(cache.rows_for(split["val"]))
-    emb = build_embedding_cache(
-        backend,
-        cache,
-        rows,
-        run.sam_embeddings,
-        budget_gb=budget_gb,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-    )
+    args = (backend, cache, rows, run.sam_embeddings, budget_gb, seed, batch_size, device, progress)
+    n = 1 if resolve_device(device).type != "cuda" else distributed.resolve_num_processes(num_gpus)
+    if n > 1:
+        print(f"encoding the embedding cache on {n} GPUs (one shard per process)")
+        distributed.launch(build_embedding_cache, args, n)
+    emb = build_embedding_cache(*args)  # n > 1: opens the cache the processes finished
     m = emb.manifest
     policy = (
         ""

@@ -362,3 +362,35 @@ def test_sharded_embedding_cache_is_byte_identical_and_resumes(tiny_cache, tmp_p
     crash = json.loads((folders["crash"] / "manifest.json").read_text())
     assert two["processes"] == 2 and two["n"] == 14 and two["resumed_from"] == 0
     assert crash["resumed_from"] == flags.count("1") > 0
+
+
+def test_training_embeddings_shards_over_gpus_only_on_cuda(monkeypatch, tmp_path):
+    """Notebook 03's NUM_GPUS reaches the embedding build: several GPUs -> one launch of
+    build_embedding_cache on that many processes, then the finished cache is opened here; CPU -> no launch."""
+    from types import SimpleNamespace
+
+    from brainseg_utils import finetune
+
+    calls, launches = [], []
+    manifest = {"n": 3, "requested": 3}
+    monkeypatch.setattr(
+        finetune, "build_embedding_cache", lambda *a: calls.append(a) or SimpleNamespace(manifest=manifest)
+    )
+    monkeypatch.setattr(finetune.distributed, "launch", lambda fn, args, n: launches.append((fn, args, n)))
+    monkeypatch.setattr(finetune.distributed, "resolve_num_processes", lambda num_gpus: 2 if num_gpus == "auto" else 1)
+    cache = SimpleNamespace(rows_for=lambda ids: [len(i) for i in ids])
+    run = SimpleNamespace(sam_embeddings=tmp_path)
+    split = {"train": ["a", "bb"], "val": ["ccc"]}
+
+    finetune.training_embeddings(run, "backend", cache, split, 1.0, device="cpu", num_gpus="auto")
+    assert launches == [] and len(calls) == 1  # CPU: this process encodes (OpenVINO), no DDP
+
+    monkeypatch.setattr(finetune, "resolve_device", lambda d: torch.device("cuda"))
+    calls.clear()
+    out = finetune.training_embeddings(run, "backend", cache, split, 1.0, device="cuda", num_gpus="auto")
+    assert len(launches) == 1 and launches[0][0] is finetune.build_embedding_cache and launches[0][2] == 2
+    assert launches[0][1] == calls[0] == ("backend", cache, [1, 2, 3], tmp_path, 1.0, 0, 8, "cuda", True)
+    assert out.cache.manifest is manifest and out.policy == ""
+    launches.clear()
+    finetune.training_embeddings(run, "backend", cache, split, 1.0, device="cuda", num_gpus=1)
+    assert launches == []  # one GPU: encoded in this process
