@@ -143,7 +143,9 @@ def test_a_notebook_alone_without_data_stops_with_the_documented_message(colab):
     BraTS and without the opt-in: stop, naming the places searched and the line that opts in."""
     from brainseg_utils.paths import open_run_data
 
-    run = RunDir.for_platform()
+    # Drive not mounted: outputs go to the clone's outputs/, i.e. a fresh folder on a new VM (an absolute path
+    # here, so a local checkout's own outputs/ from an earlier run cannot leak into the test)
+    run = RunDir.for_platform(colab / "brainseg" / "outputs")
     with pytest.raises(data.DataNotFoundError, match="%env BRAINSEG_DATA=synthetic"):
         open_run_data(run, build_missing=True)
     assert not run.dataset.exists()
