@@ -60,3 +60,30 @@ def tiny_cache(synth_root, tmp_path_factory):
     cache = build_cache(cases, base / "slices", SliceConfig(img_size=64, tumour_free_fraction=0.3), progress=False)
     split = write_split_once(base / "splits.json", [c.case_id for c in cases], (0.6, 0.2, 0.2), seed=0)
     return cache, split
+
+
+HOSTED_VARS = (
+    "COLAB_RELEASE_TAG",
+    "KAGGLE_KERNEL_RUN_TYPE",
+    "BRAINSEG_COLAB_ROOT",
+    "BRAINSEG_DRIVE",
+    "BRAINSEG_KAGGLE_ROOT",
+    "BRAINSEG_HOME",
+    "BRAINSEG_DATA",
+    "BRAINSEG_PROFILE",
+    "BRAINSEG_REPO",
+    "BRAINSEG_WHEELS",
+    "BRAINSEG_PIP",
+    "DATA_ROOT",
+)
+
+
+@pytest.fixture
+def plain(monkeypatch):
+    """A plain machine: no Colab module, no Colab/Kaggle variables, none of our platform overrides."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    for var in HOSTED_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch

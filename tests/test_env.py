@@ -5,26 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from brainseg_utils import env
-
-
-@pytest.fixture
-def plain(monkeypatch):
-    """A plain machine: no Colab module, no Colab or Kaggle variables."""
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for var in (
-        "COLAB_RELEASE_TAG",
-        "KAGGLE_KERNEL_RUN_TYPE",
-        "BRAINSEG_COLAB_ROOT",
-        "BRAINSEG_DRIVE",
-        "BRAINSEG_KAGGLE_ROOT",
-        "BRAINSEG_HOME",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
-
 
 REPO = env.Path(env.__file__).resolve().parent.parent  # this checkout
 

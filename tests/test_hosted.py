@@ -33,30 +33,14 @@ from brainseg_utils.paths import RunDir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import install_hosted  # noqa: E402
+from conftest import HOSTED_VARS  # noqa: E402  (the variables the `plain` fixture clears)
 
-HOSTED_VARS = (
-    "COLAB_RELEASE_TAG",
-    "KAGGLE_KERNEL_RUN_TYPE",
-    "BRAINSEG_COLAB_ROOT",
-    "BRAINSEG_DRIVE",
-    "BRAINSEG_KAGGLE_ROOT",
-    "BRAINSEG_HOME",
-    "BRAINSEG_DATA",
-    "BRAINSEG_PROFILE",
-    "BRAINSEG_REPO",
-    "BRAINSEG_WHEELS",
-    "BRAINSEG_PIP",
-    "DATA_ROOT",
-)
 TRAINING = "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"  # inside the Kaggle dataset
 
 
 @pytest.fixture
-def clean(monkeypatch):
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    for var in HOSTED_VARS:
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
+def clean(plain):  # conftest's plain machine; the name these tests read best with
+    return plain
 
 
 @pytest.fixture
