@@ -119,6 +119,13 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return w
 
 
+def lobulated_distance(dist: np.ndarray, radius: float, noise: np.ndarray, amplitude: float) -> np.ndarray:
+    """``dist / (radius * (1 + amplitude * noise))``: < 1 inside a lobulated ball. The local radius factor is
+    floored at 0.25: unit-std noise below ``-1 / amplitude`` (rare, but it happens in a small box) made it
+    zero (division by zero) or negative, which labelled voxels far outside the ball as tumour."""
+    return dist / (radius * np.maximum(1.0 + amplitude * noise, 0.25))
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, factor: int) -> np.ndarray:
     """Band-limited Gaussian noise, unit std, correlation length ~``sigma`` voxels.
 
@@ -209,8 +216,8 @@ def _tumours(rng: np.random.Generator, tissue: np.ndarray, r: np.ndarray) -> lis
         box = sub.shape
         grid = np.meshgrid(*(np.arange(s.start, s.stop, dtype=np.float32) for s in sl), indexing="ij")
         dist = np.sqrt(sum((g - c[k]) ** 2 for k, g in enumerate(grid)))
-        core = dist / (radius * (1.0 + 0.22 * _smooth_noise(rng, box, max(2.0, radius / 3), 1)))
-        swell = dist / (edema * (1.0 + 0.35 * _smooth_noise(rng, box, max(2.0, edema / 4), 1)))
+        core = lobulated_distance(dist, radius, _smooth_noise(rng, box, max(2.0, radius / 3), 1), 0.22)
+        swell = lobulated_distance(dist, edema, _smooth_noise(rng, box, max(2.0, edema / 4), 1), 0.35)
         inside_brain = sub > BG
         sub[(swell < 1.0) & inside_brain] = ED
         if high_grade:

@@ -142,3 +142,14 @@ def test_cli_gz(tmp_path, capsys):
     files = sorted(p.name for p in (tmp_path / "o" / "BraTS20_Training_001").iterdir())
     assert files == sorted(f"BraTS20_Training_001_{m}.nii.gz" for m in (*MODALITIES, "seg"))
     assert "1 cases" in capsys.readouterr().out
+
+
+def test_lobulated_distance_never_labels_far_voxels():
+    # noise below -1 / amplitude used to make the radius factor zero or negative: a voxel 50 voxels from
+    # the centre of a radius-10 ball then counted as inside (ratio < 1) or divided by zero
+    dist = np.array([0.0, 5.0, 50.0, 50.0, 50.0], np.float32)
+    noise = np.array([0.0, 0.0, -1 / 0.35, -4.0, 1.0], np.float32)
+    with np.errstate(all="raise"):
+        ratio = synthetic.lobulated_distance(dist, 10.0, noise, 0.35)
+    np.testing.assert_allclose(ratio, [0.0, 0.5, 20.0, 20.0, 50 / 13.5], rtol=1e-6)
+    assert (ratio[2:] > 1).all()
