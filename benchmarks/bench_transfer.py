@@ -111,7 +111,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
     scfg = SliceConfig(
         img_size=a.img_size,
         modalities=MODALITIES,
-        tumour_free_fraction=QUICK["TUMOUR_FREE_FRACTION"],
+        tumour_free_fraction=a.tumour_free_fraction,
         slice_step=a.slice_step,
         seed=a.seed,
     )
@@ -125,7 +125,8 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         lr=a.lr,
         weight_decay=0.01,
         grad_clip=1.0,
-        amp=True,
+        amp=not a.no_amp,
+        channels_last=a.channels_last,
         num_workers=0,
         seed=a.seed,
         resume="auto",
@@ -264,10 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="outputs/benchmarks/transfer", help="datasets, cache and models (reused)")
     p.add_argument("--realanatomy", default="outputs/benchmarks/realanatomy", help="real-anatomy set (built if absent)")
     p.add_argument("--real-cases", type=int, default=12)
+    p.add_argument("--real-seed", type=int, default=0, help="seed of the real-anatomy set (fixed: --seed varies training)")
     p.add_argument("--cases", type=int, default=QUICK["SYNTHETIC_CASES"])
     p.add_argument("--extra-cases", type=int, default=6, help="extra in-domain synthetic cases (seed + 1000); 0: none")
     p.add_argument("--depth", type=int, default=QUICK["SYNTHETIC_DEPTH"])
     p.add_argument("--slice-step", type=int, default=QUICK["SLICE_STEP"])
+    p.add_argument("--tumour-free-fraction", type=float, default=QUICK["TUMOUR_FREE_FRACTION"])
     p.add_argument("--batch", type=int, default=QUICK["UNET_BATCH_SIZE"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--img-size", type=int, default=QUICK["IMG_SIZE"])
@@ -282,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         help="train without transforms' MR-like bias field / gamma / blur (the pre-issue-14 augmentation)",
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=bool(QUICK.get("CHANNELS_LAST", False)),
+        help="channels_last memory format (default: the profile's CHANNELS_LAST)",
+    )
+    p.add_argument("--no-amp", action="store_true", help="fp32 training on CUDA too (the CPU path is fp32 anyway)")
     p.add_argument("--cpu", action="store_true", help="force CPU even when CUDA is available")
     p.add_argument("--sam", action="store_true", help="also LiteMedSAM zero-shot with the oracle box")
     p.add_argument("--label", default="", help="free text stored in the JSON (what this run changed)")
@@ -295,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train")
     best, split, train_info = train_unet(work, syn, a)
     model, _ = load_unet(best, split["sha256"], device)
-    real_root = realanatomy.build(a.realanatomy, a.real_cases, a.seed, progress=True)
+    real_root = realanatomy.build(a.realanatomy, a.real_cases, a.real_seed, progress=True)
     real_cases = discover_cases(real_root)
     by_id = {c.case_id: c for c in discover_cases(syn)}
     test_cases = [by_id[c] for c in split["test"]]
