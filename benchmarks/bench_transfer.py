@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="outputs/benchmarks/transfer", help="datasets, cache and models (reused)")
     p.add_argument("--realanatomy", default="outputs/benchmarks/realanatomy", help="real-anatomy set (built if absent)")
     p.add_argument("--real-cases", type=int, default=12)
-    p.add_argument("--real-seed", type=int, default=0, help="seed of the real-anatomy set (fixed: --seed varies training)")
+    p.add_argument(
+        "--real-seed", type=int, default=0, help="seed of the real-anatomy set (fixed: --seed varies training)"
+    )
     p.add_argument("--cases", type=int, default=QUICK["SYNTHETIC_CASES"])
     p.add_argument("--extra-cases", type=int, default=6, help="extra in-domain synthetic cases (seed + 1000); 0: none")
     p.add_argument("--depth", type=int, default=QUICK["SYNTHETIC_DEPTH"])

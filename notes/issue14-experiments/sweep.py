@@ -48,10 +48,34 @@ def run_variant(spec: str, a) -> dict:
         if not link.is_symlink():
             link.symlink_to(Path(a.work).resolve() / "_shared" / f"seed{seed}" / f"synthetic-{tag}")
     out = Path(a.out) / f"{name}.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_transfer.py"), "--out", str(out), "--work", str(work),
-           "--realanatomy", a.real, "--seed", seed, "--tumour-free-fraction", tf, "--threads", str(a.threads),
-           "--cases", str(a.cases), "--depth", str(a.depth), "--extra-cases", str(a.extra), "--real-cases", str(a.real_cases),
-           "--label", f"sweep {spec}", *a.bench_args, *extra_args]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_transfer.py"),
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+        "--realanatomy",
+        a.real,
+        "--seed",
+        seed,
+        "--tumour-free-fraction",
+        tf,
+        "--threads",
+        str(a.threads),
+        "--cases",
+        str(a.cases),
+        "--depth",
+        str(a.depth),
+        "--extra-cases",
+        str(a.extra),
+        "--real-cases",
+        str(a.real_cases),
+        "--label",
+        f"sweep {spec}",
+        *a.bench_args,
+        *extra_args,
+    ]
     env = {**os.environ, "BRAINSEG_EXP_FREE": sampling}
     t0 = time.perf_counter()
     with open(Path(a.out) / f"{name}.log", "w") as log:
@@ -60,9 +84,12 @@ def run_variant(spec: str, a) -> dict:
     if rc == 0:
         j = json.loads(out.read_text())
         r = j["results"]
-        res.update(real=r["realanatomy"]["unet"]["mean"], test=r["synthetic_test"]["unet"]["mean"],
-                   extra=r.get("synthetic_extra", {}).get("unet", {}).get("mean"),
-                   train_slices=j["training"]["train_slices"])
+        res.update(
+            real=r["realanatomy"]["unet"]["mean"],
+            test=r["synthetic_test"]["unet"]["mean"],
+            extra=r.get("synthetic_extra", {}).get("unet", {}).get("mean"),
+            train_slices=j["training"]["train_slices"],
+        )
     print(json.dumps(res), flush=True)
     return res
 
@@ -95,8 +122,10 @@ def main() -> int:
         results = list(pool.map(lambda s: run_variant(s, a), a.variants))
     (Path(a.out) / "summary.json").write_text(json.dumps(results, indent=1))
     for r in results:
-        print(f"{r['name']:14s} rc {r['rc']}  real {r.get('real')}  test {r.get('test')}  extra {r.get('extra')}  "
-              f"slices {r.get('train_slices')}  {r['seconds']} s")
+        print(
+            f"{r['name']:14s} rc {r['rc']}  real {r.get('real')}  test {r.get('test')}  extra {r.get('extra')}  "
+            f"slices {r.get('train_slices')}  {r['seconds']} s"
+        )
     return 0
 
 
