@@ -29,13 +29,14 @@ sys.path.insert(0, str(ROOT))
 def pregenerate(shared: Path, seed: int, cases: int, extra: int, depth: int, workers: int) -> None:
     import bench_transfer as bt
 
-    real_gen = bt.generate_dataset
-    bt.generate_dataset = lambda out, cfg, workers=2, progress=False: real_gen(out, cfg, workers=W, progress=False)
-    W = workers
-    bt.synthetic_data(shared / f"seed{seed}", cases, seed, depth, "train")
-    if extra:
-        bt.synthetic_data(shared / f"seed{seed}", extra, seed + 1000, depth, "extra")
-    bt.generate_dataset = real_gen
+    real_gen = bt.generate_dataset  # bench_transfer generates with 2 workers; here with ``workers``
+    bt.generate_dataset = lambda out, cfg, **_: real_gen(out, cfg, workers=workers, progress=False)
+    try:
+        bt.synthetic_data(shared / f"seed{seed}", cases, seed, depth, "train")
+        if extra:
+            bt.synthetic_data(shared / f"seed{seed}", extra, seed + 1000, depth, "extra")
+    finally:
+        bt.generate_dataset = real_gen
 
 
 def run_variant(spec: str, a) -> dict:
