@@ -44,9 +44,9 @@ if [[ -n "$ROOT" ]]; then
     echo "data: BraTS-layout data at $ROOT"
 else
     SYNTH_DIR="${SYNTHETIC_DIR:-data/synthetic}"
-    read -r CASES DEPTH SEED < <("$PY" -c "import yaml,sys; p=yaml.safe_load(open('$PARAMS')); print(p['SYNTHETIC_CASES'], p['SYNTHETIC_DEPTH'], p['SEED'])")
+    read -r CASES DEPTH SEED LOOK < <("$PY" -c "import yaml,sys; p=yaml.safe_load(open('$PARAMS')); print(p['SYNTHETIC_CASES'], p['SYNTHETIC_DEPTH'], p['SEED'], p.get('SYNTHETIC_APPEARANCE', 'fixed'))")
     echo "data: no BraTS 2020 found (set DATA_ROOT to use it); synthetic dataset in $SYNTH_DIR"
-    "$PY" -m brainseg_utils.synthetic --out "$SYNTH_DIR" --cases "$CASES" --depth "$DEPTH" --seed "$SEED"
+    "$PY" -m brainseg_utils.synthetic --out "$SYNTH_DIR" --cases "$CASES" --depth "$DEPTH" --seed "$SEED" --appearance "$LOOK"
     ROOT="$SYNTH_DIR"
 fi
 

@@ -56,7 +56,7 @@ from brainseg_utils.dataset import SliceDataset  # noqa: E402
 from brainseg_utils.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
 from brainseg_utils.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
-from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from brainseg_utils.synthetic import APPEARANCES, SyntheticConfig, generate_dataset  # noqa: E402
 from brainseg_utils.train import TrainConfig, fit  # noqa: E402
 from brainseg_utils.transforms import train_augmentation  # noqa: E402
 from brainseg_utils.unet import UNet  # noqa: E402
@@ -90,15 +90,19 @@ def _code_sha(name: str) -> str:
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
-def synthetic_data(work: Path, cases: int, seed: int, depth: int, tag: str) -> tuple[Path, float]:
-    """Generate (or reuse) a synthetic dataset keyed by the generator's code; returns (root, s/case)."""
+def synthetic_data(
+    work: Path, cases: int, seed: int, depth: int, tag: str, appearance: str = "fixed"
+) -> tuple[Path, float]:
+    """Generate (or reuse) a synthetic dataset keyed by the generator's code and its configuration;
+    returns (root, s/case)."""
+    cfg = SyntheticConfig(cases=cases, seed=seed, depth=depth, appearance=appearance)
     gen_sha = _code_sha("synthetic.py")[:12]
     out = work / f"synthetic-{tag}"
     stamp = out / "GENERATOR_SHA"
     if out.exists() and (not stamp.exists() or stamp.read_text() != gen_sha):
         shutil.rmtree(out)  # another generator version: regenerate (keeps disk use to one copy)
     t0 = time.perf_counter()
-    generate_dataset(out, SyntheticConfig(cases=cases, seed=seed, depth=depth), workers=2, progress=False)
+    generate_dataset(out, cfg, workers=2, progress=False)
     stamp.write_text(gen_sha)
     marker = json.loads((out / "SYNTHETIC.json").read_text())
     secs = marker.get("generation_seconds", time.perf_counter() - t0)
@@ -118,7 +122,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
     cache = build_cache(cases, work / "slices", scfg, progress=False)
     split_path = work / "splits.json"
     split_path.unlink(missing_ok=True)  # the split depends only on case ids and seed: recreate each time
-    split = write_split_once(split_path, [c.case_id for c in cases], tuple(QUICK["SPLIT_FRACTIONS"]), a.seed)
+    split = write_split_once(split_path, [c.case_id for c in cases], tuple(a.split_fractions), a.seed)
     tcfg = TrainConfig(
         epochs=a.epochs,
         batch_size=a.batch,
@@ -129,6 +133,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         channels_last=a.channels_last,
         num_workers=0,
         seed=a.seed,
+        ema_decay=a.ema_decay,
         resume="auto",
         device="cpu" if a.cpu else "auto",
         progress=False,
@@ -272,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-cases", type=int, default=6, help="extra in-domain synthetic cases (seed + 1000); 0: none")
     p.add_argument("--depth", type=int, default=QUICK["SYNTHETIC_DEPTH"])
     p.add_argument("--slice-step", type=int, default=QUICK["SLICE_STEP"])
+    p.add_argument(
+        "--split-fractions",
+        type=float,
+        nargs=3,
+        default=QUICK["SPLIT_FRACTIONS"],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="patient split (default from the profile)",
+    )
     p.add_argument("--tumour-free-fraction", type=float, default=QUICK["TUMOUR_FREE_FRACTION"])
     p.add_argument("--batch", type=int, default=QUICK["UNET_BATCH_SIZE"])
     p.add_argument("--seed", type=int, default=0)
@@ -280,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=QUICK["UNET_LR"])
     p.add_argument("--base", type=int, default=QUICK["UNET_BASE_CHANNELS"])
     p.add_argument("--aug-strength", type=float, default=1.0)
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=QUICK.get("UNET_EMA_DECAY", 0.0),
+        help="moving average of the U-Net weights per step (0: off; default from the profile)",
+    )
     p.add_argument(
         "--no-mr-intensity",
         dest="mr_intensity",
@@ -296,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-amp", action="store_true", help="fp32 training on CUDA too (the CPU path is fp32 anyway)")
     p.add_argument("--cpu", action="store_true", help="force CPU even when CUDA is available")
     p.add_argument("--sam", action="store_true", help="also LiteMedSAM zero-shot with the oracle box")
+    p.add_argument(
+        "--appearance",
+        default=QUICK.get("SYNTHETIC_APPEARANCE", "fixed"),
+        choices=APPEARANCES,
+        help="synthetic contrast: the fixed table (the default) or contrast and bias strength drawn per case",
+    )
     p.add_argument("--label", default="", help="free text stored in the JSON (what this run changed)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -304,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu" if a.cpu or not torch.cuda.is_available() else "cuda")
     sources = {"generator_code_sha256": _code_sha("synthetic.py"), "transforms_sha256": _source_sha("transforms.py")}
 
-    syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train")
+    syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train", a.appearance)
     best, split, train_info = train_unet(work, syn, a)
     model, _ = load_unet(best, split["sha256"], device)
     real_root = realanatomy.build(a.realanatomy, a.real_cases, a.real_seed, progress=True)
@@ -316,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic_test": {"unet": unet_dice(model, test_cases, a.img_size, device)},
     }
     if a.extra_cases:
-        extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra")
+        extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra", a.appearance)
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
     overlap = {"realanatomy": flair_overlap(real_cases), "synthetic_train": flair_overlap(discover_cases(syn))}
     if a.sam:

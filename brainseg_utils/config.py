@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from .brats import MODALITIES
 from .slices import SliceConfig
-from .synthetic import SyntheticConfig
+from .synthetic import APPEARANCES, SyntheticConfig
 
 OVERFLOW = ("subsample", "encode")  # what SAM training does with slices beyond the embedding budget
 
@@ -63,6 +63,7 @@ class DataConfig:
     synthetic_dir: str = "data/synthetic"
     synthetic_cases: int = 60
     synthetic_depth: int = 155
+    synthetic_appearance: str = "fixed"  # or "randomised": contrast / bias strength per case (synthetic.py)
     seed: int = 0
     img_size: int = 240  # BraTS native in-plane size
     modalities: tuple[str, ...] = ("flair",)
@@ -85,7 +86,19 @@ class DataConfig:
         object.__setattr__(self, "modalities", tuple(mods))
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in self.split_fractions))
         self.slice_config()  # validates img_size, fraction, step
-        SyntheticConfig(cases=self.synthetic_cases, seed=self.seed, depth=self.synthetic_depth)
+        if self.synthetic_appearance not in APPEARANCES:
+            raise ValueError(
+                f"SYNTHETIC_APPEARANCE must be one of {list(APPEARANCES)}, got {self.synthetic_appearance!r}"
+            )
+        self.synthetic_config()
+
+    def synthetic_config(self) -> SyntheticConfig:
+        return SyntheticConfig(
+            cases=self.synthetic_cases,
+            seed=self.seed,
+            depth=self.synthetic_depth,
+            appearance=self.synthetic_appearance,
+        )
 
     def slice_config(self) -> SliceConfig:
         return SliceConfig(
@@ -125,6 +138,7 @@ class TrainConfig:
     stop_after_epoch: int | None = None  # end this call after that epoch (as if disconnected)
     progress: bool = True
     num_gpus: int | str = "auto"  # processes for train.fit_processes: "auto" = every visible GPU; batch is per GPU
+    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (per step)
 
     # notebook parameter -> field, per model; shared names (AMP, DEVICE, SEED, RESUME) mean the same in both
     UNET_PARAMS: ClassVar[dict[str, str]] = {
@@ -135,6 +149,7 @@ class TrainConfig:
         "GRAD_CLIP": "grad_clip",
         "AMP": "amp",
         "CHANNELS_LAST": "channels_last",
+        "UNET_EMA_DECAY": "ema_decay",
         "NUM_WORKERS": "num_workers",
         "SEED": "seed",
         "RESUME": "resume",
@@ -165,6 +180,8 @@ class TrainConfig:
             object.__setattr__(self, "num_gpus", int(self.num_gpus))
         if not (self.num_gpus == "auto" or (isinstance(self.num_gpus, int) and self.num_gpus >= 1)):
             raise ValueError(f"num_gpus (NUM_GPUS) must be 'auto' or an integer >= 1, got {self.num_gpus!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay (UNET_EMA_DECAY) must be in [0, 1), got {self.ema_decay}")
 
     @classmethod
     def params(cls, model: str) -> dict[str, str]:

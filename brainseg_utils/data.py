@@ -20,7 +20,7 @@ from pathlib import Path
 from . import env
 from .brats import discover_cases, find_brats_root
 from .config import DataConfig
-from .synthetic import SyntheticConfig, generate_dataset, is_synthetic
+from .synthetic import generate_dataset, is_synthetic
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def resolve_dataset(cfg: DataConfig, progress: bool = True) -> tuple[Path, str]:
         log.info("using the synthetic dataset at %s (give DATA_ROOT to use BraTS 2020)", out)
         root = generate_dataset(
             out,
-            SyntheticConfig(cases=cfg.synthetic_cases, seed=cfg.seed, depth=cfg.synthetic_depth),
+            cfg.synthetic_config(),
             progress=progress,
         )
     return Path(os.path.abspath(root)), (SYNTHETIC if is_synthetic(root) else "brats2020")

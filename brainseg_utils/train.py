@@ -33,6 +33,14 @@ and model config with the requested one:
 Randomness is re-seeded from (seed, epoch) at the start of every epoch, so a resumed run repeats
 the uninterrupted one; on CPU two runs with the same seed give bitwise-identical weights.
 
+Weight averaging (``ema_decay > 0``): after every optimizer step an exponential moving average of the
+weights and BatchNorm buffers is updated, ``ema = decay * ema + (1 - decay) * w`` (the first step copies
+``w``; ``torch.optim.swa_utils.AveragedModel``). Validation, ``best.pt`` and ``last.pt``'s ``"model"`` use
+the averaged weights, so every consumer (evaluation, demo) loads them unchanged; ``last.pt`` also keeps the
+raw training weights (``"train_model"``) and the update count, so a resumed run continues both exactly.
+With ``ema_decay = 0`` (the default) nothing is averaged and the run config omits the field, so
+checkpoints written before it existed still resume.
+
 Validation Dice convention: per slice, threshold 0.5 on sigmoid, Dice = 1 when prediction and
 target are both empty and 0 when exactly one is; ``val_dice`` averages over all validation
 slices (tumour-free ones included), ``val_dice_tumour`` over slices with tumour only.
@@ -247,12 +255,12 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model_config = dict(getattr(model, "config", {"arch": type(model).__name__}))
+    not_stored = ("resume", "progress", "stop_after_epoch", "num_gpus") + (("ema_decay",) if not cfg.ema_decay else ())
     run_config = {
-        "train": {
-            k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "stop_after_epoch", "num_gpus")
-        },
+        "train": {k: v for k, v in asdict(cfg).items() if k not in not_stored},
         "model": model_config,
     }
+    ema = _averaged(model, cfg.ema_decay) if cfg.ema_decay else None
 
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -math.inf, -1
@@ -264,7 +272,14 @@ def fit(
         ckpt = load_checkpoint(resume_path)
         _check_resumable(ckpt, resume_path, meta)
         extend = _compare_configs(ckpt.get("config", {}), run_config, resume_path, out)
-        load_model_state(model, ckpt["model"], str(resume_path))
+        if ema is not None:
+            if "train_model" not in ckpt:
+                raise ValueError(f"{resume_path} has no raw training weights ('train_model') to resume averaging")
+            load_model_state(model, ckpt["train_model"], str(resume_path))
+            load_model_state(ema.module, ckpt["model"], str(resume_path))
+            ema.n_averaged.fill_(int(ckpt["ema_updates"]))
+        else:
+            load_model_state(model, ckpt["model"], str(resume_path))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -347,6 +362,8 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += float(loss.detach()) * len(target)
             seen += len(target)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -355,8 +372,9 @@ def fit(
             loss_sum, seen = distributed.all_reduce_sum([loss_sum, seen], device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        evaluated = ema.module if ema is not None else model  # what validation sees is what is saved
         val = validate(
-            model, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, progress, dist.enabled
+            evaluated, val_loader, loss_fn, device, dtype, cfg.threshold, cfg.channels_last, progress, dist.enabled
         )
         row = {
             "epoch": epoch + 1,
@@ -375,7 +393,7 @@ def fit(
             best, best_epoch = val["dice"], epoch + 1
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
+            "model": evaluated.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
@@ -391,6 +409,9 @@ def fit(
             "processes": dist.world_size,
             "global_batch_size": dist.world_size * cfg.batch_size,
         }
+        if ema is not None:
+            payload["train_model"] = model.state_dict()
+            payload["ema_updates"] = int(ema.n_averaged)
         # Order matters for a kill between writes: best.pt, then history.json, then last.pt (the resume
         # point). A run killed before last.pt is written repeats this epoch and rewrites the other two, so
         # best.pt, history.json's best_epoch and last.pt's best_epoch always agree after a resume.
@@ -423,6 +444,13 @@ def fit(
             break
     distributed.barrier()  # the files are complete before any process returns
     return history
+
+
+def _averaged(model: nn.Module, decay: float) -> nn.Module:
+    """An ``AveragedModel`` holding the exponential moving average of ``model``'s weights and buffers."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _quiet(*args, **kwargs) -> None:

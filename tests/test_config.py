@@ -154,6 +154,9 @@ def test_from_params_maps_notebook_names():
         TrainConfig.from_params("vit", SAM_EPOCHS=1)
     data = DataConfig.from_params(IMG_SIZE=64, MODALITIES="flair, t2", SPLIT_FRACTIONS=[0.5, 0.25, 0.25])
     assert (data.img_size, data.modalities, data.split_fractions) == (64, ("flair", "t2"), (0.5, 0.25, 0.25))
+    assert data.synthetic_config().appearance == "fixed"
+    look = DataConfig.from_params(SYNTHETIC_APPEARANCE="randomised", SYNTHETIC_CASES=3, SYNTHETIC_DEPTH=40, SEED=2)
+    assert dataclasses.astuple(look.synthetic_config()) == (3, 2, 40, False, (), "randomised")
     u = UNetConfig.from_params(UNET_BASE_CHANNELS=4, UNET_BILINEAR=True, UNET_DROPOUT=0.0, UNET_AUG_STRENGTH=0.5)
     assert dataclasses.astuple(u) == (4, True, 0.0, 0.5)
     s = SamConfig.from_params(
@@ -167,6 +170,11 @@ def test_from_params_maps_notebook_names():
     [
         (DataConfig, {"MODALITIES": "flair,dwi"}, "MODALITIES must be a comma-separated subset"),
         (DataConfig, {"IMG_SIZE": 8}, r"img_size must be in \[32, 1024\], got 8"),
+        (
+            DataConfig,
+            {"SYNTHETIC_APPEARANCE": "real"},
+            r"SYNTHETIC_APPEARANCE must be one of \['fixed', 'randomised'\]",
+        ),
         (UNetConfig, {"UNET_BASE_CHANNELS": 0}, "UNET_BASE_CHANNELS must be >= 1, got 0"),
         (UNetConfig, {"UNET_DROPOUT": 1.0}, r"UNET_DROPOUT must be in \[0, 1\), got 1.0"),
         (UNetConfig, {"UNET_AUG_STRENGTH": 2.0}, r"UNET_AUG_STRENGTH must be in \[0, 1\], got 2.0"),

@@ -114,6 +114,22 @@ def test_reuse_and_regenerate(tmp_path):
     assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
 
 
+def test_dataset_written_before_the_appearance_option_is_reused_as_fixed(tmp_path):
+    fixed = SyntheticConfig(cases=1, seed=0, depth=16, appearance="fixed")
+    out = generate_dataset(tmp_path / "d", fixed, workers=1, progress=False)
+    marker = json.loads((out / synthetic.MARKER).read_text())
+    del marker["config"]["appearance"]  # as the generator wrote it before the option existed
+    (out / synthetic.MARKER).write_text(json.dumps(marker))
+    f = out / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii"
+    mtime = f.stat().st_mtime_ns
+    generate_dataset(out, fixed, workers=1, progress=False)
+    assert f.stat().st_mtime_ns == mtime, "same data as the fixed appearance: reused"
+    generate_dataset(
+        out, SyntheticConfig(cases=1, seed=0, depth=16, appearance="randomised"), workers=1, progress=False
+    )
+    assert json.loads((out / synthetic.MARKER).read_text())["config"]["appearance"] == "randomised"
+
+
 def test_refuses_to_overwrite_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a synthetic dataset"):
@@ -128,6 +144,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
         ({"depth": 8}, "depth must be in"),
         ({"quirks": ("nope",)}, "unknown quirk"),
         ({"cases": 2, "quirks": ("gz",)}, "needs >= 3 cases"),
+        ({"appearance": "random"}, "appearance must be one of"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -153,3 +170,49 @@ def test_lobulated_distance_never_labels_far_voxels():
         ratio = synthetic.lobulated_distance(dist, 10.0, noise, 0.35)
     np.testing.assert_allclose(ratio, [0.0, 0.5, 20.0, 20.0, 50 / 13.5], rtol=1e-6)
     assert (ratio[2:] > 1).all()
+
+
+def test_fixed_appearance_is_the_contrast_table():
+    for m in MODALITIES:
+        lut, bias = synthetic.draw_appearance(None, m)
+        np.testing.assert_array_equal(lut, np.asarray(synthetic.CONTRAST[m], np.float32))
+        assert bias == synthetic.BIAS_STRENGTH
+
+
+def test_randomised_appearance_varies_but_keeps_flair_contrast_direction():
+    S = synthetic
+    ratios, biases = [], []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        for m in MODALITIES:
+            lut, bias = S.draw_appearance(rng, m)
+            base = np.asarray(S.CONTRAST[m], np.float32)
+            assert lut[S.BG] == 0.0
+            assert S.BIAS_STRENGTH * 0.7 - 1e-6 <= bias <= S.BIAS_STRENGTH * 1.7 + 1e-6
+            biases.append(bias)
+            others = [k for k in range(1, 7) if not (m == "flair" and k in (S.GM, S.WM))]
+            rel = lut[others] / base[others]
+            assert ((rel >= 0.9 - 1e-6) & (rel <= 1.1 + 1e-6)).all(), (m, rel)
+            if m == "flair":  # edema > grey > white > CSF, grey at most GM_CAP x edema
+                assert lut[S.ED] > lut[S.GM] >= lut[S.WM] + 0.08 - 1e-6 > lut[S.CSF]
+                assert lut[S.GM] <= S.GM_CAP * lut[S.ED] + 1e-6
+                ratios.append(lut[S.GM] / lut[S.ED])
+    ratios = np.array(ratios)
+    # the fixed table has grey / edema = 0.6 on FLAIR; randomised cases spread up to the cap
+    assert ratios.min() < 0.6 < 0.75 < ratios.max() <= S.GM_CAP + 1e-6
+    assert np.std(biases) > 0.02
+
+
+def test_appearance_changes_intensities_not_anatomy_or_tumours():
+    fixed = generate_case(SyntheticConfig(cases=2, seed=4, depth=24), 1)
+    rand = generate_case(SyntheticConfig(cases=2, seed=4, depth=24, appearance="randomised"), 1)
+    other = generate_case(SyntheticConfig(cases=2, seed=5, depth=24, appearance="randomised"), 1)
+    np.testing.assert_array_equal(fixed["seg"], rand["seg"])  # same anatomy and tumours: separate random stream
+    assert fixed["meta"]["tumours"] == rand["meta"]["tumours"]
+    assert not np.array_equal(fixed["seg"], other["seg"])
+
+    def grey_over_edema(case):  # FLAIR brightness of normal brain (top decile) relative to the median edema voxel
+        f, seg = case["flair"], case["seg"]
+        return np.percentile(f[(seg == 0) & (f > 0)], 90) / np.median(f[seg == 2])
+
+    assert abs(grey_over_edema(fixed) - grey_over_edema(rand)) > 0.01

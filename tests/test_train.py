@@ -128,6 +128,8 @@ def test_bad_config():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError):
         TrainConfig(lr=0)
+    with pytest.raises(ValueError, match=re.escape("ema_decay (UNET_EMA_DECAY) must be in [0, 1), got 1.0")):
+        TrainConfig(ema_decay=1.0)
 
 
 # ----------------------------------------------------------------------------- resume rules, write order, determinism
@@ -258,3 +260,66 @@ def test_kill_between_checkpoint_writes_leaves_a_consistent_run(tmp_path, kill_a
     assert best["epoch"] == history["best_epoch"] == last["best_epoch"] == 2
     assert last["epoch"] == 4 and len(history["history"]) == 4
     assert not list(out.glob(".*")), "no temporary files remain"
+
+
+# ----------------------------------------------------------------------------- weight averaging (ema_decay)
+def _float_state(sd):
+    return {k: v for k, v in sd.items() if v.is_floating_point()}
+
+
+def test_ema_checkpoint_holds_the_moving_average(tmp_path):
+    """4 toy items, batch 2: two optimizer steps. The first update copies the weights w1, the second gives
+    d * w1 + (1 - d) * w2; validation and best.pt / last.pt's "model" use it, "train_model" holds w2."""
+    d = 0.7
+    tr, va = _toy_data()
+    torch.manual_seed(0)
+    model = UNet(base_channels=4)
+    seen = []
+
+    def snapshot(mod, _inputs):  # the forward of step k sees the weights after step k - 1
+        if mod is model and mod.training:
+            seen.append({k: v.detach().clone() for k, v in _float_state(mod.state_dict()).items()})
+
+    model.register_forward_pre_hook(snapshot)
+    hist = fit(model, tr, va, tmp_path, _toy_cfg(epochs=1, ema_decay=d))
+    assert len(seen) == 2
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert last["ema_updates"] == 2 and last["config"]["train"]["ema_decay"] == d
+    w1, w2 = seen[1], _float_state(last["train_model"])
+    for k, v in _float_state(last["model"]).items():
+        torch.testing.assert_close(v, d * w1[k] + (1 - d) * w2[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(best["model"][k], v, rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)  # the two steps did change the weights
+    # the history's validation is that of the averaged weights
+    ema_model = UNet(base_channels=4)
+    ema_model.load_state_dict(last["model"])
+    val = validate(ema_model, torch.utils.data.DataLoader(va, batch_size=2), FocalDiceLoss(), torch.device("cpu"), None)
+    assert hist[0]["val_loss"] == pytest.approx(val["loss"], rel=1e-5)
+
+
+def test_ema_resume_matches_uninterrupted_run(tmp_path):
+    tr, va = _toy_data()
+    cfg = dict(epochs=3, ema_decay=0.9)
+    torch.manual_seed(0)
+    full = fit(UNet(base_channels=4), tr, va, tmp_path / "a", _toy_cfg(**cfg))
+    torch.manual_seed(0)
+    fit(UNet(base_channels=4), tr, va, tmp_path / "b", _toy_cfg(**cfg, stop_after_epoch=1))
+    torch.manual_seed(5)  # another init: everything must come from last.pt
+    resumed = fit(UNet(base_channels=4), tr, va, tmp_path / "b", _toy_cfg(**cfg))
+    assert [h["val_loss"] for h in _strip(resumed)] == pytest.approx([h["val_loss"] for h in _strip(full)], rel=1e-5)
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True) for r in ("a", "b"))
+    assert a["ema_updates"] == b["ema_updates"] == 6
+    for part in ("model", "train_model"):
+        for k, v in _float_state(a[part]).items():
+            torch.testing.assert_close(b[part][k], v, rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
+
+
+def test_ema_off_keeps_old_checkpoints_resumable_and_changing_it_is_refused(tmp_path):
+    tr, va = _toy_data()
+    fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(stop_after_epoch=1))
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert "ema_decay" not in ckpt["config"]["train"] and "train_model" not in ckpt  # as before the option
+    with pytest.raises(ValueError, match=re.escape("train.ema_decay: stored '<absent>', requested 0.9")):
+        fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(ema_decay=0.9))
+    assert len(fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg())) == 2
