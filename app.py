@@ -2,13 +2,13 @@
 
 Loads the U-Net and SAM decoders a run wrote (BRAINSEG_OUTPUT_DIR, default outputs/) and serves the
 Gradio demo. SAM weights other than the bundled LiteMedSAM come from SAM_CHECKPOINT (a path, or
-vit_b=/a.pth,medsam=/b.pth) or are searched for as in the notebooks (brainseg_utils.sam_discovery).
+vit_b=/a.pth,medsam=/b.pth) or are searched for as in the notebooks (brainseg_utils.models.sam.discovery).
 Public share links stay off unless BRAINSEG_SHARE=1; set BRAINSEG_AUTH=user:password to protect one.
 """
 
 import os
 
-from brainseg_utils.demo import build_demo, launch, make_examples, predictor_from_run
+from brainseg_utils.app.demo import build_demo, launch, make_examples, predictor_from_run
 
 OUTPUT_DIR = os.environ.get("BRAINSEG_OUTPUT_DIR", "outputs")
 predictor = predictor_from_run(

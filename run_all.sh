@@ -17,7 +17,7 @@ OUTPUT_DIR="$("$PY" -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "${
 # Data: explicit DATA_ROOT, else Kaggle/Colab locations, else synthetic (generated once, reused).
 # On Colab/Kaggle synthetic data needs BRAINSEG_DATA=synthetic: a GPU run on it by accident costs hours.
 ROOT=""
-if FOUND="$("$PY" -m brainseg_utils.brats --find ${DATA_ROOT:+--root "$DATA_ROOT"})"; then
+if FOUND="$("$PY" -m brainseg_utils.data.brats --find ${DATA_ROOT:+--root "$DATA_ROOT"})"; then
     ROOT="$FOUND"
 else
     rc=$?
@@ -46,7 +46,7 @@ else
     SYNTH_DIR="${SYNTHETIC_DIR:-data/synthetic}"
     read -r CASES DEPTH SEED LOOK < <("$PY" -c "import yaml,sys; p=yaml.safe_load(open('$PARAMS')); print(p['SYNTHETIC_CASES'], p['SYNTHETIC_DEPTH'], p['SEED'], p.get('SYNTHETIC_APPEARANCE', 'fixed'))")
     echo "data: no BraTS 2020 found (set DATA_ROOT to use it); synthetic dataset in $SYNTH_DIR"
-    "$PY" -m brainseg_utils.synthetic --out "$SYNTH_DIR" --cases "$CASES" --depth "$DEPTH" --seed "$SEED" --appearance "$LOOK"
+    "$PY" -m brainseg_utils.data.synthetic --out "$SYNTH_DIR" --cases "$CASES" --depth "$DEPTH" --seed "$SEED" --appearance "$LOOK"
     ROOT="$SYNTH_DIR"
 fi
 

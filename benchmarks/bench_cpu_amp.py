@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from brainseg_utils.checkpoints import cpu_has_native_bf16, train_amp_dtype
-from brainseg_utils.env import device_summary
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.sam import SamDecoderModel, build_backend
-from brainseg_utils.unet import UNet
+from brainseg_utils.models.losses import FocalDiceLoss
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.checkpoints import cpu_has_native_bf16, train_amp_dtype
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
 
 
 def _unet(batch: int, size: int, width: int):

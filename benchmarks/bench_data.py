@@ -23,10 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainseg_utils.brats import discover_cases, load_case
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.slices import SliceConfig, build_cache
-from brainseg_utils.synthetic import SyntheticConfig, generate_case, generate_dataset
+from brainseg_utils.data.brats import discover_cases, load_case
+from brainseg_utils.data.slices import SliceConfig, build_cache
+from brainseg_utils.data.synthetic import SyntheticConfig, generate_case, generate_dataset
+from brainseg_utils.runtime.io import atomic_write_json
 
 
 def _rate(fn, n: int) -> float:

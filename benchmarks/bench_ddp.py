@@ -33,10 +33,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from brainseg_utils.env import device_summary  # noqa: E402
-from brainseg_utils.io import atomic_write_json  # noqa: E402
-from brainseg_utils.train import TrainConfig, fit_processes  # noqa: E402
-from brainseg_utils.unet import UNet  # noqa: E402
+from brainseg_utils.models.unet import UNet  # noqa: E402
+from brainseg_utils.runtime.env import device_summary  # noqa: E402
+from brainseg_utils.runtime.io import atomic_write_json  # noqa: E402
+from brainseg_utils.training.engine import TrainConfig, fit_processes  # noqa: E402
 
 
 def _dataset(n: int, size: int):

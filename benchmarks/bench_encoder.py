@@ -27,14 +27,14 @@ import time
 import numpy as np
 import torch
 
-from brainseg_utils.brats import normalise_volume
-from brainseg_utils.encoder_runtime import OpenVinoRuntime, openvino_version
-from brainseg_utils.env import device_summary
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.sam import build_backend
-from brainseg_utils.slices import resize_slice
-from brainseg_utils.synthetic import SyntheticConfig, generate_case
-from brainseg_utils.unet import UNet
+from brainseg_utils.data.brats import normalise_volume
+from brainseg_utils.data.slices import resize_slice
+from brainseg_utils.data.synthetic import SyntheticConfig, generate_case
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.encoder_runtime import OpenVinoRuntime, openvino_version
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
 
 UNET_SIZES = {"quick": (16, 128), "full": (64, 240)}
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainseg_utils.embeddings import EMBED_SHAPE
-from brainseg_utils.env import device_summary
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.sam import SamDecoderModel, build_backend
+from brainseg_utils.models.losses import FocalDiceLoss
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
+from brainseg_utils.training.embeddings import EMBED_SHAPE
 
 
 def _sync(device):

@@ -32,16 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainseg_utils.brats import discover_cases
-from brainseg_utils.checkpoints import amp_dtype
-from brainseg_utils.embeddings import EmbeddingDataset, build_embedding_cache
-from brainseg_utils.env import device_summary
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.metrics import dice as dice_score
-from brainseg_utils.sam import SamDecoderModel, build_backend, mask_to_box
-from brainseg_utils.slices import SliceConfig, build_cache
-from brainseg_utils.synthetic import SyntheticConfig, generate_dataset
-from brainseg_utils.train import TrainConfig, fit
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.slices import SliceConfig, build_cache
+from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
+from brainseg_utils.evaluation.metrics import dice as dice_score
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, mask_to_box
+from brainseg_utils.runtime.checkpoints import amp_dtype
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
+from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache
+from brainseg_utils.training.engine import TrainConfig, fit
 
 
 @contextlib.contextmanager

@@ -50,16 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py besid
 
 import realanatomy  # noqa: E402
 
-from brainseg_utils import metrics as M  # noqa: E402
-from brainseg_utils.brats import discover_cases, load_case, normalise_volume  # noqa: E402
-from brainseg_utils.dataset import SliceDataset  # noqa: E402
-from brainseg_utils.inference import Models, load_unet, predict_case, to_native  # noqa: E402
-from brainseg_utils.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
-from brainseg_utils.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
-from brainseg_utils.synthetic import APPEARANCES, SyntheticConfig, generate_dataset  # noqa: E402
-from brainseg_utils.train import TrainConfig, fit  # noqa: E402
-from brainseg_utils.transforms import train_augmentation  # noqa: E402
-from brainseg_utils.unet import UNet  # noqa: E402
+from brainseg_utils.data.brats import discover_cases, load_case, normalise_volume  # noqa: E402
+from brainseg_utils.data.dataset import SliceDataset  # noqa: E402
+from brainseg_utils.data.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
+from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig, generate_dataset  # noqa: E402
+from brainseg_utils.data.transforms import train_augmentation  # noqa: E402
+from brainseg_utils.evaluation import metrics as M  # noqa: E402
+from brainseg_utils.evaluation.inference import Models, load_unet, predict_case, to_native  # noqa: E402
+from brainseg_utils.models.unet import UNet  # noqa: E402
+from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
+from brainseg_utils.training.engine import TrainConfig, fit  # noqa: E402
 
 MODALITIES = ("flair",)
 
@@ -219,7 +219,7 @@ def flair_overlap(cases) -> dict:
 @torch.no_grad()
 def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     """Pretrained LiteMedSAM, ground-truth box per tumour slice (ORACLE), per-patient 3-D Dice; cached."""
-    from brainseg_utils.sam import SamDecoderModel, build_backend, mask_to_box
+    from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, mask_to_box
 
     fp = canonical_sha256(
         {

@@ -17,12 +17,12 @@ import statistics
 
 import torch
 
-from brainseg_utils.checkpoints import amp_dtype
-from brainseg_utils.env import device_summary
-from brainseg_utils.evaluate import time_runs
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.unet import UNet, count_parameters
+from brainseg_utils.evaluation.evaluate import time_runs
+from brainseg_utils.models.losses import FocalDiceLoss
+from brainseg_utils.models.unet import UNet, count_parameters
+from brainseg_utils.runtime.checkpoints import amp_dtype
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
 
 SIZES = {"quick": (16, 128), "full": (64, 240)}
 

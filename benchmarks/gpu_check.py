@@ -44,18 +44,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainseg_utils.brats import discover_cases
-from brainseg_utils.checkpoints import amp_dtype, load_checkpoint, load_model_state
-from brainseg_utils.dataset import SliceDataset
-from brainseg_utils.embeddings import EmbeddingDataset, build_embedding_cache
-from brainseg_utils.encoder_runtime import build_runtime
-from brainseg_utils.env import device_summary
-from brainseg_utils.io import atomic_write_json
-from brainseg_utils.sam import SamDecoderModel, build_backend
-from brainseg_utils.slices import SliceConfig, build_cache, write_split_once
-from brainseg_utils.synthetic import SyntheticConfig, generate_dataset
-from brainseg_utils.train import TrainConfig, fit
-from brainseg_utils.unet import UNet
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.dataset import SliceDataset
+from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
+from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.checkpoints import amp_dtype, load_checkpoint, load_model_state
+from brainseg_utils.runtime.encoder_runtime import build_runtime
+from brainseg_utils.runtime.env import device_summary
+from brainseg_utils.runtime.io import atomic_write_json
+from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache
+from brainseg_utils.training.engine import TrainConfig, fit
 
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.
 PROFILES = {

@@ -4,7 +4,7 @@ A benchmark, not training data: it asks whether a model trained on our synthetic
 works on real brain anatomy. The anatomy is the ICBM 2009a symmetric template (T1 and grey /
 white-matter probability maps, 197 x 233 x 189 at 1 mm, skull-stripped) that ships inside the
 PyPI package ``nilearn`` (``nilearn/datasets/data/mni_icbm152_*_09a_converted.nii.gz``; offline,
-nothing is downloaded). The generator (``brainseg_utils/synthetic.py``) never reads it, and the
+nothing is downloaded). The generator (``brainseg_utils/data/synthetic.py``) never reads it, and the
 tumours here are implanted by this file's own code, not by the generator's.
 
 Per case (``numpy.random.default_rng([seed, 1000 + i])``):
@@ -21,7 +21,7 @@ Per case (``numpy.random.default_rng([seed, 1000 + i])``):
     a smooth multiplicative bias field, Rician-like noise and a random scale to int16.
 
 Written in the BraTS 2020 layout (``BraTS20_Training_NNN/..._{flair,t1,t1ce,t2,seg}.nii``,
-240 x 240 x 155, 1 mm, labels 0/1/2/4) so ``brainseg_utils.brats`` loads it unchanged, plus
+240 x 240 x 155, 1 mm, labels 0/1/2/4) so ``brainseg_utils.data.brats`` loads it unchanged, plus
 ``REALANATOMY.json`` (parameters, template sha256s; reused when they match).
 
     python benchmarks/realanatomy.py --out outputs/benchmarks/realanatomy --cases 12
@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brainseg_utils.io import atomic_write_json, file_sha256
+from brainseg_utils.runtime.io import atomic_write_json, file_sha256
 
 MARKER = "REALANATOMY.json"
 VERSION = 1

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
-from .brats import MODALITIES
-from .slices import SliceConfig
-from .synthetic import APPEARANCES, SyntheticConfig
+from brainseg_utils.data.brats import MODALITIES
+from brainseg_utils.data.slices import SliceConfig
+from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig
 
 OVERFLOW = ("subsample", "encode")  # what SAM training does with slices beyond the embedding budget
 
@@ -230,7 +230,7 @@ class UNetConfig:
 
     def build(self, in_channels: int = 1):
         """The U-Net (``unet.UNet``) for ``in_channels`` input channels."""
-        from .unet import UNet
+        from brainseg_utils.models.unet import UNet
 
         return UNet(
             in_channels=in_channels, base_channels=self.base_channels, bilinear=self.bilinear, dropout=self.dropout
@@ -238,7 +238,7 @@ class UNetConfig:
 
     def augmentation(self):
         """The training augmentation pipeline (``transforms.train_augmentation``) at ``aug_strength``."""
-        from .transforms import train_augmentation
+        from brainseg_utils.data.transforms import train_augmentation
 
         return train_augmentation(self.aug_strength)
 
@@ -271,7 +271,7 @@ class SamConfig:
     }
 
     def __post_init__(self) -> None:
-        from .sam import BACKENDS, parse_prompts  # torch: only when a SAM config is built
+        from brainseg_utils.models.sam.backends import BACKENDS, parse_prompts  # torch: only when a SAM config is built
 
         if self.backend != "auto" and self.backend not in BACKENDS:
             raise ValueError(f"SAM_BACKEND must be one of {['auto', *sorted(BACKENDS)]}, got {self.backend!r}")
@@ -298,7 +298,7 @@ class SamConfig:
         ``vit_*``/``medsam`` without ``SAM_CHECKPOINT`` are searched for (``FileNotFoundError`` naming where).
         ``roots`` / ``env`` replace the searched places and ``os.environ`` (tests).
         """
-        from .sam_discovery import choose_backend
+        from brainseg_utils.models.sam.discovery import choose_backend
 
         choice = choose_backend(self.backend, self.checkpoint, roots=roots, env=env)
         return replace(self, backend=choice.backend, checkpoint=choice.checkpoint), choice

@@ -6,7 +6,7 @@
 
 The folder holds ``app.py`` (the Space's entry), the ``brainseg_utils`` package, slim inference weights
 (``outputs/unet/best.safetensors`` and ``outputs/sam/<variant>/best.safetensors``: model tensors only, no
-optimizer / scheduler / RNG state; see ``brainseg_utils/slim.py``), its own minimal ``requirements.txt``
+optimizer / scheduler / RNG state; see ``brainseg_utils/runtime/slim.py``), its own minimal ``requirements.txt``
 (no papermill, ipykernel, ipywidgets, albumentations or dev tools) and a ``README.md`` with the Space's
 front matter. ``python app.py`` inside the folder serves the demo.
 """
@@ -53,7 +53,7 @@ U-Net vs fine-tuned SAM decoder for whole-tumour segmentation of BraTS-style FLA
 def build(run: Path, out: Path) -> Path:
     """Write the Space folder ``out`` from the run folder ``run`` (which must hold ``unet/best.pt``)."""
     sys.path.insert(0, str(ROOT))
-    from brainseg_utils.slim import export_slim
+    from brainseg_utils.runtime.checkpoints import export_slim
 
     unet = run / "unet" / "best.pt"
     if not unet.is_file():

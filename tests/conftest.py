@@ -18,7 +18,7 @@ subprocess._USE_VFORK = False  # CPython >= 3.11; ignored before
 # notebook kernels inherit it.
 os.environ.setdefault("BRAINSEG_CACHE", tempfile.mkdtemp(prefix="brainseg-test-cache-"))
 
-from brainseg_utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
 TINY_DEPTH = 32
 
@@ -52,8 +52,8 @@ def synth_copy(synth_root, tmp_path):
 @pytest.fixture(scope="session")
 def tiny_cache(synth_root, tmp_path_factory):
     """(SliceCache at 64 px, split) over ``synth_root``."""
-    from brainseg_utils.brats import discover_cases
-    from brainseg_utils.slices import SliceConfig, build_cache, write_split_once
+    from brainseg_utils.data.brats import discover_cases
+    from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
 
     base = tmp_path_factory.mktemp("tinycache")
     cases = discover_cases(synth_root)

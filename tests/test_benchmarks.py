@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils import sam
-from brainseg_utils.sam import SamBackend
+from brainseg_utils.models.sam import backends as sam
+from brainseg_utils.models.sam.backends import SamBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_bench_cpu_amp_json(tmp_path):
     out = tmp_path / "cpu_amp.json"
     res = bench.main(["--steps", "1", "--size", "32", "--unet-batch", "2", "--sam-batch", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
-    from brainseg_utils.checkpoints import cpu_has_native_bf16
+    from brainseg_utils.runtime.checkpoints import cpu_has_native_bf16
 
     assert res["native_bf16"] is cpu_has_native_bf16()
     assert res["engine_dtype"] == {"unet": "None", "sam_decoder": "bfloat16" if res["native_bf16"] else "None"}

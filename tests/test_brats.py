@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_utils import brats
-from brainseg_utils.brats import (
+from brainseg_utils.data import brats
+from brainseg_utils.data.brats import (
     CaseValidationError,
     discover_cases,
     load_case,

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainseg_utils import checkpoints
-from brainseg_utils.checkpoints import load_checkpoint, load_model_state, save_checkpoint
-from brainseg_utils.unet import UNet
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime import checkpoints
+from brainseg_utils.runtime.checkpoints import load_checkpoint, load_model_state, save_checkpoint
 
 
 def test_amp_policy(monkeypatch):
@@ -88,9 +88,9 @@ def test_unsafe_and_truncated_checkpoints_refused(tmp_path):
 
 
 def test_every_torch_load_is_weights_only():
-    pkg = Path(checkpoints.__file__).parent
+    pkg = Path(checkpoints.__file__).parents[1]
     calls = []
-    for f in pkg.glob("*.py"):
+    for f in pkg.rglob("*.py"):
         for m in re.finditer(r"torch\.load\((.*?)\)\n", f.read_text(), re.S):
             calls.append((f.name, m.group(1)))
     assert calls, "the package loads checkpoints somewhere"
@@ -141,8 +141,9 @@ def test_expect_arch_names_file_holding_and_expected(tmp_path):
 def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     """A SAM decoder at unet/best.pt (the issue: TypeError from UNet(backend=...)) and a U-Net among the SAM
     decoders: every loader (evaluate's, the demo's) names the file, what it holds and what it expected."""
-    from brainseg_utils import demo, inference
-    from brainseg_utils.paths import RunDir
+    from brainseg_utils.app import demo
+    from brainseg_utils.evaluation import inference
+    from brainseg_utils.runtime.paths import RunDir
 
     run = tmp_path / "run"
     _sam_ckpt((run / "unet").mkdir(parents=True) or run / "unet" / "best.pt")

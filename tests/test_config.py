@@ -211,6 +211,6 @@ def test_unet_config_builds_the_model_and_augmentation():
 
 
 def test_train_module_reexports_the_config_class():
-    from brainseg_utils import train
+    from brainseg_utils.training import engine as train
 
     assert train.TrainConfig is TrainConfig

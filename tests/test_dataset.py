@@ -3,10 +3,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from brainseg_utils.brats import discover_cases
-from brainseg_utils.dataset import SliceDataset
-from brainseg_utils.slices import SliceConfig, build_cache
-from brainseg_utils.transforms import train_augmentation
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.dataset import SliceDataset
+from brainseg_utils.data.slices import SliceConfig, build_cache
+from brainseg_utils.data.transforms import train_augmentation
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,23 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils import distributed, train
-from brainseg_utils.checkpoints import load_model_state, unwrap_state_dict
 from brainseg_utils.config import TrainConfig
-from brainseg_utils.unet import UNet
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.checkpoints import load_model_state, unwrap_state_dict
+from brainseg_utils.training import distributed
+from brainseg_utils.training import engine as train
 
 pytest.importorskip("accelerate")
 
-ROOT = Path(train.__file__).parents[1]
+ROOT = Path(train.__file__).parents[2]
 
 _SCRIPT = r"""
 import json, os, sys
 import torch
 import torch.nn as nn
-from brainseg_utils import distributed, train
-from brainseg_utils.unet import UNet
+from brainseg_utils.training import distributed
+from brainseg_utils.training import engine as train
+from brainseg_utils.models.unet import UNet
 
 base = sys.argv[1] if len(sys.argv) > 1 else ""
 
@@ -283,10 +285,10 @@ import os, sys
 import numpy as np
 import torch
 import torch.nn as nn
-from brainseg_utils import distributed
-from brainseg_utils.embeddings import build_embedding_cache
-from brainseg_utils.sam import SamBackend
-from brainseg_utils.slices import SliceCache
+from brainseg_utils.training import distributed
+from brainseg_utils.training.embeddings import build_embedding_cache
+from brainseg_utils.models.sam.backends import SamBackend
+from brainseg_utils.data.slices import SliceCache
 
 slices, base = SliceCache.open(sys.argv[1]), sys.argv[2]
 rows = np.arange(14)  # batches of 4: [0-3] [4-7] [8-11] [12-13]
@@ -369,7 +371,7 @@ def test_training_embeddings_shards_over_gpus_only_on_cuda(monkeypatch, tmp_path
     build_embedding_cache on that many processes, then the finished cache is opened here; CPU -> no launch."""
     from types import SimpleNamespace
 
-    from brainseg_utils import finetune
+    from brainseg_utils.training import finetune
 
     calls, launches = [], []
     manifest = {"n": 3, "requested": 3}

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from uploads import launch_local, nifti, raw_nifti_header, slice_png
 
-from brainseg_utils import demo as D
-from brainseg_utils.sam import SamDecoderModel, build_backend
-from brainseg_utils.unet import UNet
-from brainseg_utils.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
+from brainseg_utils.app import demo as D
+from brainseg_utils.app.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.unet import UNet
 
 
 @pytest.fixture(scope="module")

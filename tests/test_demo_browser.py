@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from uploads import launch_local
 
-from brainseg_utils import demo as D
-from brainseg_utils.sam import SamDecoderModel, build_backend
-from brainseg_utils.unet import UNet
+from brainseg_utils.app import demo as D
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.unet import UNet
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils import embeddings as E
-from brainseg_utils.embeddings import EmbeddingDataset, build_embedding_cache, select_rows
-from brainseg_utils.sam import SamBackend, mask_to_box
+from brainseg_utils.models.sam.backends import SamBackend, mask_to_box
+from brainseg_utils.training import embeddings as E
+from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache, select_rows
 
 
 class _Encoder(nn.Module):
@@ -116,8 +116,8 @@ def test_dataset_prompts(slices64, tmp_path):
 
 def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
     """LiteMedSAM with ground-truth boxes: decoder fine-tuning raises validation Dice above zero-shot."""
-    from brainseg_utils.sam import SamDecoderModel, build_backend
-    from brainseg_utils.train import TrainConfig, evaluate_dataset, fit
+    from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+    from brainseg_utils.training.engine import TrainConfig, evaluate_dataset, fit
 
     cache, split = tiny_cache
     has = cache.index.has_tumour.to_numpy()

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils import encoder_runtime as R
-from brainseg_utils.sam import SamBackend, SamDecoderModel, build_backend, mask_to_box
+from brainseg_utils.models.sam.backends import SamBackend, SamDecoderModel, build_backend, mask_to_box
+from brainseg_utils.runtime import encoder_runtime as R
 
 
 class _TinyEncoder(nn.Module):
@@ -171,7 +171,7 @@ def test_static_batch_ir_runs_any_batch(tmp_path):
 
 def test_runtime_module_wraps_unet_inference_only(tmp_path):
     pytest.importorskip("openvino")
-    from brainseg_utils.unet import UNet
+    from brainseg_utils.models.unet import UNet
 
     unet = UNet(1, 4).eval()
     wrapped = R.RuntimeModule(unet, (1, 32, 32), {"checkpoint_sha256": "f" * 64}, tmp_path, label="unet").eval()

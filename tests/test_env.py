@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from brainseg_utils import env
+from brainseg_utils.runtime import env
 
-REPO = env.Path(env.__file__).resolve().parent.parent  # this checkout
+REPO = env.Path(env.__file__).resolve().parents[2]  # this checkout
 
 
 def test_local(plain):
@@ -97,7 +97,9 @@ def test_enter_project_root(tmp_path, monkeypatch):
     ours, other = tmp_path / "ours", tmp_path / "other"
     (ours / "notebooks").mkdir(parents=True)
     (ours / "pyproject.toml").write_text('[project]\nname = "brainseg"\n')
-    monkeypatch.setattr(env, "__file__", str(tmp_path / "site-packages" / "brainseg_utils" / "env.py"))  # installed
+    monkeypatch.setattr(
+        env, "__file__", str(tmp_path / "site-packages" / "brainseg_utils" / "runtime" / "env.py")
+    )  # installed
     monkeypatch.chdir(ours / "notebooks")  # a notebook opened in notebooks/ writes to <repo>/outputs
     assert env.enter_project_root() == str(ours) and env.os.getcwd() == str(ours)
     (other / "sub").mkdir(parents=True)
@@ -112,6 +114,6 @@ def test_project_root_comes_from_the_package_after_a_restart(tmp_path, monkeypat
     clone = tmp_path / "content" / "brainseg"
     (clone / "brainseg_utils").mkdir(parents=True)
     (clone / "pyproject.toml").write_text('[project]\nname = "brainseg"\n')
-    monkeypatch.setattr(env, "__file__", str(clone / "brainseg_utils" / "env.py"))
+    monkeypatch.setattr(env, "__file__", str(clone / "brainseg_utils" / "runtime" / "env.py"))
     monkeypatch.chdir(tmp_path / "content")
     assert env.project_root() == clone and env.enter_project_root() == str(clone) and env.os.getcwd() == str(clone)

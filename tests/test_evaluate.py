@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from brainseg_utils import evaluate as ev
-from brainseg_utils.brats import discover_cases
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.evaluation import evaluate as ev
 
 
 def test_export_prediction_reloads_with_source_geometry(quirky_root, tmp_path):
@@ -167,7 +167,7 @@ class _Counting(torch.nn.Module):
 
 
 def test_latency_times_each_variants_whole_pipeline():
-    from brainseg_utils.inference import Models
+    from brainseg_utils.evaluation.inference import Models
 
     log = []
     fake = _Counting(log)

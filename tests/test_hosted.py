@@ -25,10 +25,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brainseg_utils import data, demo, env, prepare
-from brainseg_utils.bootstrap import CELL, REPO_URL
+from brainseg_utils.app import demo
 from brainseg_utils.config import DataConfig
-from brainseg_utils.paths import RunDir
+from brainseg_utils.runtime import env
+from brainseg_utils.runtime.bootstrap import CELL, REPO_URL
+from brainseg_utils.runtime.paths import RunDir
+from brainseg_utils.workflow import locate as data
+from brainseg_utils.workflow import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -125,7 +128,7 @@ def test_profile_from_data_and_device(clean):
 def test_a_notebook_alone_without_data_stops_with_the_documented_message(colab):
     """What notebooks 02-04 do first (``open_run_data(run, build_missing=True)``) on a fresh Colab VM without
     BraTS and without the opt-in: stop, naming the places searched and the line that opts in."""
-    from brainseg_utils.paths import open_run_data
+    from brainseg_utils.workflow.prepare import open_run_data
 
     # Drive not mounted: outputs go to the clone's outputs/, i.e. a fresh folder on a new VM (an absolute path
     # here, so a local checkout's own outputs/ from an earlier run cannot leak into the test)
@@ -136,7 +139,7 @@ def test_a_notebook_alone_without_data_stops_with_the_documented_message(colab):
 
 
 def test_missing_unet_names_what_to_run_or_attach(kaggle, tiny_cache):
-    from brainseg_utils.inference import load_models
+    from brainseg_utils.evaluation.inference import load_models
 
     run = RunDir.for_platform()
     with pytest.raises(
@@ -183,7 +186,7 @@ def test_restore_previous_run_reads_the_input_tree_only(kaggle, tiny_cache):
     assert (run.unet_best.stat().st_mode & stat.S_IWUSR) and not (run.root / "data" / "slices").exists()
     assert snapshot(kaggle / "input") == before
     other = RunDir(kaggle / "working" / "other")  # a run with another split takes nothing from it
-    from brainseg_utils.slices import split_sha256
+    from brainseg_utils.data.slices import split_sha256
 
     swapped = {**split, "train": split["val"], "val": split["train"]}
     other.splits.write_text(json.dumps({**swapped, "sha256": split_sha256(swapped)}))
@@ -456,8 +459,8 @@ def full_unet_checkpoint(path: Path) -> dict:
     """What train.fit writes for a tiny U-Net: model, optimizer (after a step: Adam moments), config, meta."""
     import torch
 
-    from brainseg_utils.checkpoints import save_checkpoint
-    from brainseg_utils.unet import UNet
+    from brainseg_utils.models.unet import UNet
+    from brainseg_utils.runtime.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     model = UNet(1, 4)
@@ -478,8 +481,7 @@ def full_unet_checkpoint(path: Path) -> dict:
 def test_slim_weights_load_like_the_checkpoint(tmp_path):
     import torch
 
-    from brainseg_utils.checkpoints import load_checkpoint
-    from brainseg_utils.slim import export_slim
+    from brainseg_utils.runtime.checkpoints import export_slim, load_checkpoint
 
     full = full_unet_checkpoint(tmp_path / "best.pt")
     slim = export_slim(tmp_path / "best.pt", tmp_path / "best.safetensors")
@@ -570,7 +572,8 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     import matplotlib
 
     matplotlib.use("agg")
-    from brainseg_utils import brats, viz
+    from brainseg_utils.data import brats
+    from brainseg_utils.evaluation import figures as viz
 
     cases = brats.discover_cases(synth_root)[:2]
     box = viz.SliceExplorer(cases, "synthetic").widget()
@@ -596,7 +599,7 @@ def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tin
     read_only(kaggle / "input")
     before = snapshot(kaggle / "input")
     run = RunDir.for_platform()
-    from brainseg_utils.slices import split_sha256
+    from brainseg_utils.data.slices import split_sha256
 
     other = RunDir(kaggle / "working" / "other-split")
     swapped = {**split, "train": split["val"], "val": split["train"]}

@@ -4,11 +4,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from brainseg_utils import inference as inf
-from brainseg_utils.brats import discover_cases
-from brainseg_utils.checkpoints import save_checkpoint
-from brainseg_utils.slices import resize_slice
-from brainseg_utils.unet import UNet
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.slices import resize_slice
+from brainseg_utils.evaluation import inference as inf
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.checkpoints import save_checkpoint
 
 
 def test_to_native_undoes_padding_and_resize():

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from brainseg_utils.io import atomic_write, atomic_write_json, canonical_sha256
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
@@ -58,7 +58,7 @@ def test_atomic_write_fsyncs_file_before_rename_and_folder_after(tmp_path, monke
 
 
 def test_remove_stale_temps_only_touches_named_temp_files(tmp_path):
-    from brainseg_utils.io import remove_stale_temps
+    from brainseg_utils.runtime.io import remove_stale_temps
 
     keep = [tmp_path / "last.pt", tmp_path / ".other.tmp", tmp_path / ".last.pt.notes"]
     stale = [tmp_path / ".last.pt.abc123.tmp", tmp_path / ".history.json.x9.tmp", tmp_path / ".best.pt.q.tmp.gz"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from brainseg_utils.losses import FocalDiceLoss, dice_loss, focal_loss
+from brainseg_utils.models.losses import FocalDiceLoss, dice_loss, focal_loss
 
 
 def test_focal_by_hand():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg_utils import metrics as M
+from brainseg_utils.evaluation import metrics as M
 
 monai_metrics = pytest.importorskip("monai.metrics")  # dev requirement; CI installs it
 
@@ -101,7 +101,7 @@ def test_training_dice_agrees_with_the_evaluation_dice():
     """train.dice_per_sample (torch, per batch item) and metrics.dice (numpy) are one definition."""
     import torch
 
-    from brainseg_utils.train import dice_per_sample
+    from brainseg_utils.training.engine import dice_per_sample
 
     rng = np.random.default_rng(0)
     pred = rng.random((12, 16, 16)) > 0.6

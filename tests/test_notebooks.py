@@ -58,19 +58,19 @@ def test_notebook_hygiene(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_bootstrap_cell_is_the_one_source(path):
-    """Every notebook's bootstrap cell is brainseg_utils.bootstrap.CELL, verbatim
-    (edit CELL, then `python -m brainseg_utils.bootstrap` rewrites the five cells)."""
-    from brainseg_utils.bootstrap import CELL, bootstrap_cell_index
+    """Every notebook's bootstrap cell is brainseg_utils.runtime.bootstrap.CELL, verbatim
+    (edit CELL, then `python -m brainseg_utils.runtime.bootstrap` rewrites the five cells)."""
+    from brainseg_utils.runtime.bootstrap import CELL, bootstrap_cell_index
 
     nb = nbformat.read(path, as_version=4)
     assert bootstrap_cell_index(nb.cells) == 1
-    assert nb.cells[1].source == CELL, f"{path.name}: bootstrap cell differs from brainseg_utils.bootstrap.CELL"
+    assert nb.cells[1].source == CELL, f"{path.name}: bootstrap cell differs from brainseg_utils.runtime.bootstrap.CELL"
 
 
 def test_bootstrap_sync_rewrites_a_drifted_cell(tmp_path):
     import shutil
 
-    from brainseg_utils.bootstrap import CELL, sync
+    from brainseg_utils.runtime.bootstrap import CELL, sync
 
     for p in NOTEBOOKS[:2]:
         shutil.copy(p, tmp_path / p.name)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from brainseg_utils.paths import RunDir, open_run_data
+from brainseg_utils.runtime.paths import RunDir
+from brainseg_utils.workflow.prepare import open_run_data
 
 FOLDERS = {  # property -> folder relative to the run root (created on access)
     "data": "data",

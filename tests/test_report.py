@@ -1,6 +1,6 @@
 import pytest
 
-from brainseg_utils import report
+from brainseg_utils.evaluation import report
 
 
 def _metrics(name="synthetic", n=12):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg_utils import sam
-from brainseg_utils.sam import SamDecoderModel, build_backend, decode_batched, jitter_box, mask_to_box
+from brainseg_utils.models.sam import backends as sam
+from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, decode_batched, jitter_box, mask_to_box
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainseg_utils import sam
-from brainseg_utils import sam_discovery as sd
 from brainseg_utils.config import SamConfig
-from brainseg_utils.io import file_sha256
+from brainseg_utils.models.sam import backends as sam
+from brainseg_utils.models.sam import discovery as sd
+from brainseg_utils.runtime.io import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_B = "sam_vit_b_01ec64.pth"
@@ -292,7 +292,7 @@ def test_evaluation_names_every_backend_and_why():
     """metrics.json's sam_backends lands in results.md; model names map to their backend (vit_b vs vit_b_x)."""
     from types import SimpleNamespace
 
-    from brainseg_utils import evaluate as ev
+    from brainseg_utils.evaluation import evaluate as ev
 
     models = SimpleNamespace(backends={"vit_b": None, "litemedsam": None, "medsam": None})
     assert [ev.backend_of(models, n) for n in ("unet", "sam_vit_b_unet_box", "sam_medsam_none")] == [
@@ -322,11 +322,11 @@ def test_evaluation_names_every_backend_and_why():
 def test_a_vit_b_run_reaches_evaluation_with_sam_checkpoint_alone(tmp_path, vit_b_file, monkeypatch):
     """Issue 11, blocker 8: a vit_b run set up with SAM_CHECKPOINT (as in 03) loads in 04 with the same parameter,
     and with nothing typed when the file sits in a searched place; another backend's file is refused."""
-    from brainseg_utils import inference
-    from brainseg_utils.checkpoints import save_checkpoint
-    from brainseg_utils.paths import RunDir
-    from brainseg_utils.sam import SamDecoderModel
-    from brainseg_utils.unet import UNet
+    from brainseg_utils.evaluation import inference
+    from brainseg_utils.models.sam.backends import SamDecoderModel
+    from brainseg_utils.models.unet import UNet
+    from brainseg_utils.runtime.checkpoints import save_checkpoint
+    from brainseg_utils.runtime.paths import RunDir
 
     src, ref = vit_b_file
     monkeypatch.setitem(sam.OFFICIAL, "vit_b", ref)

@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from brainseg_utils import slices
-from brainseg_utils.brats import discover_cases, load_case
-from brainseg_utils.slices import (
+from brainseg_utils.data import slices
+from brainseg_utils.data.brats import discover_cases, load_case
+from brainseg_utils.data.slices import (
     SliceCache,
     SliceConfig,
     build_cache,

@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_utils import synthetic
-from brainseg_utils.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
+from brainseg_utils.data import synthetic
+from brainseg_utils.data.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
 
 TINY_DEPTH = 32  # depth of the conftest datasets
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils import train
-from brainseg_utils.dataset import SliceDataset
-from brainseg_utils.losses import FocalDiceLoss
-from brainseg_utils.train import TrainConfig, fit, validate
-from brainseg_utils.transforms import train_augmentation
-from brainseg_utils.unet import UNet
+from brainseg_utils.data.dataset import SliceDataset
+from brainseg_utils.data.transforms import train_augmentation
+from brainseg_utils.models.losses import FocalDiceLoss
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.training import engine as train
+from brainseg_utils.training.engine import TrainConfig, fit, validate
 
 TIMING_KEYS = {"epoch_seconds", "train_images_per_s", "val_images_per_s"}
 
@@ -34,9 +34,9 @@ def test_dice_per_sample_conventions():
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """8 synthetic cases x 40 slices at 64 px: 130 training, 62 validation slices."""
-    from brainseg_utils.brats import discover_cases
-    from brainseg_utils.slices import SliceConfig, build_cache, write_split_once
-    from brainseg_utils.synthetic import SyntheticConfig, generate_dataset
+    from brainseg_utils.data.brats import discover_cases
+    from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
+    from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
 
     base = tmp_path_factory.mktemp("learn")
     root = generate_dataset(base / "ds", SyntheticConfig(cases=8, seed=3, depth=40), progress=False)
@@ -203,8 +203,8 @@ def test_same_seed_gives_bitwise_identical_weights(tmp_path):
 _KILL_SCRIPT = r"""
 import os, signal, sys
 import torch
-from brainseg_utils import train
-from brainseg_utils.unet import UNet
+from brainseg_utils.training import engine as train
+from brainseg_utils.models.unet import UNet
 
 out, kill_at = sys.argv[1], int(sys.argv[2])
 dice_by_epoch = {0: 0.1, 1: 0.5, 2: 0.3, 3: 0.2}  # best at epoch 2, never improved on afterwards
@@ -247,7 +247,7 @@ def test_kill_between_checkpoint_writes_leaves_a_consistent_run(tmp_path, kill_a
 
     script = tmp_path / "kill_fit.py"
     script.write_text(_KILL_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(train.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(train.__file__).parents[2])}
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(script), str(out), str(kill_at)], env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]

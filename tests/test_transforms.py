@@ -1,10 +1,10 @@
-"""Intensity augmentation of brainseg_utils.transforms: the MR-like bias field (issue 14)."""
+"""Intensity augmentation of brainseg_utils.data.transforms: the MR-like bias field (issue 14)."""
 
 import albumentations as A
 import numpy as np
 import pytest
 
-from brainseg_utils.transforms import RandomBiasField, train_augmentation
+from brainseg_utils.data.transforms import RandomBiasField, train_augmentation
 
 
 def _apply(t, image, mask=None, seed=0):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from brainseg_utils.unet import UNet, count_parameters
+from brainseg_utils.models.unet import UNet, count_parameters
 
 
 def test_parameter_count_at_defaults():

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from uploads import nifti, raw_nifti_header, slice_png
 
-from brainseg_utils import upload as U
-from brainseg_utils.brats import normalise_volume
+from brainseg_utils.app import upload as U
+from brainseg_utils.data.brats import normalise_volume
 
 
 @pytest.mark.parametrize("name, mode", [("a.png", "L"), ("b.png", "I;16"), ("c.jpg", "RGB"), ("d.tif", "L")])
@@ -171,7 +171,7 @@ def test_cache_is_bounded_in_bytes(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- peak memory of a load
 _PEAK_SCRIPT = r"""
 import json, sys, tracemalloc
-from brainseg_utils import upload
+from brainseg_utils.app import upload
 
 def status_kib(field):  # VmRSS now / VmHWM peak of this process image (ru_maxrss would carry the
     with open("/proc/self/status") as fh:  # parent's peak across fork + exec)
@@ -211,7 +211,7 @@ def test_peak_memory_of_accepted_uploads(tmp_path, kind):
     nifti(tmp_path / "warm.nii.gz", np.ones((20, 20, 2), np.int16))
     script = tmp_path / "peak.py"
     script.write_text(_PEAK_SCRIPT)
-    env = {"PYTHONPATH": str(Path(U.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(Path(U.__file__).parents[2]), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, str(script), str(path), str(warm)], capture_output=True, env=env, timeout=120
     )

@@ -12,7 +12,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from brainseg_utils import brats, viz  # noqa: E402
+from brainseg_utils.data import brats  # noqa: E402
+from brainseg_utils.evaluation import figures as viz
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +120,7 @@ def test_comparison_grid_ranks_cases():
 
 
 def test_example_overlays_and_explorer_from_cases(synth_root):
-    from brainseg_utils.brats import discover_cases
+    from brainseg_utils.data.brats import discover_cases
 
     cases = discover_cases(synth_root)[:2]
     fig = viz.example_overlays(cases, "synthetic", n=2)

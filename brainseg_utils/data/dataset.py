@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .slices import SliceCache
+from brainseg_utils.data.slices import SliceCache
 
 
 class SliceDataset(Dataset):

@@ -64,7 +64,7 @@ def project_root() -> Path:
     clone on Colab/Kaggle), else the checkout holding the working directory, else the working directory.
 
     Resolved from the package first, so a kernel restart (which forgets ``os.chdir``) still finds the clone."""
-    pkg = Path(__file__).resolve().parent.parent
+    pkg = Path(__file__).resolve().parents[2]
     for cand in (pkg, Path.cwd(), *Path.cwd().parents):
         pp = cand / "pyproject.toml"
         if pp.is_file() and 'name = "brainseg"' in pp.read_text(errors="ignore"):
@@ -162,7 +162,7 @@ def code_version() -> dict:
     import subprocess
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         status = subprocess.run(

@@ -21,14 +21,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .brats import best_slice, normalise_volume, save_mask
-from .checkpoints import load_checkpoint, resolve_device
-from .inference import load_sam_decoder, load_unet, to_native
-from .paths import RunDir, run_split
-from .sam import PROMPTS, mask_to_box
-from .sam_discovery import backend_for_decoder
-from .slices import box_to_cache, resize_slice
-from .upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
+from brainseg_utils.app.upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
+from brainseg_utils.data.brats import best_slice, discover_cases, normalise_volume, save_mask
+from brainseg_utils.data.slices import box_to_cache, resize_slice
+from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet, to_native
+from brainseg_utils.models.sam.backends import PROMPTS, mask_to_box
+from brainseg_utils.models.sam.discovery import backend_for_decoder
+from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device
+from brainseg_utils.runtime.env import hosted, missing_hint
+from brainseg_utils.runtime.paths import RunDir
+from brainseg_utils.workflow.prepare import ensure_run_data, restore_previous, run_split
 
 REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
 QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error
@@ -330,7 +332,6 @@ def launch_options(share: bool = False, auth=None) -> dict:
     makes a public link itself, the only way the inline frame works on Kaggle, whose iframe cannot reach
     127.0.0.1). A public link never goes out without auth: without ``auth`` a user "brainseg" with a random
     password is created and printed (anyone with the link could otherwise use the app and upload files)."""
-    from .env import hosted
 
     public = bool(share) or hosted()
     if public and not auth:
@@ -355,8 +356,6 @@ def predictor_from_run(
 
     ``sam_checkpoint``: ``SAM_CHECKPOINT`` (a path or ``vit_b=/a.pth,...``); weights not given are searched
     for (``sam_discovery``)."""
-    from .env import missing_hint
-    from .prepare import restore_previous
 
     run = RunDir(output_dir)
     restore_previous(run)  # Kaggle: checkpoints of a previous run attached as input (no-op elsewhere)
@@ -389,16 +388,12 @@ def predictor_from_run(
 def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list[list]:
     """[file, slice] rows from the test split: FLAIR PNG slices and one NIfTI volume, under <run>/demo/examples.
 
-    The split is read with its hash checked against the one notebook 01 recorded (``paths.run_split``)."""
+    The split is read with its hash checked against the one notebook 01 recorded (``prepare.run_split``)."""
     from PIL import Image
-
-    from .brats import discover_cases
 
     run = RunDir(output_dir)
     split, info = run_split(run)
     if not Path(info["root"]).is_dir():  # a fresh VM: synthetic volumes went with /kaggle/temp or the VM
-        from .prepare import ensure_run_data
-
         ensure_run_data(run)
         split, info = run_split(run)
     cases = {c.case_id: c for c in discover_cases(info["root"])}

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import distributed
-from .env import free_bytes
-from .io import atomic_write, atomic_write_json, canonical_sha256
-from .sam import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
-from .slices import SliceCache
+from brainseg_utils.data.slices import SliceCache
+from brainseg_utils.models.sam.backends import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
+from brainseg_utils.runtime.env import free_bytes
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256
+from brainseg_utils.training import distributed
 
 BYTES_PER_SLICE = int(np.prod(EMBED_SHAPE)) * 2
 CACHE_VERSION = 1

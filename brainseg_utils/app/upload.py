@@ -37,7 +37,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .brats import normalise_volume
+from brainseg_utils.data.brats import normalise_volume
 
 MAX_UPLOAD_BYTES = 256 * 1024**2  # on disk
 MAX_ARRAY_BYTES = 512 * 1024**2  # what loading will allocate (float32 working copies included)

@@ -44,13 +44,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics as M
-from .brats import discover_cases, save_mask
-from .checkpoints import resolve_device
-from .env import code_version
-from .inference import Models, predict_case, to_native
-from .io import atomic_write, atomic_write_json, atomic_write_text
-from .sam import mask_to_box
+from brainseg_utils.data.brats import discover_cases, save_mask
+from brainseg_utils.evaluation import metrics as M
+from brainseg_utils.evaluation.inference import Models, predict_case, to_native
+from brainseg_utils.models.sam.backends import mask_to_box
+from brainseg_utils.runtime.checkpoints import resolve_device
+from brainseg_utils.runtime.env import code_version
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json, atomic_write_text
 
 MIN_PATIENTS_FOR_STATS = 10  # below this, CIs and p-values are reported as n/a
 

@@ -15,8 +15,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .brats import MODALITIES, Case, best_slice, normalise_volume
-from .io import atomic_write
+from brainseg_utils.data.brats import MODALITIES, Case, best_slice, normalise_volume
+from brainseg_utils.runtime.io import atomic_write
 
 # BraTS label colours (RGBA): NCR/NET red, ED green, ET yellow.
 LABEL_COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.2), 4: (1.0, 0.85, 0.0)}

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .io import atomic_write_json, canonical_sha256
+from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256
 
 RUNTIMES = ("auto", "pytorch", "openvino")
 IR_FORMAT = 1  # bump when what is stored next to the IR changes

@@ -1,6 +1,6 @@
 """Render the README results table from ``outputs/results/metrics.json``.
 
-    python -m brainseg_utils.report [--metrics outputs/results/metrics.json] [--readme README.md]
+    python -m brainseg_utils.evaluation.report [--metrics outputs/results/metrics.json] [--readme README.md]
 
 Replaces the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the README
 with a table labelled with the dataset it was measured on, and the command that reproduces it.
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .io import atomic_write_text
+from brainseg_utils.runtime.io import atomic_write_text
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -23,7 +23,7 @@ def results_table(metrics: dict, command: str | None = None) -> str:
 
     ``command`` overrides the command recorded in ``metrics["provenance"]``.
     """
-    from .evaluate import MIN_PATIENTS_FOR_STATS, fmt_ci, fmt_data, fmt_fp
+    from brainseg_utils.evaluation.evaluate import MIN_PATIENTS_FOR_STATS, fmt_ci, fmt_data, fmt_fp
 
     ds = metrics["dataset"]
     n = ds["n_test_cases"]
@@ -89,7 +89,7 @@ def update_readme(readme: str | Path, metrics: dict, command: str | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m brainseg_utils.report")
+    p = argparse.ArgumentParser(prog="python -m brainseg_utils.evaluation.report")
     p.add_argument("--metrics", default="outputs/results/metrics.json")
     p.add_argument("--readme", default="README.md")
     p.add_argument(

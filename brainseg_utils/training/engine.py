@@ -81,8 +81,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from . import distributed
-from .checkpoints import (
+from brainseg_utils.config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
+from brainseg_utils.models.losses import FocalDiceLoss
+from brainseg_utils.runtime.checkpoints import (
     CHECKPOINT_FORMAT,
     amp_dtype,
     load_checkpoint,
@@ -91,9 +92,8 @@ from .checkpoints import (
     save_checkpoint,
     train_amp_dtype,
 )
-from .config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
-from .io import atomic_write_json, remove_stale_temps
-from .losses import FocalDiceLoss
+from brainseg_utils.runtime.io import atomic_write_json, remove_stale_temps
+from brainseg_utils.training import distributed
 
 CHECKPOINT_FILES = ("best.pt", "last.pt", "history.json")  # what fit writes in its output folder
 

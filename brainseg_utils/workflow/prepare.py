@@ -2,7 +2,7 @@
 
 Owns ``prepare_run_data`` (notebook 01's data steps without its figures: find the data, audit, slice cache,
 split written once, ``data/dataset.json``), ``ensure_run_data`` (what notebooks 02-04 call through
-``paths.open_run_data(run, build_missing=True)``), ``restore_previous`` (Kaggle: a previous run's outputs
+``open_run_data(run, build_missing=True)``), ``restore_previous`` (Kaggle: a previous run's outputs
 attached as input) and ``profile_params`` (the data parameters of a profile).
 
 Expensive prerequisites (trained checkpoints) are never rebuilt here: they are found in the run folder
@@ -18,13 +18,17 @@ import os
 import shutil
 from pathlib import Path
 
-from . import env
-from .config import DataConfig
-from .paths import RunDir
+from brainseg_utils.config import DataConfig
+from brainseg_utils.data import brats, slices
+from brainseg_utils.data.slices import SliceCache, load_split
+from brainseg_utils.runtime import env
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json
+from brainseg_utils.runtime.paths import RunDir
+from brainseg_utils.workflow.locate import choose_profile, locate_dataset, resolve_dataset
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # What a previous run contributes (never its caches): relative to its outputs/ folder.
 RESTORED = ("data/splits.json", "data/dataset.json", "data/audit.csv", "unet/*", "sam/summary.csv", "sam/sam_*/*")
 
@@ -57,9 +61,6 @@ def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dic
     """Notebook 01's data steps: resolve the data (``data.resolve_dataset``), audit the labelled cases
     (``data/audit.csv``), build or re-use the slice cache, write the split once (an existing split is kept
     and checked) and ``data/dataset.json`` (with ``params``). Returns the dataset info written."""
-    from . import brats, slices
-    from .data import resolve_dataset
-    from .io import atomic_write, atomic_write_json
 
     root, name = resolve_dataset(cfg, progress=progress)
     all_cases = brats.discover_cases(root)
@@ -101,8 +102,6 @@ def restore_previous(run: RunDir) -> list[Path]:
     """Copy what an attached previous run holds and ``run`` lacks (split, dataset info, checkpoints, histories;
     never caches) into ``run``. Only a previous run with the same split as ``run`` (or any, when ``run`` has
     none yet) is used. Reads the input tree only. Returns the files copied."""
-    from .slices import load_split
-
     mine = load_split(run.splits)["sha256"] if run.splits.exists() else None
     for prev in previous_outputs():
         try:
@@ -139,9 +138,6 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
       quick otherwise; ``$BRAINSEG_PROFILE`` overrides with a name or a YAML path).
 
     A split or cache that exists but disagrees is an error (never silently rebuilt)."""
-    from .data import choose_profile, locate_dataset
-    from .slices import SliceCache
-
     restore_previous(run)
     info = json.loads(run.dataset.read_text()) if run.dataset.exists() else None
     if info is not None:
@@ -169,3 +165,37 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
     log.info("building this notebook's data prerequisites under %s with %s", run.root, why)
     print(f"data prerequisites missing in {run.root}: building them with {why} (notebook 01's steps)")
     prepare_run_data(cfg, run, progress=progress)
+
+
+def run_split(run: RunDir) -> tuple[dict, dict]:
+    """(verified split, dataset info) that notebook 01 wrote under ``run``: ``splits.json`` with its own
+    sha256 checked (``slices.load_split``) and equal to the hash recorded in ``dataset.json``.
+
+    Fails with what to do when notebook 01 has not run, when dataset.json is not JSON, or when the split
+    no longer matches.
+    """
+    if not run.dataset.exists():
+        raise FileNotFoundError(f"{run.dataset} not found: run notebooks/01_eda.ipynb first with OUTPUT_DIR={run.root}")
+    try:
+        info = json.loads(run.dataset.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run.dataset} is not valid JSON ({exc}); re-run notebooks/01_eda.ipynb") from exc
+    split = load_split(run.splits)
+    if split["sha256"] != info.get("split_sha256"):
+        raise ValueError(
+            f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
+            f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01"
+        )
+    return split, info
+
+
+def open_run_data(run: RunDir, build_missing: bool = False):
+    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (see ``run_split``).
+
+    ``build_missing=True`` (notebooks 02-04, each of which may run alone on a fresh VM) first re-uses or
+    rebuilds the cheap prerequisites (``prepare.ensure_run_data``: outputs of a previous run attached on
+    Kaggle, data audit, slice cache, split) instead of failing when notebook 01 has not run here."""
+    if build_missing:
+        ensure_run_data(run)
+    split, info = run_split(run)
+    return SliceCache.open(run.slices), split, info

@@ -1,16 +1,17 @@
 """Output paths of a run: the one place every path under the run folder is built.
 
-Owns ``RunDir`` (folder properties create their folder; file properties only name the file) and
-``open_run_data`` (what notebooks 02-04 read from notebook 01: slice cache, hash-checked split,
-dataset info). Notebooks talk to each other only through these files.
+Owns ``RunDir`` (folder properties create their folder; file properties only name the file). A leaf: it
+names files and never reads or rebuilds data (``workflow.prepare.open_run_data`` does). Notebooks talk to
+each other only through these files.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from brainseg_utils.runtime import env
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,6 @@ class RunDir:
         Colab when mounted, /kaggle/working/brainseg/outputs on Kaggle, <project root>/outputs locally).
         On Kaggle and Colab-with-Drive the slice cache and embeddings go to ``env.cache_root()`` (not
         persisted, not counted against Kaggle's 20 GB output cap)."""
-        from . import env
-
         out = Path(output_dir).expanduser()
         if not out.is_absolute():
             base = Path(env.default_output_root())
@@ -195,43 +194,3 @@ class RunDir:
         if not self.root.exists():
             return []
         return sorted(p for p in self.root.rglob("*") if p.is_file() and not p.name.startswith("."))
-
-
-def run_split(run: RunDir) -> tuple[dict, dict]:
-    """(verified split, dataset info) that notebook 01 wrote under ``run``: ``splits.json`` with its own
-    sha256 checked (``slices.load_split``) and equal to the hash recorded in ``dataset.json``.
-
-    Fails with what to do when notebook 01 has not run, when dataset.json is not JSON, or when the split
-    no longer matches.
-    """
-    from .slices import load_split  # numpy/pandas only when data is opened
-
-    if not run.dataset.exists():
-        raise FileNotFoundError(f"{run.dataset} not found: run notebooks/01_eda.ipynb first with OUTPUT_DIR={run.root}")
-    try:
-        info = json.loads(run.dataset.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{run.dataset} is not valid JSON ({exc}); re-run notebooks/01_eda.ipynb") from exc
-    split = load_split(run.splits)
-    if split["sha256"] != info.get("split_sha256"):
-        raise ValueError(
-            f"{run.splits} (sha256 {split['sha256'][:12]}…) differs from the split notebook 01 recorded "
-            f"in {run.dataset} ({str(info.get('split_sha256'))[:12]}…); re-run notebook 01"
-        )
-    return split, info
-
-
-def open_run_data(run: RunDir, build_missing: bool = False):
-    """(slice cache, verified split, dataset info) that notebook 01 wrote under ``run`` (see ``run_split``).
-
-    ``build_missing=True`` (notebooks 02-04, each of which may run alone on a fresh VM) first re-uses or
-    rebuilds the cheap prerequisites (``prepare.ensure_run_data``: outputs of a previous run attached on
-    Kaggle, data audit, slice cache, split) instead of failing when notebook 01 has not run here."""
-    from .slices import SliceCache
-
-    if build_missing:
-        from .prepare import ensure_run_data
-
-        ensure_run_data(run)
-    split, info = run_split(run)
-    return SliceCache.open(run.slices), split, info

@@ -31,6 +31,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainseg_utils.runtime.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -416,7 +418,7 @@ def load_case(case: Case, modalities: tuple[str, ...] = ("flair",)) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m brainseg_utils.brats")
+    p = argparse.ArgumentParser(prog="python -m brainseg_utils.data.brats")
     p.add_argument("--find", action="store_true", help="print the BraTS training root, exit 1 if none is found")
     p.add_argument("--root", default=None, help="explicit data root (default: $DATA_ROOT, then known hosted paths)")
     args = p.parse_args(argv)
@@ -443,7 +445,6 @@ def save_mask(mask: np.ndarray, affine: np.ndarray, header, path: str | os.PathL
 
     The header's data type and scaling are reset (uint8, slope 1, intercept 0): nibabel would otherwise
     keep the source image's dtype and scaling."""
-    from .io import atomic_write
 
     img = nib.Nifti1Image(np.asarray(mask).astype(np.uint8), affine, header)
     img.set_data_dtype(np.uint8)

@@ -46,8 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import load_checkpoint, load_model_state
-from .io import file_sha256
+from brainseg_utils.runtime.checkpoints import load_checkpoint, load_model_state
+from brainseg_utils.runtime.io import file_sha256
 
 PROMPTS = ("none", "box", "unet_box")
 TRAIN_PROMPTS = ("none", "box")
@@ -145,7 +145,7 @@ class SamBackend:
         after this still gives PyTorch. ``cache_dir`` holds converted OpenVINO models (default:
         ``encoder_runtime.default_cache_dir()``). Returns self.
         """
-        from .encoder_runtime import RUNTIMES
+        from brainseg_utils.runtime.encoder_runtime import RUNTIMES
 
         if runtime not in RUNTIMES:
             raise KeyError(f"unknown encoder runtime {runtime!r}; options: {list(RUNTIMES)}")
@@ -162,14 +162,14 @@ class SamBackend:
     @property
     def runtime(self) -> str:
         """The runtime ``encode`` uses on the model's current device: "openvino" or "pytorch"."""
-        from .encoder_runtime import resolve_runtime
+        from brainseg_utils.runtime.encoder_runtime import resolve_runtime
 
         return resolve_runtime(self.runtime_request, self.device)
 
     @property
     def precision(self) -> str:
         """The encoder's arithmetic on the current device: "fp32", or the autocast dtype used on CUDA."""
-        from .encoder_runtime import CUDA_ENCODER_PRECISION
+        from brainseg_utils.runtime.encoder_runtime import CUDA_ENCODER_PRECISION
 
         return CUDA_ENCODER_PRECISION if self.device.type == "cuda" and self.runtime == "pytorch" else "fp32"
 
@@ -184,7 +184,7 @@ class SamBackend:
 
     def runner(self):
         """The encoder runtime for the current device (built on first use; OpenVINO converts or loads its IR)."""
-        from .encoder_runtime import build_runtime
+        from brainseg_utils.runtime.encoder_runtime import build_runtime
 
         name = self.runtime
         if (

@@ -41,7 +41,7 @@ Quirks of the real dataset can be planted so tests exercise them (``quirks=``):
   * ``"gz"``: one case is written as ``.nii.gz`` beside the ``.nii`` cases;
   * ``"float32"``: one case's images are stored as float32 instead of int16.
 
-CLI: ``python -m brainseg_utils.synthetic --out DIR --cases N --seed S [--depth D] [--gz]``
+CLI: ``python -m brainseg_utils.data.synthetic --out DIR --cases N --seed S [--depth D] [--gz]``
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .brats import MODALITIES
-from .io import atomic_write, atomic_write_json
+from brainseg_utils.data.brats import MODALITIES
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json
 
 SHAPE_XY = (240, 240)
 DEFAULT_DEPTH = 155
@@ -435,7 +435,7 @@ def is_synthetic(root: str | os.PathLike) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m brainseg_utils.synthetic", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m brainseg_utils.data.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (created; reused when complete)")
     p.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

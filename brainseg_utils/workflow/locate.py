@@ -17,10 +17,10 @@ import logging
 import os
 from pathlib import Path
 
-from . import env
-from .brats import discover_cases, find_brats_root
-from .config import DataConfig
-from .synthetic import generate_dataset, is_synthetic
+from brainseg_utils.config import DataConfig
+from brainseg_utils.data.brats import discover_cases, find_brats_root
+from brainseg_utils.data.synthetic import generate_dataset, is_synthetic
+from brainseg_utils.runtime import env
 
 log = logging.getLogger(__name__)
 

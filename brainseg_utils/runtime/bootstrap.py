@@ -5,7 +5,7 @@ On Colab / Kaggle the cell offers the Drive mount (Colab), clones the project (`
 folder it uses can be moved by an environment variable (``env.py``), so tests run it in a temporary tree.
 The cell cannot import this module (the package is not installed yet when it runs), so the text lives
 here as a constant: ``tests/test_notebooks.py`` checks that all five notebooks carry it verbatim, and
-``python -m brainseg_utils.bootstrap`` rewrites the notebooks' cell after ``CELL`` is edited.
+``python -m brainseg_utils.runtime.bootstrap`` rewrites the notebooks' cell after ``CELL`` is edited.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ if colab or kaggle:
     if str(home) not in sys.path:  # this kernel; pip's editable install serves the next kernel start
         sys.path.insert(0, str(home))"""
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def bootstrap_cell_index(cells) -> int:

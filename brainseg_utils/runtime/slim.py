@@ -12,28 +12,26 @@ import json
 import os
 from pathlib import Path
 
+from brainseg_utils.runtime.io import atomic_write
+
 KEPT = ("format", "config", "meta", "epoch", "best_metric", "best_epoch", "device", "amp_dtype")
 SUFFIX = ".safetensors"
 
 
-def export_slim(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Write ``src``'s model state (a full checkpoint, loaded with ``weights_only=True``) to ``dst`` as
-    safetensors with the config as metadata, atomically. Returns ``dst``."""
+def save_slim(ckpt: dict, dst: str | os.PathLike) -> Path:
+    """Write a loaded training checkpoint's model state to ``dst`` as safetensors with the config as metadata,
+    atomically. Returns ``dst``. (``checkpoints.export_slim`` loads the checkpoint file first.)"""
     from safetensors.torch import save_file
 
-    from .checkpoints import load_checkpoint
-    from .io import atomic_write
-
-    ckpt = load_checkpoint(src)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{src} is not a training checkpoint (no 'model' state); expected what train.fit writes")
+        raise ValueError(f"not a training checkpoint (no 'model' state): cannot write {dst}")
     state = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}  # no shared storage
     extra = json.dumps({k: ckpt[k] for k in KEPT if k in ckpt})
     return atomic_write(dst, lambda tmp: save_file(state, tmp, metadata={"brainseg": extra}), suffix=SUFFIX)
 
 
 def load_slim(path: str | os.PathLike, map_location="cpu") -> dict:
-    """``{"model": state dict, **config/meta}`` from a ``export_slim`` file."""
+    """``{"model": state dict, **config/meta}`` from a ``save_slim`` file."""
     from safetensors import safe_open
 
     path = Path(path)

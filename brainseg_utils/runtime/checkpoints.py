@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .io import atomic_write
+from brainseg_utils.runtime.io import atomic_write
+from brainseg_utils.runtime.slim import load_slim, save_slim
 
 CHECKPOINT_FORMAT = 1
 
@@ -127,8 +128,6 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":  # slim inference weights (slim.py; a Hugging Face Space)
-        from .slim import load_slim
-
         ckpt = load_slim(path, map_location)
         if expect_arch is not None:
             check_arch(ckpt, path, expect_arch)
@@ -207,3 +206,12 @@ def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") 
         ]
         raise ValueError(f"{source} does not match this model architecture; " + "; ".join(parts))
     model.load_state_dict(state)
+
+
+def export_slim(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write ``src``'s model state (a full checkpoint, loaded with ``weights_only=True``) to ``dst`` as
+    safetensors with the config as metadata, atomically (``slim.save_slim``). Returns ``dst``."""
+    ckpt = load_checkpoint(src)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{src} is not a training checkpoint (no 'model' state); expected what train.fit writes")
+    return save_slim(ckpt, dst)

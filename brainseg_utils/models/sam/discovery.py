@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import file_sha256
+from brainseg_utils.runtime.io import file_sha256
 
 CHECKPOINT_ENV = "SAM_CHECKPOINT"
 MEDSAM_FILE = "medsam_vit_b.pth"
@@ -58,7 +58,7 @@ class SearchRoot:
 def default_roots(home: str | os.PathLike | None = None) -> list[SearchRoot]:
     """The hosted-platform places, in search order (see the module docstring)."""
     home = Path(home) if home is not None else Path.home()
-    project = Path(__file__).resolve().parents[1]
+    project = Path(__file__).resolve().parents[3]
     roots = [
         SearchRoot("Kaggle inputs", Path("/kaggle/input"), 5),
         SearchRoot("Google Drive", Path("/content/drive/MyDrive"), 4, max_dirs=5_000),
@@ -73,7 +73,7 @@ def default_roots(home: str | os.PathLike | None = None) -> list[SearchRoot]:
 
 def expected_file(kind: str, official: dict | None = None):
     """The reference ``sam.OfficialFile`` for an official backend (``official`` overrides ``sam.OFFICIAL``)."""
-    from . import sam
+    from brainseg_utils.models.sam import backends as sam
 
     table = {**sam.OFFICIAL, **(official or {})}
     if kind not in table:
@@ -161,7 +161,7 @@ def check_vit_b_state(path: str | os.PathLike, what: str = "a SAM ViT-B (MedSAM)
 
     import torch
 
-    from .sam import _state_dict
+    from brainseg_utils.models.sam.backends import _state_dict
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -198,7 +198,7 @@ def check_candidate(
     ``trained_sha256``: the encoder weights a decoder was trained with (evaluation and the demo need
     the same ones, or the cached-embedding decoder sees other embeddings).
     """
-    from .sam import verify_file
+    from brainseg_utils.models.sam.backends import verify_file
 
     path = Path(path)
     if kind == "medsam":
@@ -345,7 +345,7 @@ class BackendChoice:
 
     def build(self, runtime: str = "auto"):
         """The frozen backend (``sam.build_backend``) with ``provenance`` = ``reason``."""
-        from .sam import build_backend
+        from brainseg_utils.models.sam.backends import build_backend
 
         backend = build_backend(self.backend, self.checkpoint or None, runtime=runtime)
         backend.provenance = self.reason
@@ -403,7 +403,7 @@ def backend_for_decoder(
     (``meta.checkpoint_sha256``); the weights found must match it. The backend's ``provenance`` says
     where its weights came from.
     """
-    from .sam import build_backend
+    from brainseg_utils.models.sam.backends import build_backend
 
     if name not in NEEDS_WEIGHTS:
         own = parse_checkpoint_param(checkpoint).get("") if trained_sha256 and checkpoint else None

@@ -23,15 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .brats import Case, load_case
-from .checkpoints import load_checkpoint, load_model_state
-from .encoder_runtime import RuntimeModule
-from .io import file_sha256
-from .paths import RunDir
-from .sam import SamDecoderModel, mask_to_box
-from .sam_discovery import backend_for_decoder
-from .slices import resize_slice, square_padding
-from .unet import UNet
+from brainseg_utils.data.brats import Case, load_case
+from brainseg_utils.data.slices import resize_slice, square_padding
+from brainseg_utils.models.sam.backends import SamDecoderModel, mask_to_box
+from brainseg_utils.models.sam.discovery import backend_for_decoder
+from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime.checkpoints import load_checkpoint, load_model_state
+from brainseg_utils.runtime.encoder_runtime import RuntimeModule
+from brainseg_utils.runtime.env import missing_hint
+from brainseg_utils.runtime.io import file_sha256
+from brainseg_utils.runtime.paths import RunDir
 
 
 # ----------------------------------------------------------------------------- loading models
@@ -120,8 +121,6 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoint: st
     """
     unet_path = run.unet_best
     if not unet_path.exists():
-        from .env import missing_hint
-
         hint = missing_hint("unet/best.pt")
         raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first; {hint}")
     unet, ckpt = load_unet(unet_path, split_sha256, device)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import distributed
-from .checkpoints import resolve_device
-from .config import OVERFLOW, TrainConfig
-from .dataset import training_meta
-from .embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
-from .io import atomic_write_json
-from .sam import SamBackend, SamDecoderModel
-from .slices import SliceCache
-from .train import evaluate_dataset, fit_processes
+from brainseg_utils.config import OVERFLOW, TrainConfig
+from brainseg_utils.data.dataset import training_meta
+from brainseg_utils.data.slices import SliceCache
+from brainseg_utils.models.sam.backends import SamBackend, SamDecoderModel
+from brainseg_utils.runtime.checkpoints import resolve_device
+from brainseg_utils.runtime.io import atomic_write_json
+from brainseg_utils.training import distributed
+from brainseg_utils.training.embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
+from brainseg_utils.training.engine import evaluate_dataset, fit_processes
 
 
 @dataclass
