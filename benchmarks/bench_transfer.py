@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-mr-intensity",
         dest="mr_intensity",
         action="store_false",
-        help="train without transforms' MR-like bias field / gamma / blur (the pre-issue-14 augmentation)",
+        help="train without transforms' MR-like bias field / gamma / blur (the earlier augmentation)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(

@@ -1,4 +1,4 @@
-"""benchmarks/bench_transfer.py helpers that need no training (issue 14)."""
+"""benchmarks/bench_transfer.py helpers that need no training."""
 
 import sys
 from pathlib import Path

@@ -133,7 +133,7 @@ def test_server_survives_bad_uploads(served, tmp_path):
     assert unet_img is not None, "the next good request still works"
 
 
-# ----------------------------------------------------------------------------- concurrent users (issue 10)
+# ----------------------------------------------------------------------------- concurrent users
 def test_identical_results_are_distinct_files(predictor, tmp_path):
     """Gradio rewrites an array output in place at a path derived from its content; results go out as files
     with unique names instead, so two users with the same result never share (or rewrite) one file."""

@@ -110,7 +110,7 @@ def test_enter_project_root(tmp_path, monkeypatch):
 
 def test_project_root_comes_from_the_package_after_a_restart(tmp_path, monkeypatch):
     """A restarted kernel starts in /content (the bootstrap's chdir is forgotten); the package was imported
-    from the clone, so the project root, and with it outputs/, is still the clone (issue 11, blocker 5)."""
+    from the clone, so the project root, and with it outputs/, is still the clone."""
     clone = tmp_path / "content" / "brainseg"
     (clone / "brainseg_utils").mkdir(parents=True)
     (clone / "pyproject.toml").write_text('[project]\nname = "brainseg"\n')

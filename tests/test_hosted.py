@@ -1,4 +1,4 @@
-"""Colab and Kaggle as a tested path (issue 11), simulated on this machine without network.
+"""Colab and Kaggle as a tested path, simulated on this machine without network.
 
 Fake Colab: ``COLAB_RELEASE_TAG``, a ``google.colab`` stub package whose ``drive.mount`` creates ``MyDrive``,
 and a temporary /content-like root (``BRAINSEG_COLAB_ROOT``). Fake Kaggle: ``KAGGLE_KERNEL_RUN_TYPE``, a

@@ -270,7 +270,7 @@ def test_backend_for_bundled_litemedsam_needs_no_search(tmp_path):
         sd.backend_for_decoder("medsam", "ab" * 32, "", hosted_roots(tmp_path), env={})
 
 
-# ----------------------------------------------------------------------------- one name (issue 11, blocker 8)
+# ----------------------------------------------------------------------------- one name
 def test_one_name_for_the_sam_checkpoint_everywhere():
     """03, 04 and 05 all take SAM_CHECKPOINT (so a full.yaml run with SAM_CHECKPOINT set reaches 04 and 05),
     app.py reads the SAM_CHECKPOINT environment variable, and the old 04-only name is gone everywhere."""

@@ -1,4 +1,4 @@
-"""Intensity augmentation of brainseg_utils.data.transforms: the MR-like bias field (issue 14)."""
+"""Intensity augmentation of brainseg_utils.data.transforms: the MR-like bias field."""
 
 import albumentations as A
 import numpy as np
@@ -53,6 +53,6 @@ def test_bias_field_bad_arguments(kwargs):
 def test_mr_intensity_adds_the_appearance_transforms_before_the_noise():
     plain = [type(t).__name__ for t in train_augmentation(mr_intensity=False).transforms]
     assert "RandomBiasField" not in plain and plain[-1] == "GaussNoise"
-    names = [type(t).__name__ for t in train_augmentation().transforms]  # on by default (issue 14)
+    names = [type(t).__name__ for t in train_augmentation().transforms]  # on by default
     assert names == [*plain[:-1], "RandomBiasField", "RandomGamma", "GaussianBlur", "GaussNoise"]
     assert all(t.p == 0.0 for t in train_augmentation(0.0).transforms)

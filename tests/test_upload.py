@@ -76,7 +76,7 @@ def test_size_cap_and_decompression_bomb(tmp_path, monkeypatch):
         U.load_upload(png)
 
 
-# ----------------------------------------------------------------------------- header bounds (issue 10)
+# ----------------------------------------------------------------------------- header bounds
 def _header_bytes(shape, dtype=np.float32, vox_offset=352, magic=b"n+1"):
     hdr = nib.Nifti1Header()
     hdr.set_data_shape(shape)

@@ -26,8 +26,8 @@ What makes it stand in for MRI:
     ``appearance="randomised"``, contrast and bias field drawn per case (``draw_appearance``): every
     tissue mean jittered by +-10 %, grey matter on FLAIR moved part of the way towards edema (up to
     0.8 x edema, as on real scans where cortex is bright) and a bias field of random strength, so
-    "bright on FLAIR = tumour" works less often. Measured on the real-anatomy benchmark (issue 14,
-    5 seeds): no clear gain in transfer at the quick profile's training budget and lower in-domain
+    "bright on FLAIR = tumour" works less often. Measured on the real-anatomy benchmark (5 seeds;
+    docs/benchmarks.md): no clear gain in transfer at the quick profile's training budget and lower in-domain
     Dice, so it is an option, not the default;
   * tumour-free brain slices above and below every tumour.
 
@@ -87,7 +87,7 @@ APPEARANCE_STREAM = 7  # third element of the appearance generator's seed (anato
 # Randomised appearance (``draw_appearance``): tissue means x U(1 - j, 1 + j); FLAIR grey matter moved
 # U(0, GM_SHIFT) of the way to edema, at most GM_CAP x edema and white matter at least 0.08 below it;
 # bias-field strength BIAS_STRENGTH x (1 + U(*BIAS_JITTER)). The mildest of the variants measured on the
-# real-anatomy benchmark (notes/issue14-measurements.md section 6): a larger shift or graded edema cost more
+# real-anatomy benchmark (docs/benchmarks.md): a larger shift or graded edema cost more
 # in-domain Dice.
 CONTRAST_JITTER = 0.1
 GM_SHIFT = 0.4

@@ -56,11 +56,11 @@ def train_augmentation(strength: float = 1.0, mr_intensity: bool = True) -> A.Co
     move image and mask together (mask: nearest neighbour, border 0); intensity transforms touch
     the image only. Intensities are clipped back to [0, 1] by the dataset.
 
-    ``mr_intensity`` (default on, issue 14) adds MR-like appearance changes before the noise: a smooth
+    ``mr_intensity`` (default on) adds MR-like appearance changes before the noise: a smooth
     multiplicative bias field (``RandomBiasField``), gamma (another scanner's contrast curve) and Gaussian
     blur (thicker slices). They keep background at 0 and teach local rather than global contrast: with them
     the quick-profile U-Net scored real-anatomy Dice 0.654 vs 0.592 and in-domain 0.926 vs 0.858
-    (notes/issue14-measurements.md). ``mr_intensity=False`` is the earlier pipeline.
+    (docs/benchmarks.md). ``mr_intensity=False`` is the earlier pipeline.
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"augmentation strength must be in [0, 1], got {strength}")
