@@ -58,19 +58,18 @@ def _params_of(cls) -> dict[str, str]:
 class DataConfig:
     """Validated data parameters of notebook 01 (see its parameters cell for meanings)."""
 
-    data_root: str = ""  # empty: auto-detect BraTS on Kaggle/Colab, else the synthetic dataset
-    output_dir: str = "outputs"  # run folder shared by notebooks 01-05
-    synthetic_dir: str = "data/synthetic"
-    synthetic_cases: int = 60
-    synthetic_depth: int = 155
-    synthetic_appearance: str = "fixed"  # or "randomised": contrast / bias strength per case (synthetic.py)
-    seed: int = 0
-    img_size: int = 240  # BraTS native in-plane size
-    modalities: tuple[str, ...] = ("flair",)
-    tumour_free_fraction: float = 0.3
-    slice_step: int = 1
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    skip_bad_cases: bool = False
+    data_root: str = ""  # BraTS 2020 training root, or "synthetic"; empty: auto-detect (Colab/Kaggle: stops if none)
+    synthetic_dir: str = "data/synthetic"  # where synthetic volumes are written when no BraTS data is found
+    synthetic_cases: int = 60  # synthetic cases to generate
+    synthetic_depth: int = 155  # axial slices per synthetic volume (BraTS: 155)
+    synthetic_appearance: str = "fixed"  # synthetic contrast: "fixed" (one table) or "randomised" per case
+    seed: int = 0  # seeds synthetic data, slice sampling and the split
+    img_size: int = 240  # slice size in the cache (BraTS native: 240)
+    modalities: tuple[str, ...] = ("flair",)  # "flair" or "flair,t1,t1ce,t2" (input channels)
+    tumour_free_fraction: float = 0.3  # tumour-free brain slices kept per tumour slice (honest false-positive rates)
+    slice_step: int = 1  # keep every k-th tumour slice (1 keeps all)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / val / test, by patient
+    skip_bad_cases: bool = False  # True: skip cases that fail validation (logged) instead of stopping
 
     PARAMS: ClassVar[dict[str, str]]
 
@@ -123,22 +122,22 @@ DataConfig.PARAMS = _params_of(DataConfig)
 class TrainConfig:
     """Training hyper-parameters of ``train.fit`` (defaults: the original project's, the full profile)."""
 
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    amp: bool = True  # mixed precision on CUDA; on CPUs with native bf16, bf16 SAM-decoder training
-    channels_last: bool = False
+    epochs: int = 30  # training epochs
+    batch_size: int = 16  # slices per batch (per GPU)
+    lr: float = 1e-4  # AdamW learning rate (cosine-annealed to 0)
+    weight_decay: float = 1e-2  # AdamW weight decay
+    grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
+    amp: bool = True  # mixed precision on CUDA; bf16 SAM-decoder training on CPUs with native bf16
+    channels_last: bool = False  # channels_last memory format (faster convolutions on recent GPUs and CPUs)
     num_workers: int = 2  # DataLoader worker processes
-    seed: int = 0
-    resume: str = "auto"  # "auto": continue from last.pt if present; "never"; or a checkpoint path
-    threshold: float = 0.5
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    seed: int = 0  # seeds initialisation, shuffling, augmentation and box jitter
+    resume: str = "auto"  # auto: continue from last.pt if present; never; or a checkpoint path
+    threshold: float = 0.5  # probability threshold of the validation Dice
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     stop_after_epoch: int | None = None  # end this call after that epoch (as if disconnected)
-    progress: bool = True
-    num_gpus: int | str = "auto"  # processes for train.fit_processes: "auto" = every visible GPU; batch is per GPU
-    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (per step)
+    progress: bool = True  # progress bars
+    num_gpus: int | str = "auto"  # auto = every visible GPU (>1: DDP via Accelerate), or a number; batch is per GPU
+    ema_decay: float = 0.0  # >0: validate and save a moving average of the weights (decay per step)
 
     # notebook parameter -> field, per model; shared names (AMP, DEVICE, SEED, RESUME) mean the same in both
     UNET_PARAMS: ClassVar[dict[str, str]] = {
@@ -203,10 +202,10 @@ class TrainConfig:
 class UNetConfig:
     """U-Net architecture and augmentation of notebook 02 (the original project's)."""
 
-    base_channels: int = 64  # width of the first level (64: about 31 M parameters)
+    base_channels: int = 64  # width of the first level (64 gives about 31 M parameters)
     bilinear: bool = False  # bilinear upsampling instead of transposed convolutions
-    dropout: float = 0.3  # bottleneck dropout
-    aug_strength: float = 1.0  # scales the augmentation probabilities; 0 turns augmentation off
+    dropout: float = 0.3  # dropout in the bottleneck
+    aug_strength: float = 1.0  # scales augmentation probabilities (0 turns augmentation off)
 
     PARAMS: ClassVar[dict[str, str]] = {
         "UNET_BASE_CHANNELS": "base_channels",
@@ -248,17 +247,17 @@ class UNetConfig:
 class SamConfig:
     """SAM backend, prompt modes and embedding cache of notebook 03 (the full profile's)."""
 
-    # auto: the official SAM ViT-B where its file is found (sam_discovery: SAM_CHECKPOINT, Kaggle inputs,
-    # Drive, caches, checkpoints/), else LiteMedSAM; or litemedsam, vit_b, vit_l, vit_h, medsam
-    backend: str = "auto"
-    checkpoint: str = ""  # weights path for vit_*/medsam (empty: searched); unused by litemedsam (bundled)
-    prompts: tuple[str, ...] = ("box", "none")  # one decoder per mode
-    box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side
-    cache_budget_gb: float = 16.0  # embedding-cache disk budget (2 MiB per slice)
+    # auto: the official SAM ViT-B where its file is found (models/sam discovery: SAM_CHECKPOINT, Kaggle inputs,
+    # Drive, caches, checkpoints/), else LiteMedSAM (bundled)
+    backend: str = "auto"  # auto: vit_b if its official file is found, else litemedsam; or vit_l/h, medsam
+    checkpoint: str = ""  # weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched (litemedsam: bundled)
+    prompts: tuple[str, ...] = ("box", "none")  # prompt modes to train, comma-separated (box, none): one decoder each
+    box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side (MedSAM-style; never shrink)
+    cache_budget_gb: float = 16.0  # disk budget of the embedding cache (2 MiB per slice)
     # Full BraTS is ~38k train+val slices (~76 GB of embeddings): beyond the budget the rest are encoded on
     # the fly, so the decoders see every slice the U-Net sees (a subsample would be stated in every table).
-    overflow: str = "encode"
-    encode_batch: int = 8  # slices per encoder batch while building the cache
+    overflow: str = "encode"  # beyond the budget: encode (on the fly, slow) or subsample (seeded)
+    encode_batch: int = 8  # slices per encoder batch when building the cache
 
     PARAMS: ClassVar[dict[str, str]] = {
         "SAM_BACKEND": "backend",
@@ -310,6 +309,77 @@ class SamConfig:
         return f"sam_{self.backend}_{prompt}"
 
 
+# ----------------------------------------------------------------------------- every notebook, 04, 05
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a notebook's run lives and how it shows things (every notebook)."""
+
+    output_dir: str = "outputs"  # run folder shared by notebooks 01-05
+    interactive: bool = True  # show live widgets (the slice explorer); run_all.sh sets False
+    device: str = "auto"  # auto, cpu, cuda
+
+    PARAMS: ClassVar[dict[str, str]]
+
+    @classmethod
+    def from_params(cls, **params) -> RunConfig:
+        return _from_params(cls, cls.PARAMS, params, what="run")
+
+
+RunConfig.PARAMS = _params_of(RunConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation switches of notebook 04."""
+
+    sam_checkpoint: str = ""  # SAM weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched as in 03
+    latency_runs: int = 20  # timed batch-1 runs per model (after 3 warm-up runs)
+    export_nifti: bool = True  # write predicted volumes as NIfTI
+    max_test_cases: int = 0  # evaluate only the first N test cases (0 evaluates all)
+
+    PARAMS: ClassVar[dict[str, str]]
+
+    def __post_init__(self) -> None:
+        if self.latency_runs < 1:
+            raise ValueError(f"LATENCY_RUNS must be >= 1, got {self.latency_runs}")
+        if self.max_test_cases < 0:
+            raise ValueError(f"MAX_TEST_CASES must be >= 0, got {self.max_test_cases}")
+
+    @classmethod
+    def from_params(cls, **params) -> EvalConfig:
+        return _from_params(cls, cls.PARAMS, params, what="evaluation")
+
+
+EvalConfig.PARAMS = _params_of(EvalConfig)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Demo switches of notebook 05."""
+
+    launch_demo: bool = False  # True opens the Gradio app (inline in Jupyter/Colab)
+    share: bool = False  # public Gradio link (anyone with it can use the app; set AUTH too)
+    auth: str = ""  # "user:password" to protect the app; empty disables
+    sam_checkpoint: str = ""  # SAM weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched as in 03
+
+    PARAMS: ClassVar[dict[str, str]]
+
+    def __post_init__(self) -> None:
+        if self.auth and ":" not in self.auth:
+            raise ValueError(f'AUTH must be "user:password" or empty, got a value without ":" ({len(self.auth)} chars)')
+
+    @classmethod
+    def from_params(cls, **params) -> DemoConfig:
+        return _from_params(cls, cls.PARAMS, params, what="demo")
+
+    def auth_pair(self) -> tuple[str, str] | None:
+        """(user, password) for ``gr.Blocks.launch(auth=...)``, or None."""
+        return tuple(self.auth.split(":", 1)) if self.auth else None
+
+
+DemoConfig.PARAMS = _params_of(DemoConfig)
+
+
 # ----------------------------------------------------------------------------- all parameters
 def parameter_defaults() -> dict[str, object]:
     """Every notebook parameter a config owns -> its default, as the notebook writes it (UPPER_CASE names).
@@ -318,11 +388,14 @@ def parameter_defaults() -> dict[str, object]:
     """
     out: dict[str, object] = {}
     sources = [
+        (RunConfig(), RunConfig.PARAMS),
         (DataConfig(), DataConfig.PARAMS),
         (TrainConfig(), TrainConfig.UNET_PARAMS),
         (TrainConfig(), TrainConfig.SAM_PARAMS),
         (UNetConfig(), UNetConfig.PARAMS),
         (SamConfig(), SamConfig.PARAMS),
+        (EvalConfig(), EvalConfig.PARAMS),
+        (DemoConfig(), DemoConfig.PARAMS),
     ]
     for cfg, names in sources:
         for name, field in names.items():

@@ -4,14 +4,11 @@ On Colab / Kaggle the cell offers the Drive mount (Colab), clones the project (`
 ``$BRAINSEG_REPO``), enters the clone and runs ``scripts/install_hosted.py``; locally it is a no-op. Every
 folder it uses can be moved by an environment variable (``env.py``), so tests run it in a temporary tree.
 The cell cannot import this module (the package is not installed yet when it runs), so the text lives
-here as a constant: ``tests/test_notebooks.py`` checks that all five notebooks carry it verbatim, and
-``python -m brainseg_utils.runtime.bootstrap`` rewrites the notebooks' cell after ``CELL`` is edited.
+here as a constant: ``python -m brainseg_utils.workflow.generate`` writes it into every notebook, and a test
+fails when a notebook's copy is stale.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 # The repository the bootstrap cell clones: the ONE place that names it (README's badges use the same URL;
 # tests/test_hosted.py checks). PLACEHOLDER: the project has no public remote yet. Users of a fork or a
@@ -54,33 +51,3 @@ if colab or kaggle:
         raise RuntimeError(f"installing the requirements failed (exit {{r.returncode}}); pip's output is above")
     if str(home) not in sys.path:  # this kernel; pip's editable install serves the next kernel start
         sys.path.insert(0, str(home))"""
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def bootstrap_cell_index(cells) -> int:
-    """Index of the bootstrap cell: the first code cell (after the title)."""
-    for i, cell in enumerate(cells):
-        if cell["cell_type"] == "code":
-            return i
-    raise ValueError("notebook has no code cell")
-
-
-def sync(folder: str | Path = NOTEBOOKS) -> list[Path]:
-    """Write ``CELL`` into the bootstrap cell of every ``*.ipynb`` under ``folder``; returns those changed."""
-    import nbformat
-
-    changed = []
-    for path in sorted(Path(folder).glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        cell = nb.cells[bootstrap_cell_index(nb.cells)]
-        if cell.source != CELL:
-            cell.source = CELL
-            nbformat.write(nb, path)
-            changed.append(path)
-    return changed
-
-
-if __name__ == "__main__":
-    for p in sync(sys.argv[1] if len(sys.argv) > 1 else NOTEBOOKS):
-        print("updated", p)

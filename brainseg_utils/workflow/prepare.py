@@ -21,6 +21,7 @@ from pathlib import Path
 from brainseg_utils.config import DataConfig
 from brainseg_utils.data import brats, slices
 from brainseg_utils.data.slices import SliceCache, load_split
+from brainseg_utils.parameters import load_profile
 from brainseg_utils.runtime import env
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json
 from brainseg_utils.runtime.paths import RunDir
@@ -28,7 +29,6 @@ from brainseg_utils.workflow.locate import choose_profile, locate_dataset, resol
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # What a previous run contributes (never its caches): relative to its outputs/ folder.
 RESTORED = ("data/splits.json", "data/dataset.json", "data/audit.csv", "unet/*", "sam/summary.csv", "sam/sam_*/*")
 
@@ -38,23 +38,14 @@ def data_params(cfg: DataConfig) -> dict:
     ``dataset.json`` so a later notebook on a fresh VM rebuilds the very same cache."""
     out = {}
     for name, field in DataConfig.PARAMS.items():
-        if name in ("OUTPUT_DIR",):
-            continue
         value = getattr(cfg, field)
         out[name] = ",".join(value) if name == "MODALITIES" else list(value) if isinstance(value, tuple) else value
     return out
 
 
 def profile_params(profile: str) -> dict:
-    """Notebook 01's parameters in ``configs/<profile>.yaml`` (or a YAML file path); others are dropped."""
-    import yaml
-
-    path = Path(profile) if profile.endswith((".yaml", ".yml")) else CONFIGS / f"{profile}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-        raise FileNotFoundError(f"profile {profile!r}: {path} not found (options: {options}, or a .yaml path)")
-    params = yaml.safe_load(path.read_text()) or {}
-    return {k: v for k, v in params.items() if k in DataConfig.PARAMS}
+    """Notebook 01's parameters in a profile (``parameters.load_profile``); the others are dropped."""
+    return {k: v for k, v in load_profile(profile).items() if k in DataConfig.PARAMS}
 
 
 def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dict:
@@ -161,7 +152,7 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
         params = profile_params(profile)
         params["DATA_ROOT"] = "synthetic" if located is None else str(located)
         why = f"profile {profile!r} (data: {params['DATA_ROOT']})"
-    cfg = DataConfig.from_params(**params, OUTPUT_DIR=str(run.root))
+    cfg = DataConfig.from_params(**params)
     log.info("building this notebook's data prerequisites under %s with %s", run.root, why)
     print(f"data prerequisites missing in {run.root}: building them with {why} (notebook 01's steps)")
     prepare_run_data(cfg, run, progress=progress)

@@ -1,0 +1,96 @@
+"""Write what is generated from the package into the repository: every notebook's bootstrap cell
+(``runtime.bootstrap.CELL``) and cell tagged ``parameters`` (``parameters.parameters_cell``), and
+``configs/full.yaml`` (``parameters.full_profile_yaml``).
+
+    python -m brainseg_utils.workflow.generate           # rewrite what is stale, print what changed
+    python -m brainseg_utils.workflow.generate --check   # exit 1 naming every stale file (tests run this)
+
+Run it after editing a default or a parameter's comment in ``config.py``, a notebook's parameter list in
+``parameters.py``, or the bootstrap cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+from brainseg_utils import parameters
+from brainseg_utils.runtime.bootstrap import CELL
+from brainseg_utils.runtime.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bootstrap_cell_index(cells) -> int:
+    """Index of the bootstrap cell: the first code cell (after the title)."""
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code":
+            return i
+    raise ValueError("notebook has no code cell")
+
+
+def parameters_cell_index(cells, path: Path) -> int:
+    """Index of the one cell tagged ``parameters``; an error naming ``path`` when there is not exactly one."""
+    found = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one cell tagged 'parameters', found {len(found)}")
+    return found[0]
+
+
+def notebook_sources(path: Path) -> dict[int, str]:
+    """cell index -> the source the generator wants there (bootstrap cell; parameters cell when the notebook
+    is one of ``parameters.NOTEBOOKS``)."""
+    nb = nbformat.read(path, as_version=4)
+    want = {bootstrap_cell_index(nb.cells): CELL}
+    if path.stem in parameters.NOTEBOOKS:
+        want[parameters_cell_index(nb.cells, path)] = parameters.parameters_cell(path.stem)
+    return want
+
+
+def sync_notebook(path: Path, write: bool = True) -> bool:
+    """True when ``path`` was stale (and, with ``write``, has been rewritten)."""
+    nb = nbformat.read(path, as_version=4)
+    stale = False
+    for index, source in notebook_sources(path).items():
+        if nb.cells[index].source != source:
+            nb.cells[index].source = source
+            stale = True
+    if stale and write:
+        text = nbformat.writes(nb)
+        atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+    return stale
+
+
+def sync(root: str | Path = ROOT, write: bool = True) -> list[Path]:
+    """Every generated file under ``root`` (notebooks/*.ipynb, configs/full.yaml) that was stale; with ``write``
+    they are rewritten."""
+    root = Path(root)
+    stale = [p for p in sorted((root / "notebooks").glob("*.ipynb")) if sync_notebook(p, write)]
+    full = root / "configs" / "full.yaml"
+    text = parameters.full_profile_yaml()
+    if not full.is_file() or full.read_text() != text:
+        stale.append(full)
+        if write:
+            atomic_write_text(full, text)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
+    ap.add_argument("--root", default=str(ROOT), help="repository root (default: this checkout)")
+    args = ap.parse_args(argv)
+    stale = sync(args.root, write=not args.check)
+    for p in stale:
+        print(("stale: " if args.check else "updated: ") + str(p))
+    if args.check and stale:
+        print("run: python -m brainseg_utils.workflow.generate", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The main job behind ``bash run_all.sh``: pick the data and the profile, then run every notebook headless.
+
+    python -m brainseg_utils.workflow.pipeline [extra papermill arguments, e.g. -p SEED 1]
+
+Environment (all optional): ``DATA_ROOT`` (a BraTS 2020 training root, or ``synthetic``), ``PROFILE`` (a name in
+configs/ or a .yaml path), ``OUTPUT_DIR`` (default ``outputs``), ``SYNTHETIC_DIR`` (default ``data/synthetic``).
+
+Policy, the same as the notebooks' (``workflow.locate``): explicit data wins; else BraTS where the platform keeps
+it; else, locally, the synthetic dataset (generated once, reused); on Colab / Kaggle a missing dataset stops the
+run unless synthetic data is asked for. Profile: ``full`` for real BraTS on a GPU, ``quick`` otherwise.
+Each notebook is executed by papermill into ``OUTPUT_DIR/notebooks/``; the first failure stops the run, naming
+the notebook and its executed copy. Nothing here passes a user string to a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from brainseg_utils.config import DataConfig
+from brainseg_utils.parameters import NOTEBOOKS, load_profile, profile_path
+from brainseg_utils.workflow.locate import DataNotFoundError, choose_profile, locate_dataset, resolve_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNEL = "brainseg"  # the kernel scripts/setup_env.sh registers for this interpreter
+
+
+def choose(environ: dict) -> tuple[DataConfig, str]:
+    """(the data config of this run, the profile name or path), from the environment and what is found."""
+    explicit = {"DATA_ROOT": environ["DATA_ROOT"]} if environ.get("DATA_ROOT") else {}
+    located = locate_dataset(DataConfig.from_params(**explicit))  # None: synthetic
+    profile = environ.get("PROFILE") or choose_profile("synthetic" if located is None else "brats2020", cuda())
+    params = {k: v for k, v in load_profile(profile).items() if k in DataConfig.PARAMS}
+    data = DataConfig.from_params(
+        **params,
+        DATA_ROOT=str(located) if located is not None else "synthetic",
+        SYNTHETIC_DIR=environ.get("SYNTHETIC_DIR") or DataConfig().synthetic_dir,
+    )
+    return data, profile
+
+
+def cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def papermill_command(notebook: str, out: Path, profile: Path, data_root: Path, output_dir: Path, extra: list[str]):
+    """The argument list (no shell) that executes ``notebook`` with the profile and this run's folders."""
+    return [
+        sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out),
+        "-k", KERNEL, "--cwd", str(ROOT), "-f", str(profile),
+        "-r", "DATA_ROOT", str(data_root), "-r", "OUTPUT_DIR", str(output_dir), "-p", "INTERACTIVE", "False",
+        "--no-progress-bar", "--log-output", *extra,
+    ]  # fmt: skip
+
+
+def run_notebooks(profile: Path, data_root: Path, output_dir: Path, extra: list[str]) -> int:
+    """Execute every notebook in order; 0 when all ran, 1 at the first failure (named)."""
+    (output_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    start_all = time.monotonic()
+    for nb in NOTEBOOKS:
+        if not (ROOT / "notebooks" / f"{nb}.ipynb").is_file():
+            continue
+        out = output_dir / "notebooks" / f"{nb}.ipynb"
+        print(f"=== {nb}", flush=True)
+        start = time.monotonic()
+        if subprocess.run(papermill_command(nb, out, profile, data_root, output_dir, extra)).returncode:
+            print(f"FAILED: notebook notebooks/{nb}.ipynb; the executed copy with the error is {out}", file=sys.stderr)
+            return 1
+        print(f"=== {nb} done in {time.monotonic() - start:.0f} s", flush=True)
+    print(f"all notebooks done in {time.monotonic() - start_all:.0f} s; executed copies in {output_dir / 'notebooks'}/")
+    return 0
+
+
+def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
+    extra = list(sys.argv[1:] if argv is None else argv)
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        data, profile = choose(environ)
+        path = profile_path(profile)
+    except (DataNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if data.data_root == "synthetic":
+        print(f"data: no BraTS 2020 found (set DATA_ROOT to use it); synthetic dataset in {data.synthetic_dir}")
+    root, _ = resolve_dataset(data)
+    if data.data_root != "synthetic":
+        print(f"data: BraTS-layout data at {root}")
+    output_dir = Path(os.path.abspath(environ.get("OUTPUT_DIR") or "outputs"))  # absolute: notebooks use it as given
+    # Recorded in metrics.json (with the git commit) so every results table names what produced it.
+    os.environ["BRAINSEG_RUN_COMMAND"] = f"PROFILE={profile} bash run_all.sh" + "".join(f" {a}" for a in extra)
+    print(f"profile: {profile} ({path})  outputs: {output_dir}", flush=True)
+    return run_notebooks(path, root, output_dir, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
