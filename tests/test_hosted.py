@@ -572,7 +572,7 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     import matplotlib
 
     matplotlib.use("agg")
-    from brainseg_utils.data import brats
+    from brainseg_utils.data import brats, volumes
     from brainseg_utils.evaluation import figures as viz
 
     cases = brats.discover_cases(synth_root)[:2]
@@ -585,8 +585,8 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     assert found == IPYWIDGETS_7_6
     (case, _), (z, _, _) = box.children[0].children, box.children[1].children
     case.value = cases[1].case_id
-    seg = brats.load_case(cases[1], ("flair",))["wt"]
-    assert z.max == seg.shape[2] - 1 and z.value == brats.best_slice(seg)
+    seg = volumes.load_case(cases[1], ("flair",))["wt"]
+    assert z.max == seg.shape[2] - 1 and z.value == volumes.best_slice(seg)
 
 
 def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tiny_cache):

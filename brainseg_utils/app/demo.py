@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from brainseg_utils.app.upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, Upload, UploadError, cached_upload
-from brainseg_utils.data.brats import best_slice, discover_cases, normalise_volume, save_mask
+from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.slices import box_to_cache, resize_slice
+from brainseg_utils.data.volumes import best_slice, normalise_volume, save_mask
 from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet, to_native
 from brainseg_utils.models.sam.backends import PROMPTS, mask_to_box
 from brainseg_utils.models.sam.discovery import backend_for_decoder

@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from brainseg_utils.data.brats import Case, load_case
+from brainseg_utils.data.brats import Case
+from brainseg_utils.data.volumes import load_case
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint
 
 CACHE_VERSION = 3  # 2: has_tumour follows the resized mask; 3: masks resized like images (no offset)
