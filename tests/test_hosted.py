@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from brainseg_utils.app import demo
+from brainseg_utils.app.predictor import predictor_from_run
 from brainseg_utils.config import DataConfig
 from brainseg_utils.runtime import env
 from brainseg_utils.runtime.bootstrap import CELL, REPO_URL
@@ -605,7 +606,7 @@ def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tin
     swapped = {**split, "train": split["val"], "val": split["train"]}
     other.splits.write_text(json.dumps({**swapped, "sha256": split_sha256(swapped)}))
     with pytest.raises(FileNotFoundError, match="attach a previous run's output"):
-        demo.predictor_from_run(other.root, "cpu")  # a run on another split takes nothing from it
-    predictor = demo.predictor_from_run(run.root, "cpu")
+        predictor_from_run(other.root, "cpu")  # a run on another split takes nothing from it
+    predictor = predictor_from_run(run.root, "cpu")
     assert predictor.dataset == "synthetic" and run.unet_best.is_file()
     assert snapshot(kaggle / "input") == before
