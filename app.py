@@ -8,7 +8,9 @@ Public share links stay off unless BRAINSEG_SHARE=1; set BRAINSEG_AUTH=user:pass
 
 import os
 
-from brainseg_utils.app.demo import build_demo, launch, make_examples, predictor_from_run
+from brainseg_utils.app.demo import build_demo, launch
+from brainseg_utils.app.examples import make_examples
+from brainseg_utils.app.predictor import predictor_from_run
 
 OUTPUT_DIR = os.environ.get("BRAINSEG_OUTPUT_DIR", "outputs")
 predictor = predictor_from_run(

@@ -7,7 +7,7 @@ Writes JSON. Reads compared (random slices, same machine, warm page cache):
   * nifti_slice:   FLAIR + seg axial slice read through nibabel's proxy (raw intensities:
                    a lower bound, since per-volume normalisation needs the whole volume);
   * nifti_volume:  what a cache-less Dataset does per item: load + validate + normalise the
-                   volume (brats.load_case) and cut the slice.
+                   volume (volumes.load_case) and cut the slice.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainseg_utils.data.brats import discover_cases, load_case
+from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.slices import SliceConfig, build_cache
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_case, generate_dataset
+from brainseg_utils.data.volumes import load_case
 from brainseg_utils.runtime.io import atomic_write_json
 
 

@@ -27,9 +27,9 @@ import time
 import numpy as np
 import torch
 
-from brainseg_utils.data.brats import normalise_volume
 from brainseg_utils.data.slices import resize_slice
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_case
+from brainseg_utils.data.volumes import normalise_volume
 from brainseg_utils.models.sam.backends import build_backend
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.encoder_runtime import OpenVinoRuntime, openvino_version

@@ -50,11 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py besid
 
 import realanatomy  # noqa: E402
 
-from brainseg_utils.data.brats import discover_cases, load_case, normalise_volume  # noqa: E402
+from brainseg_utils.data.brats import discover_cases  # noqa: E402
 from brainseg_utils.data.dataset import SliceDataset  # noqa: E402
 from brainseg_utils.data.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
 from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig, generate_dataset  # noqa: E402
 from brainseg_utils.data.transforms import train_augmentation  # noqa: E402
+from brainseg_utils.data.volumes import load_case, normalise_volume  # noqa: E402
 from brainseg_utils.evaluation import metrics as M  # noqa: E402
 from brainseg_utils.evaluation.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.models.unet import UNet  # noqa: E402

@@ -6,14 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_utils.data import brats
-from brainseg_utils.data.brats import (
-    CaseValidationError,
-    discover_cases,
-    load_case,
-    normalise_volume,
-    validate_case,
-)
+from brainseg_utils.data import brats, validate
+from brainseg_utils.data.brats import CaseValidationError, discover_cases
+from brainseg_utils.data.validate import validate_case
+from brainseg_utils.data.volumes import load_case, normalise_volume
 
 CID = "BraTS20_Training_001"
 
@@ -213,10 +209,10 @@ def test_truncated_nii_gz_names_file_and_bytes(synth_copy):
     ):
         load_case(_case(synth_copy))
     cases = discover_cases(synth_copy)
-    good, _, skipped = brats.audit_cases(cases, skip_bad=True, progress=False)
+    good, _, skipped = validate.audit_cases(cases, skip_bad=True, progress=False)
     assert len(good) == 4 and [s["case_id"] for s in skipped] == [CID] and skipped[0]["path"] == str(gz)
     with pytest.raises(CaseValidationError, match="truncated or damaged"):
-        brats.audit_cases(cases, skip_bad=False, progress=False)
+        validate.audit_cases(cases, skip_bad=False, progress=False)
 
 
 def test_not_3d(synth_copy):
@@ -229,13 +225,13 @@ def test_audit_stops_or_skips(synth_copy, caplog):
     _path(synth_copy, "t1", "BraTS20_Training_002").unlink()
     cases = discover_cases(synth_copy)
     with pytest.raises(CaseValidationError, match="BraTS20_Training_002"):
-        brats.audit_cases(cases, skip_bad=False, progress=False)
+        validate.audit_cases(cases, skip_bad=False, progress=False)
     with caplog.at_level(logging.WARNING):
-        good, reports, skipped = brats.audit_cases(cases, skip_bad=True, progress=False)
+        good, reports, skipped = validate.audit_cases(cases, skip_bad=True, progress=False)
     assert [c.case_id for c in good] == [c.case_id for c in cases if c.case_id != "BraTS20_Training_002"]
     assert [s["case_id"] for s in skipped] == ["BraTS20_Training_002"] and "t1" in skipped[0]["reason"]
     assert "skipped 1 of 5 cases" in caplog.text
-    frame = brats.audit_frame(reports, skipped)
+    frame = validate.audit_frame(reports, skipped)
     assert list(frame["status"]) == ["ok", "skipped", "ok", "ok", "ok"]
 
 

@@ -141,7 +141,7 @@ def test_expect_arch_names_file_holding_and_expected(tmp_path):
 def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     """A SAM decoder at unet/best.pt (the issue: TypeError from UNet(backend=...)) and a U-Net among the SAM
     decoders: every loader (evaluate's, the demo's) names the file, what it holds and what it expected."""
-    from brainseg_utils.app import demo
+    from brainseg_utils.app import predictor
     from brainseg_utils.evaluation import inference
     from brainseg_utils.runtime.paths import RunDir
 
@@ -153,7 +153,7 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     with pytest.raises(ValueError, match=wrong_unet):
         inference.load_models(RunDir(run), SPLIT)
     with pytest.raises(ValueError, match=wrong_unet):
-        demo.predictor_from_run(run, device="cpu")
+        predictor.predictor_from_run(run, device="cpu")
 
     _unet_ckpt(run / "unet" / "best.pt")
     dec = run / "sam" / "sam_litemedsam_box" / "best.pt"
@@ -165,7 +165,7 @@ def test_every_model_loader_refuses_the_wrong_kind(tmp_path):
     with pytest.raises(ValueError, match=wrong_sam):
         inference.load_models(RunDir(run), SPLIT)
     with pytest.raises(ValueError, match=wrong_sam):
-        demo.predictor_from_run(run, device="cpu")
+        predictor.predictor_from_run(run, device="cpu")
 
 
 def test_resolve_device(monkeypatch):

@@ -12,6 +12,8 @@ from PIL import Image
 from uploads import launch_local, nifti, raw_nifti_header, slice_png
 
 from brainseg_utils.app import demo as D
+from brainseg_utils.app import request as R
+from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.app.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
 from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
 from brainseg_utils.models.unet import UNet
@@ -21,7 +23,7 @@ from brainseg_utils.models.unet import UNet
 def predictor():
     torch.manual_seed(0)
     lite = build_backend("litemedsam")
-    return D.Predictor(
+    return Predictor(
         UNet(base_channels=4),
         64,
         SamDecoderModel(lite, "box", 64).eval(),
@@ -38,21 +40,21 @@ def test_start_slice_is_the_brightest(tmp_path):
     vol = np.zeros((64, 64, 20), np.int16)
     vol[10:50, 10:50, :] = rng.normal(100, 10, (40, 40, 20)).astype(np.int16)
     vol[20:34, 20:34, 13] = 300  # the bright, tumour-like slice
-    assert D.start_slice(load_upload(nifti(tmp_path / "v.nii.gz", vol)).volume) == 13
+    assert R.start_slice(load_upload(nifti(tmp_path / "v.nii.gz", vol)).volume) == 13
 
 
 def test_parse_box():
-    np.testing.assert_array_equal(D.parse_box("30, 10, 5, 40", 50, 60), [5, 10, 30, 40])
-    assert D.parse_box("", 50, 60) is None
+    np.testing.assert_array_equal(R.parse_box("30, 10, 5, 40", 50, 60), [5, 10, 30, 40])
+    assert R.parse_box("", 50, 60) is None
     with pytest.raises(UploadError, match="four numbers"):
-        D.parse_box("1,2,3", 50, 60)
+        R.parse_box("1,2,3", 50, 60)
     with pytest.raises(UploadError, match="outside"):
-        D.parse_box("100,100,120,120", 50, 60)
+        R.parse_box("100,100,120,120", 50, 60)
 
 
 # ----------------------------------------------------------------------------- prediction
 def test_predictor_outputs(predictor, tmp_path):
-    out = D.segment(predictor, slice_png(tmp_path / "s.png"), 0, "40,20,70,60", "box", tmp_path)
+    out = R.segment(predictor, slice_png(tmp_path / "s.png"), 0, "40,20,70,60", "box", tmp_path)
     r = out["res"]
     assert r["unet"].shape == (80, 96) and r["sam"].shape == (80, 96) and r["sam_ms"] > 0
     np.testing.assert_array_equal(r["box"], [40, 20, 70, 60])
@@ -60,7 +62,7 @@ def test_predictor_outputs(predictor, tmp_path):
     pngs = sorted(p for p in out["files"] if p.endswith(".png"))
     assert len(pngs) == 2
     np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])) > 0, r["sam"])
-    none = D.segment(predictor, slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
+    none = R.segment(predictor, slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
     assert none["sam"].shape == (80, 96) and none["box"] is None
 
 
@@ -69,7 +71,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     vol[10:50, 12:52, :] = 100
     aff = np.diag([-1.0, -1.0, 1.0, 1.0])
     path = nifti(tmp_path / "v.nii.gz", vol, aff)
-    out = D.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
+    out = R.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
     nii = [p for p in out["files"] if re.search(r"_sam_mask_[0-9a-f]{8}\.nii\.gz$", p)][0]
     back = nib.load(nii)
     assert back.shape == (64, 64, 10) and np.allclose(back.affine, aff) and back.get_data_dtype() == np.uint8
@@ -77,7 +79,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     np.testing.assert_array_equal(np.rot90(m[:, :, 4]), out["res"]["sam"])  # display = rot90 of the volume slice
     assert m[:, :, [0, 1, 2, 3, 5, 6, 7, 8, 9]].max() == 0
     with pytest.raises(UploadError, match="outside the volume"):
-        D.segment(predictor, path, 10, "", "none", tmp_path)
+        R.segment(predictor, path, 10, "", "none", tmp_path)
 
 
 # ----------------------------------------------------------------------------- over HTTP
@@ -100,7 +102,7 @@ def _call(client, path, z=0, box="", prompt="unet_box"):
 def test_http_png_nifti_and_box(served, predictor, tmp_path):
     png = slice_png(tmp_path / "slice.png")
     unet_img, sam_img, info, files = _call(served, png, 0, "40,20,70,60", "box")
-    direct = D.segment(predictor, png, 0, "40,20,70,60", "box", tmp_path)
+    direct = R.segment(predictor, png, 0, "40,20,70,60", "box", tmp_path)
     got = {p["name"] if isinstance(p, dict) else p for p in files}
     sam_png = next(p for p in got if re.search(r"_sam_mask_[0-9a-f]{8}\.png$", str(p)))
     np.testing.assert_array_equal(np.asarray(Image.open(sam_png)) > 0, direct["res"]["sam"])
@@ -138,8 +140,8 @@ def test_identical_results_are_distinct_files(predictor, tmp_path):
     """Gradio rewrites an array output in place at a path derived from its content; results go out as files
     with unique names instead, so two users with the same result never share (or rewrite) one file."""
     png = slice_png(tmp_path / "s.png")
-    a = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
-    b = D.segment(predictor, png, 0, "", "unet_box", tmp_path)
+    a = R.segment(predictor, png, 0, "", "unet_box", tmp_path)
+    b = R.segment(predictor, png, 0, "", "unet_box", tmp_path)
     for key in ("unet_overlay_png", "sam_overlay_png"):
         assert a[key] != b[key]
         np.testing.assert_array_equal(np.asarray(Image.open(a[key])), np.asarray(Image.open(b[key])))
@@ -156,12 +158,12 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
     from gradio_client.utils import QueueError
 
     torch.manual_seed(0)
-    pred = D.Predictor(UNet(base_channels=4), 64)
+    pred = Predictor(UNet(base_channels=4), 64)
     demo = D.build_demo(pred, None, tmp_path_factory.mktemp("work20"))
     url = launch_local(demo, max_file_size=MAX_UPLOAD_BYTES)
     try:
         png = slice_png(tmp_path / "same.png")
-        expected = D.segment(pred, png, 0, "", "unet_box", tmp_path)
+        expected = R.segment(pred, png, 0, "", "unet_box", tmp_path)
         clients = [Client(url, verbose=False, download_files=str(tmp_path / f"dl{i}")) for i in range(20)]
         results: list = [None] * 20
         barrier = threading.Barrier(20)
@@ -208,5 +210,5 @@ def test_prune_removes_only_old_request_folders(tmp_path):
         (d / "f.png").write_bytes(b"x")
     for d in (old_req, examples):
         os.utime(d, (0, 0))
-    D._prune(tmp_path, max_age_s=600)
+    R.prune_requests(tmp_path, max_age_s=600)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "request-new"]

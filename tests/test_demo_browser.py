@@ -14,6 +14,7 @@ from PIL import Image
 from uploads import launch_local
 
 from brainseg_utils.app import demo as D
+from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
 from brainseg_utils.models.unet import UNet
 
@@ -61,7 +62,7 @@ def test_page_predicts_on_an_example(tmp_path):
     driver = _browser()
     lite = build_backend("litemedsam")
     torch.manual_seed(0)
-    pred = D.Predictor(UNet(base_channels=4), 64, SamDecoderModel(lite, "box", 64).eval(), None, lite, "cpu")
+    pred = Predictor(UNet(base_channels=4), 64, SamDecoderModel(lite, "box", 64).eval(), None, lite, "cpu")
     yy, xx = np.mgrid[:96, :96]
     ex = tmp_path / "examples" / "example_slice.png"
     ex.parent.mkdir()

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from brainseg_utils.app import demo
+from brainseg_utils.app.predictor import predictor_from_run
 from brainseg_utils.config import DataConfig
 from brainseg_utils.runtime import env
 from brainseg_utils.runtime.bootstrap import CELL, REPO_URL
@@ -572,7 +573,7 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     import matplotlib
 
     matplotlib.use("agg")
-    from brainseg_utils.data import brats
+    from brainseg_utils.data import brats, volumes
     from brainseg_utils.evaluation import figures as viz
 
     cases = brats.discover_cases(synth_root)[:2]
@@ -585,8 +586,8 @@ def test_explorer_widget_uses_what_ipywidgets_7_6_has(synth_root):
     assert found == IPYWIDGETS_7_6
     (case, _), (z, _, _) = box.children[0].children, box.children[1].children
     case.value = cases[1].case_id
-    seg = brats.load_case(cases[1], ("flair",))["wt"]
-    assert z.max == seg.shape[2] - 1 and z.value == brats.best_slice(seg)
+    seg = volumes.load_case(cases[1], ("flair",))["wt"]
+    assert z.max == seg.shape[2] - 1 and z.value == volumes.best_slice(seg)
 
 
 def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tiny_cache):
@@ -605,7 +606,7 @@ def test_demo_on_a_new_kaggle_session_uses_the_attached_previous_run(kaggle, tin
     swapped = {**split, "train": split["val"], "val": split["train"]}
     other.splits.write_text(json.dumps({**swapped, "sha256": split_sha256(swapped)}))
     with pytest.raises(FileNotFoundError, match="attach a previous run's output"):
-        demo.predictor_from_run(other.root, "cpu")  # a run on another split takes nothing from it
-    predictor = demo.predictor_from_run(run.root, "cpu")
+        predictor_from_run(other.root, "cpu")  # a run on another split takes nothing from it
+    predictor = predictor_from_run(run.root, "cpu")
     assert predictor.dataset == "synthetic" and run.unet_best.is_file()
     assert snapshot(kaggle / "input") == before

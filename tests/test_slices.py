@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from brainseg_utils.data import slices
-from brainseg_utils.data.brats import discover_cases, load_case
+from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.slices import (
     SliceCache,
     SliceConfig,
@@ -14,6 +14,7 @@ from brainseg_utils.data.slices import (
     select_slices,
     write_split_once,
 )
+from brainseg_utils.data.volumes import load_case
 
 
 def test_select_slices_by_hand():

@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_utils.data import synthetic
+from brainseg_utils.data import phantom, synthetic
 from brainseg_utils.data.synthetic import MODALITIES, SyntheticConfig, generate_case, generate_dataset
 
 TINY_DEPTH = 32  # depth of the conftest datasets
@@ -167,20 +167,20 @@ def test_lobulated_distance_never_labels_far_voxels():
     dist = np.array([0.0, 5.0, 50.0, 50.0, 50.0], np.float32)
     noise = np.array([0.0, 0.0, -1 / 0.35, -4.0, 1.0], np.float32)
     with np.errstate(all="raise"):
-        ratio = synthetic.lobulated_distance(dist, 10.0, noise, 0.35)
+        ratio = phantom.lobulated_distance(dist, 10.0, noise, 0.35)
     np.testing.assert_allclose(ratio, [0.0, 0.5, 20.0, 20.0, 50 / 13.5], rtol=1e-6)
     assert (ratio[2:] > 1).all()
 
 
 def test_fixed_appearance_is_the_contrast_table():
     for m in MODALITIES:
-        lut, bias = synthetic.draw_appearance(None, m)
-        np.testing.assert_array_equal(lut, np.asarray(synthetic.CONTRAST[m], np.float32))
-        assert bias == synthetic.BIAS_STRENGTH
+        lut, bias = phantom.draw_appearance(None, m)
+        np.testing.assert_array_equal(lut, np.asarray(phantom.CONTRAST[m], np.float32))
+        assert bias == phantom.BIAS_STRENGTH
 
 
 def test_randomised_appearance_varies_but_keeps_flair_contrast_direction():
-    S = synthetic
+    S = phantom
     ratios, biases = [], []
     for seed in range(300):
         rng = np.random.default_rng(seed)

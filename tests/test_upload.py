@@ -13,7 +13,7 @@ from PIL import Image
 from uploads import nifti, raw_nifti_header, slice_png
 
 from brainseg_utils.app import upload as U
-from brainseg_utils.data.brats import normalise_volume
+from brainseg_utils.data.volumes import normalise_volume
 
 
 @pytest.mark.parametrize("name, mode", [("a.png", "L"), ("b.png", "I;16"), ("c.jpg", "RGB"), ("d.tif", "L")])

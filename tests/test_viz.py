@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from brainseg_utils.data import brats  # noqa: E402
+from brainseg_utils.data import volumes  # noqa: E402
 from brainseg_utils.evaluation import figures as viz
 
 
@@ -44,8 +44,8 @@ def test_mask_overlay_and_best_slice():
     seg = np.zeros((4, 4, 5), np.uint8)
     seg[0, 0, 1] = 2
     seg[:2, :2, 3] = 1  # 4 voxels: the largest area
-    assert brats.best_slice(seg) == 3
-    assert brats.best_slice(np.zeros((4, 4, 5), np.uint8)) == 2  # no tumour: the middle slice
+    assert volumes.best_slice(seg) == 3
+    assert volumes.best_slice(np.zeros((4, 4, 5), np.uint8)) == 2  # no tumour: the middle slice
 
 
 def _history(n=3):

@@ -16,7 +16,7 @@ What an upload is checked against, before anything large is allocated:
   * after loading: at least 16 x 16 pixels per slice, finite values, not blank.
 
 NIfTI data is read slice by slice straight into one preallocated float32 array (header scaling applied in
-place) and normalised in place (``brats.normalise_volume(copy=False)``), so the peak memory of a load is
+place) and normalised in place (``volumes.normalise_volume(copy=False)``), so the peak memory of a load is
 about 2.25 x the float32 volume plus a fixed overhead, whatever the on-disk dtype. Every failure is an
 ``UploadError`` with a plain message naming the file, what was expected and what was found.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainseg_utils.data.brats import normalise_volume
+from brainseg_utils.data.volumes import normalise_volume
 
 MAX_UPLOAD_BYTES = 256 * 1024**2  # on disk
 MAX_ARRAY_BYTES = 512 * 1024**2  # what loading will allocate (float32 working copies included)

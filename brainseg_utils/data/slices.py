@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from brainseg_utils.data.brats import Case, load_case
+from brainseg_utils.data.brats import Case
+from brainseg_utils.data.volumes import load_case
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint
 
 CACHE_VERSION = 3  # 2: has_tumour follows the resized mask; 3: masks resized like images (no offset)
@@ -163,6 +164,49 @@ class SliceCache:
         return np.flatnonzero(self.index["case_id"].isin(set(case_ids)).to_numpy())
 
 
+def _write_slices(cases: list[Case], cfg: SliceConfig, folder: Path, progress: bool) -> list[dict]:
+    """Append the selected slices of every case to ``folder``/images.f16 and masks.u8 (fsynced); one index
+    row per slice: case_id, z, tumour_px, brain_px (source resolution), has_tumour (cached mask)."""
+    from tqdm.auto import tqdm
+
+    # Slices are appended to raw files case by case: one volume in memory at a time,
+    # whatever the dataset size (full BraTS is several GB of slices).
+    rows = []
+    with open(folder / "images.f16", "wb") as f_img, open(folder / "masks.u8", "wb") as f_mask:
+        for case in tqdm(cases, desc="slice cache", disable=not progress):
+            vol = load_case(case, cfg.modalities)
+            wt, brain = vol["wt"], vol["brain"]
+            for z in select_slices(wt, brain, cfg, case.case_id):
+                img, mask = resize_slice(vol["image"][..., z], wt[..., z], cfg.img_size)
+                f_img.write(np.ascontiguousarray(img, np.float16).tobytes())
+                f_mask.write(np.ascontiguousarray(mask, np.uint8).tobytes())
+                # has_tumour describes the cached (resized) mask, what models see; a tumour of a
+                # few pixels can vanish when slices are shrunk. tumour_px is at source resolution.
+                rows.append(
+                    {
+                        "case_id": case.case_id,
+                        "z": z,
+                        "tumour_px": int(wt[..., z].sum()),
+                        "brain_px": int(brain[..., z].sum()),
+                        "has_tumour": bool(mask.any()),
+                    }
+                )
+        f_img.flush()
+        f_mask.flush()
+        os.fsync(f_img.fileno())
+        os.fsync(f_mask.fileno())
+    return rows
+
+
+def _swap_in(tmp: Path, cache_dir: Path) -> None:
+    """Replace ``cache_dir`` (if any) with the complete cache in ``tmp``; the old one is deleted after."""
+    old = cache_dir.with_name(f".{cache_dir.name}.old-{os.getpid()}")
+    if cache_dir.exists():
+        os.replace(cache_dir, old)
+    os.replace(tmp, cache_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build_cache(
     cases: list[Case],
     cache_dir: str | os.PathLike,
@@ -175,8 +219,6 @@ def build_cache(
     Reused when ``manifest.json`` carries the same key; otherwise built into a temporary
     sibling folder and swapped in only once complete, so no reader ever sees half a cache.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or SliceConfig()
     cache_dir = Path(cache_dir)
     unlabelled = [c.case_id for c in cases if not c.labelled]
@@ -198,32 +240,7 @@ def build_cache(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        # Slices are appended to raw files case by case: one volume in memory at a time,
-        # whatever the dataset size (full BraTS is several GB of slices).
-        rows = []
-        with open(tmp / "images.f16", "wb") as f_img, open(tmp / "masks.u8", "wb") as f_mask:
-            for case in tqdm(cases, desc="slice cache", disable=not progress):
-                vol = load_case(case, cfg.modalities)
-                wt, brain = vol["wt"], vol["brain"]
-                for z in select_slices(wt, brain, cfg, case.case_id):
-                    img, mask = resize_slice(vol["image"][..., z], wt[..., z], cfg.img_size)
-                    f_img.write(np.ascontiguousarray(img, np.float16).tobytes())
-                    f_mask.write(np.ascontiguousarray(mask, np.uint8).tobytes())
-                    # has_tumour describes the cached (resized) mask, what models see; a tumour of a
-                    # few pixels can vanish when slices are shrunk. tumour_px is at source resolution.
-                    rows.append(
-                        {
-                            "case_id": case.case_id,
-                            "z": z,
-                            "tumour_px": int(wt[..., z].sum()),
-                            "brain_px": int(brain[..., z].sum()),
-                            "has_tumour": bool(mask.any()),
-                        }
-                    )
-            f_img.flush()
-            f_mask.flush()
-            os.fsync(f_img.fileno())
-            os.fsync(f_mask.fileno())
+        rows = _write_slices(cases, cfg, tmp, progress)
         n, c, s = len(rows), len(cfg.modalities), cfg.img_size
         if n == 0:
             raise ValueError(
@@ -242,11 +259,7 @@ def build_cache(
             **payload,
         }
         atomic_write_json(tmp / "manifest.json", manifest)  # written last: marks the cache complete
-        old = cache_dir.with_name(f".{cache_dir.name}.old-{os.getpid()}")
-        if cache_dir.exists():
-            os.replace(cache_dir, old)
-        os.replace(tmp, cache_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, cache_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainseg_utils.data.brats import discover_cases, save_mask
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.volumes import save_mask
 from brainseg_utils.evaluation import metrics as M
 from brainseg_utils.evaluation.inference import Models, predict_case, to_native
 from brainseg_utils.models.sam.backends import mask_to_box

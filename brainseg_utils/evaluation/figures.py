@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainseg_utils.data.brats import MODALITIES, Case, best_slice, normalise_volume
+from brainseg_utils.data.brats import MODALITIES, Case
+from brainseg_utils.data.volumes import best_slice, normalise_volume
 from brainseg_utils.runtime.io import atomic_write
 
 # BraTS label colours (RGBA): NCR/NET red, ED green, ET yellow.

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainseg_utils.data.brats import Case, load_case
+from brainseg_utils.data.brats import Case
 from brainseg_utils.data.slices import resize_slice, square_padding
+from brainseg_utils.data.volumes import load_case
 from brainseg_utils.models.sam.backends import SamDecoderModel, mask_to_box
 from brainseg_utils.models.sam.discovery import backend_for_decoder
 from brainseg_utils.models.unet import UNet

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from brainseg_utils.config import DataConfig
-from brainseg_utils.data import brats, slices
+from brainseg_utils.data import brats, slices, validate
 from brainseg_utils.data.slices import SliceCache, load_split
 from brainseg_utils.parameters import load_profile
 from brainseg_utils.runtime import env
@@ -56,8 +56,8 @@ def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dic
     root, name = resolve_dataset(cfg, progress=progress)
     all_cases = brats.discover_cases(root)
     labelled = brats.labelled_cases(all_cases)
-    good, reports, skipped = brats.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
-    audit = brats.audit_frame(reports, skipped)
+    good, reports, skipped = validate.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
+    audit = validate.audit_frame(reports, skipped)
     atomic_write(run.audit, lambda tmp: audit.to_csv(tmp, index=False), suffix=".csv")
     slices.build_cache(good, run.slices, cfg.slice_config(), progress=progress)
     split = slices.write_split_once(run.splits, [c.case_id for c in good], cfg.split_fractions, cfg.seed)

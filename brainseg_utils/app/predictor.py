@@ -1,0 +1,106 @@
+"""The demo's models: ``Predictor`` runs the U-Net and SAM on one 2-D slice; ``predictor_from_run`` loads
+them from a run's checkpoints (``unet/best.pt`` and any SAM decoders)."""
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from brainseg_utils.app.upload import UploadError
+from brainseg_utils.data.slices import box_to_cache, resize_slice
+from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet, to_native
+from brainseg_utils.models.sam.backends import PROMPTS, mask_to_box
+from brainseg_utils.models.sam.discovery import backend_for_decoder
+from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device
+from brainseg_utils.runtime.env import missing_hint
+from brainseg_utils.runtime.paths import RunDir
+from brainseg_utils.workflow.prepare import restore_previous
+
+
+class Predictor:
+    """U-Net + optional SAM (a box-prompt decoder and/or a no-prompt decoder) on one 2-D slice."""
+
+    def __init__(
+        self, unet, img_size: int, sam_box=None, sam_none=None, backend=None, device="cpu", dataset: str = "synthetic"
+    ):
+        if unet.config.get("in_channels", 1) != 1:
+            raise ValueError(
+                "the demo runs single-channel (FLAIR) U-Nets; this checkpoint expects "
+                f"{unet.config['in_channels']} channels"
+            )
+        self.unet, self.img_size, self.sam_box, self.sam_none = unet.eval(), img_size, sam_box, sam_none
+        self.backend, self.device, self.dataset = backend, torch.device(device), dataset
+
+    @torch.no_grad()
+    def __call__(self, sl: np.ndarray, box: np.ndarray | None = None, prompt: str = "unet_box") -> dict:
+        """``sl`` float32 (H, W) in [0, 1]. Returns bool masks (H, W), latencies (ms) and the box used."""
+        if prompt not in PROMPTS:
+            raise UploadError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+        h, w = sl.shape
+        img, _ = resize_slice(sl[None].astype(np.float32), np.zeros((h, w), np.uint8), self.img_size)
+        x = torch.from_numpy(img[None]).to(self.device)
+        t0 = time.perf_counter()
+        logits = self.unet(x)[:, 0].cpu()
+        unet_ms = (time.perf_counter() - t0) * 1000
+        unet_mask = to_native(logits, h, w)[0]
+        out = {"unet": unet_mask, "unet_ms": unet_ms, "sam": None, "sam_ms": None, "box": None, "sam_note": ""}
+        if self.backend is None:
+            out["sam_note"] = "no SAM decoder in this run"
+            return out
+        if prompt == "unet_box":
+            box = mask_to_box(unet_mask)
+        elif prompt == "none":
+            box = None
+        if prompt != "none" and box is None:
+            out["sam"], out["sam_ms"] = np.zeros((h, w), bool), 0.0
+            out["sam_note"] = "no box (the U-Net found nothing)" if prompt == "unet_box" else "draw a box first"
+            return out
+        dec = self.sam_box if box is not None else self.sam_none
+        if dec is None:
+            out["sam_note"] = f"this run has no SAM decoder for prompt {prompt!r}"
+            return out
+        t0 = time.perf_counter()
+        emb = self.backend.encode(x)
+        # slice frame -> padded square -> cache size (the geometry resize_slice applied to the image)
+        bx = None if box is None else torch.from_numpy(box_to_cache(box, h, w, self.img_size))[None].to(self.device)
+        sam_logits = dec.low_res_logits(emb, bx)[:, 0].cpu()  # 256 x 256, straight to the native grid
+        out["sam_ms"] = (time.perf_counter() - t0) * 1000
+        out["sam"], out["box"] = to_native(sam_logits, h, w)[0], box
+        return out
+
+
+def predictor_from_run(
+    output_dir: str | os.PathLike = "outputs", device: str = "auto", sam_checkpoint: str | None = None
+) -> Predictor:
+    """A Predictor from a run's ``unet/best.pt`` and (if present) its SAM decoders.
+
+    ``sam_checkpoint``: ``SAM_CHECKPOINT`` (a path or ``vit_b=/a.pth,...``); weights not given are searched
+    for (``sam_discovery``)."""
+
+    run = RunDir(output_dir)
+    restore_previous(run)  # Kaggle: checkpoints of a previous run attached as input (no-op elsewhere)
+    dev = resolve_device(device)
+    unet_path = run.unet_best
+    if not unet_path.exists():
+        hint = missing_hint("unet/best.pt")
+        raise FileNotFoundError(f"{unet_path} not found: train the U-Net first (notebook 02 or run_all.sh); {hint}")
+    unet, ckpt = load_unet(unet_path, device=dev)
+    img_size = int(ckpt["meta"].get("img_size", 128))
+    dataset = ckpt["meta"].get("dataset", "unknown")
+    sam_box = sam_none = backend = None
+    decs = list(run.sam_checkpoints().values())
+    if decs:
+        first_ckpt = load_checkpoint(decs[0], expect_arch="sam_decoder")
+        first = first_ckpt["config"]["model"]["backend"]
+        trained = first_ckpt.get("meta", {}).get("checkpoint_sha256")
+        backend = backend_for_decoder(first, trained, sam_checkpoint or "").to(dev)
+        for p in decs:
+            if load_checkpoint(p, expect_arch="sam_decoder")["config"]["model"]["backend"] != first:
+                continue
+            dec, _ = load_sam_decoder(p, backend, device=dev)
+            if dec.prompt == "box":
+                sam_box = dec
+            else:
+                sam_none = dec
+    return Predictor(unet, img_size, sam_box, sam_none, backend, dev, dataset)

@@ -1,0 +1,150 @@
+"""One ``/segment`` request of the demo: load the upload, predict, draw overlays, write the result files.
+
+``segment(predictor, path, z, box_text, prompt, workdir)`` does the whole request and raises ``UploadError``
+with a plain message on bad input. Results (overlays, masks) go out as uniquely named files in a new
+``request-*`` folder under ``workdir``, so concurrent users never receive a file that another request is
+rewriting; ``prune_requests`` drops old folders.
+"""
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from brainseg_utils.app.predictor import Predictor
+from brainseg_utils.app.upload import Upload, UploadError, cached_upload
+from brainseg_utils.data.volumes import save_mask
+
+REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
+
+
+def start_slice(volume: np.ndarray) -> int:
+    """The slice with the most tumour-like signal: most voxels above the volume's 99th percentile of brain."""
+    brain = volume > 0
+    if volume.shape[2] == 1 or not brain.any():
+        return 0
+    thr = np.percentile(volume[brain], 99)
+    return int((volume > thr).reshape(-1, volume.shape[2]).sum(0).argmax())
+
+
+def parse_box(text: str, h: int, w: int) -> np.ndarray | None:
+    """ "x0,y0,x1,y1" (pixels of the displayed slice) -> XYXY array; "" -> None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise UploadError(f"box must be four numbers x0,y0,x1,y1, got {text!r}") from None
+    if len(vals) != 4:
+        raise UploadError(f"box must be four numbers x0,y0,x1,y1, got {text!r}")
+    x0, x1 = sorted((vals[0], vals[2]))
+    y0, y1 = sorted((vals[1], vals[3]))
+    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
+        raise UploadError(f"box {text} lies outside the {w} x {h} slice")
+    return np.array([max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)], np.float32)
+
+
+def overlay(sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=None) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of the slice with the mask blended in and the box outlined."""
+    grey = (np.clip(sl, 0, 1) * 255).astype(np.uint8)
+    rgb = np.stack([grey] * 3, -1).astype(np.float32)
+    if mask is not None and mask.any():
+        rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(colour, np.float32)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        rgb[y0, x0 : x1 + 1] = rgb[y1, x0 : x1 + 1] = (255, 255, 0)
+        rgb[y0 : y1 + 1, x0] = rgb[y0 : y1 + 1, x1] = (255, 255, 0)
+    return rgb.astype(np.uint8)
+
+
+def _token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def save_png(arr: np.ndarray, folder: Path, name: str) -> str:
+    """Write ``arr`` (uint8 (H, W) or (H, W, 3)) to a new, uniquely named PNG and return its path.
+
+    Results go out as unique files, never as arrays: Gradio caches an array output under a name derived
+    from its content and rewrites that file in place, so identical results for two users would be
+    rewritten while the first is still being downloaded (empty or cut images)."""
+    from PIL import Image
+
+    path = folder / f"{name}_{_token()}.png"
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) -> list[str]:
+    from PIL import Image
+
+    paths = []
+    stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
+    token = _token()  # unique names: see save_png
+    for name, mask in masks.items():
+        if mask is None:
+            continue
+        png = folder / f"{stem}_z{z}_{name}_mask_{token}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(png)
+        paths.append(str(png))
+        if up.kind == "nifti":
+            vol = np.zeros(up.volume.shape, np.uint8)
+            vol[:, :, z] = mask
+            paths.append(str(save_mask(vol, up.affine, up.header, folder / f"{stem}_{name}_mask_{token}.nii.gz")))
+    return paths
+
+
+# The display convention of the rest of the project: volume[:, :, z] rotated so anterior is up.
+# Uploaded 2-D images are shown as they are.
+def display_slice(up: Upload, z: int) -> np.ndarray:
+    sl = up.volume[:, :, z]
+    return np.rot90(sl) if up.kind == "nifti" else sl
+
+
+def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str, workdir: Path) -> dict:
+    """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``."""
+    if not path:
+        raise UploadError("upload an image (PNG/JPG/TIFF) or a NIfTI volume first")
+    up = cached_upload(path)
+    depth = up.volume.shape[2]
+    z = int(z)
+    if not 0 <= z < depth:
+        raise UploadError(f"slice {z} is outside the volume (0 to {depth - 1})")
+    sl = display_slice(up, z)
+    box = parse_box(box_text, *sl.shape)
+    res = predictor(sl, box, prompt)
+    out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
+    masks = {"unet": res["unet"], "sam": res["sam"]}
+    files = _save_masks(
+        up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v) for k, v in masks.items()}, out_dir
+    )
+    px = {k: int(v.sum()) for k, v in masks.items() if v is not None}
+    unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None)
+    sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"])
+    return {
+        "unet_overlay": unet_ov,
+        "sam_overlay": sam_ov,
+        "unet_overlay_png": save_png(unet_ov, out_dir, "unet_overlay"),
+        "sam_overlay_png": save_png(sam_ov, out_dir, "sam_overlay"),
+        "info": px,
+        "res": res,
+        "files": files,
+        "z": z,
+        "depth": depth,
+    }
+
+
+def prune_requests(workdir: Path, max_age_s: float = 600.0) -> None:
+    """Drop our request folders older than ``max_age_s`` (Gradio has copied their files to its own cache);
+    nothing else in ``workdir`` (e.g. a run's demo/examples) is touched."""
+    import shutil
+
+    now = time.time()
+    for d in workdir.glob(f"{REQUEST_PREFIX}*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
