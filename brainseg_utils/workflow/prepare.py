@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from brainseg_utils.config import DataConfig
@@ -49,21 +50,68 @@ def profile_params(profile: str) -> dict:
 
 
 def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dict:
-    """Notebook 01's data steps: resolve the data (``data.resolve_dataset``), audit the labelled cases
-    (``data/audit.csv``), build or re-use the slice cache, write the split once (an existing split is kept
-    and checked) and ``data/dataset.json`` (with ``params``). Returns the dataset info written."""
-
-    root, name = resolve_dataset(cfg, progress=progress)
-    all_cases = brats.discover_cases(root)
-    labelled = brats.labelled_cases(all_cases)
-    good, reports, skipped = validate.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
-    audit = validate.audit_frame(reports, skipped)
-    atomic_write(run.audit, lambda tmp: audit.to_csv(tmp, index=False), suffix=".csv")
-    slices.build_cache(good, run.slices, cfg.slice_config(), progress=progress)
-    split = slices.write_split_once(run.splits, [c.case_id for c in good], cfg.split_fractions, cfg.seed)
-    info = dataset_info(name, root, good, skipped, len(all_cases) - len(labelled), split, cfg)
-    atomic_write_json(run.dataset, info)
+    """Notebook 01's data steps, the same functions its cells call: find the data (``find_cases``), audit the
+    labelled cases (``audit``: ``data/audit.csv``), build or re-use the slice cache (``build_slices``), write the
+    split once and ``data/dataset.json`` (``write_split``). Returns the dataset info written."""
+    found = find_cases(cfg, progress=progress)
+    checked = audit(run, found.labelled, cfg, progress=progress)
+    build_slices(run, checked.good, cfg, progress=progress)
+    _, info = write_split(run, found, checked, cfg)
     return info
+
+
+@dataclass(frozen=True)
+class FoundCases:
+    """What ``find_cases`` found: the data root, its dataset name, every case folder and the labelled ones."""
+
+    root: Path
+    name: str  # "synthetic" or "brats2020"
+    cases: list
+    labelled: list
+
+    @property
+    def n_unlabelled(self) -> int:
+        return len(self.cases) - len(self.labelled)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What ``audit`` wrote to ``data/audit.csv``: the cases that passed, those skipped, and the table."""
+
+    good: list
+    skipped: list
+    table: object  # pandas.DataFrame, one row per case
+
+
+def find_cases(cfg: DataConfig, progress: bool = True) -> FoundCases:
+    """Resolve the data (``locate.resolve_dataset``: BraTS, or the synthetic dataset generated once) and list its
+    case folders."""
+    root, name = resolve_dataset(cfg, progress=progress)
+    cases = brats.discover_cases(root)
+    return FoundCases(root, name, cases, brats.labelled_cases(cases))
+
+
+def audit(run: RunDir, labelled: list, cfg: DataConfig, progress: bool = True) -> AuditResult:
+    """Validate every labelled case (``SKIP_BAD_CASES`` skips failures instead of stopping) and write
+    ``data/audit.csv`` atomically."""
+    good, reports, skipped = validate.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
+    table = validate.audit_frame(reports, skipped)
+    atomic_write(run.audit, lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
+    return AuditResult(good, skipped, table)
+
+
+def build_slices(run: RunDir, good: list, cfg: DataConfig, progress: bool = True) -> SliceCache:
+    """Build (or re-use, when its manifest matches) the slice cache of ``good`` cases under ``run``."""
+    return slices.build_cache(good, run.slices, cfg.slice_config(), progress=progress)
+
+
+def write_split(run: RunDir, found: FoundCases, checked: AuditResult, cfg: DataConfig) -> tuple[dict, dict]:
+    """(split, dataset info): the patient-level split written once (an existing one is kept and checked) and
+    ``data/dataset.json``."""
+    split = slices.write_split_once(run.splits, [c.case_id for c in checked.good], cfg.split_fractions, cfg.seed)
+    info = dataset_info(found.name, found.root, checked.good, checked.skipped, found.n_unlabelled, split, cfg)
+    atomic_write_json(run.dataset, info)
+    return split, info
 
 
 def dataset_info(name, root, good, skipped, n_unlabelled: int, split: dict, cfg: DataConfig) -> dict:
