@@ -1,4 +1,5 @@
-"""config.py: one source of parameter defaults (notebooks, profiles, dataclasses agree); from_params mapping."""
+"""config.py and parameters.py: the dataclasses hold every default; notebooks' parameters cells, configs/full.yaml
+and the notebooks' config building are derived from them; from_params mapping and validation."""
 
 from __future__ import annotations
 
@@ -6,13 +7,27 @@ import ast
 import dataclasses
 import json
 import re
+import shutil
 from functools import partial
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
-from brainseg_utils.config import OVERFLOW, DataConfig, SamConfig, TrainConfig, UNetConfig, parameter_defaults
+from brainseg_utils import parameters as P
+from brainseg_utils.config import (
+    OVERFLOW,
+    DataConfig,
+    DemoConfig,
+    EvalConfig,
+    RunConfig,
+    SamConfig,
+    TrainConfig,
+    UNetConfig,
+    parameter_defaults,
+)
+from brainseg_utils.workflow import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -25,18 +40,10 @@ BUILDERS = [
     (partial(TrainConfig.from_params, "sam"), TrainConfig.SAM_PARAMS),
     (UNetConfig.from_params, UNetConfig.PARAMS),
     (SamConfig.from_params, SamConfig.PARAMS),
+    (RunConfig.from_params, RunConfig.PARAMS),
+    (EvalConfig.from_params, EvalConfig.PARAMS),
+    (DemoConfig.from_params, DemoConfig.PARAMS),
 ]
-# Parameters of one notebook that no config owns (run mode, evaluation and demo switches), with their
-# notebook default. A new parameter must be owned by a config or be listed here.
-NOTEBOOK_ONLY = {
-    "INTERACTIVE": True,  # 01: ipywidgets explorer (run_all.sh passes False)
-    "LATENCY_RUNS": 20,  # 04
-    "EXPORT_NIFTI": True,  # 04
-    "MAX_TEST_CASES": 0,  # 04
-    "LAUNCH_DEMO": False,  # 05
-    "SHARE": False,  # 05
-    "AUTH": "",  # 05
-}
 
 
 def notebook_parameters(path: Path) -> dict[str, object]:
@@ -52,67 +59,123 @@ def notebook_parameters(path: Path) -> dict[str, object]:
     return out
 
 
-def owned(name: str, value) -> list[tuple[object, object]]:
-    """[(value as the config stores it, the config's default)] for every config that owns ``name``."""
-    pairs = []
-    for build, names in BUILDERS:
-        if name in names:
-            field = names[name]
-            pairs.append((getattr(build(**{name: value}), field), getattr(build(), field)))
-    return pairs
-
-
 # ----------------------------------------------------------------------------- one source of defaults
 def test_defaults_are_the_full_profile():
-    """The original hyper-parameters (configs/full.yaml; the issue's examples) are the dataclass defaults."""
+    """The original hyper-parameters (configs/full.yaml) are the dataclass defaults."""
     d = parameter_defaults()
     assert d["IMG_SIZE"] == 240 and d["UNET_BASE_CHANNELS"] == 64 and d["UNET_EPOCHS"] == 30
     assert d["SAM_EPOCHS"] == 30 and d["UNET_LR"] == d["SAM_LR"] == 1e-4 and d["UNET_BATCH_SIZE"] == 16
     assert d["SAM_OVERFLOW"] == "encode" and d["NUM_WORKERS"] == 2 and d["SAM_CACHE_BUDGET_GB"] == 16.0
     assert d["SAM_BACKEND"] == "auto" and d["SAM_CHECKPOINT"] == ""  # the seed's ViT-B wherever its file is found
-    # names shared by several configs have one default (parameter_defaults raises otherwise)
+    assert d["LATENCY_RUNS"] == 20 and d["OUTPUT_DIR"] == "outputs" and d["LAUNCH_DEMO"] is False
     assert DataConfig().seed == TrainConfig().seed == d["SEED"] == 0
 
 
+def test_generated_files_are_current():
+    """Notebook parameters cells, bootstrap cells and configs/full.yaml equal what the configs generate
+    (after editing config.py: `python -m brainseg_utils.workflow.generate`)."""
+    assert generate.sync(ROOT, write=False) == []
+    assert generate.main(["--check"]) == 0
+
+
+def test_generate_rewrites_stale_files_and_check_names_them(tmp_path, capsys):
+    for sub in ("notebooks", "configs"):
+        shutil.copytree(ROOT / sub, tmp_path / sub)
+    nb_path = tmp_path / "notebooks" / "02_train_unet.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = cell.source.replace("UNET_EPOCHS: int = 30", "UNET_EPOCHS: int = 31")
+    nbformat.write(nb, nb_path)
+    (tmp_path / "configs" / "full.yaml").write_text("UNET_EPOCHS: 31\n")
+    assert generate.main(["--check", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "02_train_unet.ipynb" in out and "full.yaml" in out and "01_eda" not in out
+    assert generate.sync(tmp_path) == [nb_path, tmp_path / "configs" / "full.yaml"]
+    assert notebook_parameters(nb_path)["UNET_EPOCHS"] == 30
+    assert generate.sync(tmp_path) == []
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_parameter_defaults_equal_config_defaults(path):
+def test_notebook_parameters_are_the_config_defaults(path):
     params = notebook_parameters(path)
-    assert params, f"{path.name} has an empty parameters cell"
+    assert list(params) == list(P.NOTEBOOKS[path.stem].params)
+    defaults = parameter_defaults()
     for name, value in params.items():
-        pairs = owned(name, value)
-        if not pairs:
-            assert name in NOTEBOOK_ONLY, f"{path.name}: {name} is owned by no config and not listed in NOTEBOOK_ONLY"
-            assert value == NOTEBOOK_ONLY[name], f"{path.name}: {name} = {value!r}, expected {NOTEBOOK_ONLY[name]!r}"
-        for got, default in pairs:
-            assert got == default, f"{path.name}: {name} = {value!r} but the config default is {default!r}"
+        assert value == P.notebook_value(defaults[name]), f"{path.name}: {name} = {value!r}"
 
 
-def test_each_config_field_that_is_a_parameter_appears_in_its_notebook():
-    nb = {p.name[:2]: notebook_parameters(p) for p in NOTEBOOKS}
-    assert set(DataConfig.PARAMS) <= set(nb["01"])
-    assert set(TrainConfig.UNET_PARAMS) | set(UNetConfig.PARAMS) <= set(nb["02"])
-    assert set(TrainConfig.SAM_PARAMS) | set(SamConfig.PARAMS) <= set(nb["03"])
+def test_every_parameter_is_documented_and_owned():
+    for notebook, nb in P.NOTEBOOKS.items():
+        for name in nb.params:
+            assert P.owners(name, nb.builders), f"{notebook}: {name} is owned by no config it builds"
+            assert P.param(name, nb.builders).doc, f"{name}: its config field needs a trailing comment"
+    with pytest.raises(KeyError, match="unknown parameter 'NOPE'"):
+        P.param("NOPE")
+
+
+def test_field_docs_reads_trailing_comments():
+    docs = P.field_docs(UNetConfig)
+    assert docs["dropout"] == "dropout in the bottleneck"
+    assert "PARAMS" not in docs
 
 
 def test_full_profile_equals_the_defaults():
     full = yaml.safe_load((ROOT / "configs" / "full.yaml").read_text())
+    assert list(full) == P.profile_parameters()
+    d = parameter_defaults()
     for name, value in full.items():
-        pairs = owned(name, value)
-        assert pairs, f"full.yaml: {name} is not a config parameter"
-        for got, default in pairs:
-            assert got == default, f"full.yaml: {name} = {value!r} but the default is {default!r}"
-    # run_all.sh reads these three from the profile to generate the synthetic dataset
-    assert {"SYNTHETIC_CASES", "SYNTHETIC_DEPTH", "SEED"} <= set(full)
+        assert value == P.notebook_value(d[name]), f"full.yaml: {name} = {value!r}"
+    assert not set(full) & P.RUN_SPECIFIC
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
-def test_profile_keys_are_notebook_parameters(path):
-    known = set().union(*(notebook_parameters(p) for p in NOTEBOOKS))
-    profile = yaml.safe_load(path.read_text())
-    unknown = sorted(set(profile) - known)
-    assert not unknown, f"{path.name}: {unknown} is a parameter of no notebook (papermill would ignore it)"
-    for name, value in profile.items():  # and every value is valid for the configs that own it
-        owned(name, value)
+def test_profiles_load_and_build_every_config(path):
+    params = P.load_profile(str(path))
+    configs = P.profile_configs(str(path))
+    for name, value in params.items():
+        builders = P.owners(name)
+        assert builders, name
+        for b in builders:
+            attr = next(a for a, c in vars(configs).items() if isinstance(c, b.cls) and name in b.names)
+            cfg = getattr(configs, attr)
+            assert P.notebook_value(getattr(cfg, b.names[name])) == value or b.cls is TrainConfig
+
+
+def test_profile_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'quick'"):
+        P.load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("OUTPUT_DIR: /tmp/x\nUNET_EPOCHS: 2\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: \['OUTPUT_DIR'\] cannot be set by a profile"):
+        P.load_profile(str(bad))
+    bad.write_text("- 1\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        P.load_profile(str(bad))
+
+
+def test_profile_configs_apply_overrides():
+    c = P.profile_configs("quick", UNET_EPOCHS=3)
+    quick = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+    assert c.unet_train.epochs == 3 and c.unet_train.lr == quick["UNET_LR"]
+    assert c.unet.base_channels == quick["UNET_BASE_CHANNELS"] and c.data.img_size == quick["IMG_SIZE"]
+    assert c.unet_train.weight_decay == TrainConfig().weight_decay  # not in quick.yaml: the default
+    assert c.sam_train.num_workers == 0 and c.sam.overflow == quick["SAM_OVERFLOW"]
+
+
+def test_notebook_configs_builds_from_a_namespace():
+    ns = {n: P.param(n).default for n in P.NOTEBOOKS["02_train_unet"].params}
+    ns.update(UNET_EPOCHS=3, NUM_GPUS="2", UNET_DROPOUT=0.1, unrelated=object())
+    c = P.notebook_configs("02_train_unet", ns)
+    assert (c.train.epochs, c.train.num_gpus, c.unet.dropout, c.run.output_dir) == (3, 2, 0.1, "outputs")
+    del ns["SEED"]
+    with pytest.raises(NameError, match=r"\['SEED'\] are not defined; run the cell tagged 'parameters'"):
+        P.notebook_configs("02_train_unet", ns)
+    with pytest.raises(KeyError, match="unknown notebook"):
+        P.notebook_configs("06_nope", ns)
+    ns05 = {n: P.param(n).default for n in P.NOTEBOOKS["05_demo"].params} | {"AUTH": "ann:secret"}
+    assert P.notebook_configs("05_demo", ns05).demo.auth_pair() == ("ann", "secret")
+    with pytest.raises(ValueError, match="AUTH must be"):
+        P.notebook_configs("05_demo", ns05 | {"AUTH": "nocolon"})
 
 
 def test_quick_profile_overrides_for_a_cpu():
@@ -131,7 +194,9 @@ def test_benchmark_full_size_matches_the_defaults():
 
 
 # ----------------------------------------------------------------------------- from_params
-@pytest.mark.parametrize("build, names", BUILDERS, ids=["data", "train-unet", "train-sam", "unet", "sam"])
+@pytest.mark.parametrize(
+    "build, names", BUILDERS, ids=["data", "train-unet", "train-sam", "unet", "sam", "run", "eval", "demo"]
+)
 def test_from_params_rejects_unknown_names_with_the_options(build, names):
     with pytest.raises(TypeError, match=r"unknown .*\['UNET_EPOCS'\]; options: ") as err:
         build(UNET_EPOCS=3)
@@ -208,9 +273,3 @@ def test_unet_config_builds_the_model_and_augmentation():
     assert model.config == {"arch": "unet", "in_channels": 2, "base_channels": 4, "bilinear": True, "dropout": 0.1}
     aug = u.augmentation()
     assert all(t.p == 0 for t in aug.transforms)  # strength 0: augmentation off
-
-
-def test_train_module_reexports_the_config_class():
-    from brainseg_utils.training import engine as train
-
-    assert train.TrainConfig is TrainConfig

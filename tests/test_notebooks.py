@@ -59,8 +59,9 @@ def test_notebook_hygiene(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_bootstrap_cell_is_the_one_source(path):
     """Every notebook's bootstrap cell is brainseg_utils.runtime.bootstrap.CELL, verbatim
-    (edit CELL, then `python -m brainseg_utils.runtime.bootstrap` rewrites the five cells)."""
-    from brainseg_utils.runtime.bootstrap import CELL, bootstrap_cell_index
+    (edit CELL, then `python -m brainseg_utils.workflow.generate` rewrites the five cells)."""
+    from brainseg_utils.runtime.bootstrap import CELL
+    from brainseg_utils.workflow.generate import bootstrap_cell_index
 
     nb = nbformat.read(path, as_version=4)
     assert bootstrap_cell_index(nb.cells) == 1
@@ -70,15 +71,19 @@ def test_bootstrap_cell_is_the_one_source(path):
 def test_bootstrap_sync_rewrites_a_drifted_cell(tmp_path):
     import shutil
 
-    from brainseg_utils.runtime.bootstrap import CELL, sync
+    from brainseg_utils.runtime.bootstrap import CELL
+    from brainseg_utils.workflow.generate import sync
 
+    (tmp_path / "notebooks").mkdir()
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
     for p in NOTEBOOKS[:2]:
-        shutil.copy(p, tmp_path / p.name)
-    nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
+        shutil.copy(p, tmp_path / "notebooks" / p.name)
+    drifted = tmp_path / "notebooks" / NOTEBOOKS[0].name
+    nb = nbformat.read(drifted, as_version=4)
     nb.cells[1].source = CELL.replace("--depth", "--depth=1 #")
-    nbformat.write(nb, tmp_path / NOTEBOOKS[0].name)
-    assert sync(tmp_path) == [tmp_path / NOTEBOOKS[0].name]  # only the drifted one is rewritten
-    assert nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4).cells[1].source == CELL
+    nbformat.write(nb, drifted)
+    assert sync(tmp_path) == [drifted]  # only the drifted one is rewritten
+    assert nbformat.read(drifted, as_version=4).cells[1].source == CELL
     assert sync(tmp_path) == []
 
 

@@ -1,0 +1,90 @@
+"""workflow/pipeline.py (what run_all.sh runs): data and profile choice, papermill calls, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brainseg_utils.config import DataConfig
+from brainseg_utils.parameters import load_profile
+from brainseg_utils.workflow import pipeline
+
+
+@pytest.fixture
+def plain(monkeypatch):
+    """A plain machine: no hosted platform variables, no GPU."""
+    for var in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "BRAINSEG_DATA", "DATA_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(pipeline, "cuda", lambda: False)
+
+
+def test_no_data_locally_means_synthetic_data_at_the_quick_profile(plain):
+    data, profile = pipeline.choose({})
+    quick = load_profile("quick")
+    assert profile == "quick" and data.data_root == "synthetic"
+    assert (data.synthetic_cases, data.synthetic_depth, data.img_size) == (
+        quick["SYNTHETIC_CASES"],
+        quick["SYNTHETIC_DEPTH"],
+        quick["IMG_SIZE"],
+    )
+    assert data.synthetic_dir == DataConfig().synthetic_dir
+
+
+def test_profile_and_synthetic_dir_from_the_environment(plain, tmp_path):
+    data, profile = pipeline.choose({"PROFILE": "full", "SYNTHETIC_DIR": str(tmp_path / "s")})
+    assert profile == "full" and data.synthetic_cases == DataConfig().synthetic_cases
+    assert data.synthetic_dir == str(tmp_path / "s")
+
+
+def test_brats_found_on_a_gpu_gets_the_full_profile(plain, monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "cuda", lambda: True)
+    monkeypatch.setattr(pipeline, "locate_dataset", lambda cfg: tmp_path)
+    data, profile = pipeline.choose({})
+    assert profile == "full" and data.data_root == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"DATA_ROOT": "/nonexistent/brats"}, "/nonexistent/brats"),
+        ({"PROFILE": "nope"}, "profile 'nope'"),
+    ],
+)
+def test_bad_environment_exits_2_naming_the_cause(plain, capsys, environ, message):
+    assert pipeline.main([], environ) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_papermill_command_is_an_argument_list_with_the_run_folders(tmp_path):
+    cmd = pipeline.papermill_command(
+        "02_train_unet",
+        tmp_path / "o.ipynb",
+        Path("configs/quick.yaml"),
+        tmp_path / "d",
+        tmp_path / "out",
+        ["-p", "SEED", "1; rm -rf /"],
+    )
+    assert cmd[1:3] == ["-m", "papermill"] and cmd[3].endswith("notebooks/02_train_unet.ipynb")
+    assert cmd[cmd.index("-f") + 1] == "configs/quick.yaml"
+    assert cmd[cmd.index("DATA_ROOT") + 1] == str(tmp_path / "d")
+    assert cmd[cmd.index("OUTPUT_DIR") + 1] == str(tmp_path / "out")
+    assert cmd[-3:] == ["-p", "SEED", "1; rm -rf /"]  # passed as one argument, never through a shell
+
+
+def test_a_failing_notebook_stops_the_run_naming_it(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    class Done:
+        def __init__(self, rc):
+            self.returncode = rc
+
+    def fake_run(cmd):
+        calls.append(cmd[3])
+        return Done(1 if "03_finetune_sam" in cmd[3] else 0)
+
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_run)
+    rc = pipeline.run_notebooks(Path("configs/quick.yaml"), tmp_path / "d", tmp_path / "out", [])
+    assert rc == 1 and [Path(c).stem for c in calls] == ["01_eda", "02_train_unet", "03_finetune_sam"]
+    assert "FAILED: notebook notebooks/03_finetune_sam.ipynb" in capsys.readouterr().err
