@@ -43,13 +43,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py beside this file
 
 import realanatomy  # noqa: E402
 
+from brainseg_utils.config import TrainConfig  # noqa: E402
 from brainseg_utils.data.brats import discover_cases  # noqa: E402
 from brainseg_utils.data.dataset import SliceDataset  # noqa: E402
 from brainseg_utils.data.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
@@ -59,13 +59,14 @@ from brainseg_utils.data.volumes import load_case, normalise_volume  # noqa: E40
 from brainseg_utils.evaluation import metrics as M  # noqa: E402
 from brainseg_utils.evaluation.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.models.unet import UNet  # noqa: E402
+from brainseg_utils.parameters import profile_configs  # noqa: E402
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
-from brainseg_utils.training.engine import TrainConfig, fit  # noqa: E402
+from brainseg_utils.training.engine import fit  # noqa: E402
 
 MODALITIES = ("flair",)
 
 
-QUICK = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quick.yaml").read_text())
+PROFILE = profile_configs("quick")  # every default below is the quick profile's (configs/quick.yaml over config.py)
 
 
 def _source_sha(*names: str) -> str:
@@ -128,8 +129,8 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         epochs=a.epochs,
         batch_size=a.batch,
         lr=a.lr,
-        weight_decay=0.01,
-        grad_clip=1.0,
+        weight_decay=PROFILE.unet_train.weight_decay,
+        grad_clip=PROFILE.unet_train.grad_clip,
         amp=not a.no_amp,
         channels_last=a.channels_last,
         num_workers=0,
@@ -139,7 +140,12 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         device="cpu" if a.cpu else "auto",
         progress=False,
     )
-    mcfg = {"in_channels": 1, "base_channels": a.base, "bilinear": False, "dropout": 0.3}
+    mcfg = {
+        "in_channels": 1,
+        "base_channels": a.base,
+        "bilinear": PROFILE.unet.bilinear,
+        "dropout": PROFILE.unet.dropout,
+    }
     key = canonical_sha256(
         {
             "cache": cache.key,
@@ -274,30 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--real-seed", type=int, default=0, help="seed of the real-anatomy set (fixed: --seed varies training)"
     )
-    p.add_argument("--cases", type=int, default=QUICK["SYNTHETIC_CASES"])
+    p.add_argument("--cases", type=int, default=PROFILE.data.synthetic_cases)
     p.add_argument("--extra-cases", type=int, default=6, help="extra in-domain synthetic cases (seed + 1000); 0: none")
-    p.add_argument("--depth", type=int, default=QUICK["SYNTHETIC_DEPTH"])
-    p.add_argument("--slice-step", type=int, default=QUICK["SLICE_STEP"])
+    p.add_argument("--depth", type=int, default=PROFILE.data.synthetic_depth)
+    p.add_argument("--slice-step", type=int, default=PROFILE.data.slice_step)
     p.add_argument(
         "--split-fractions",
         type=float,
         nargs=3,
-        default=QUICK["SPLIT_FRACTIONS"],
+        default=list(PROFILE.data.split_fractions),
         metavar=("TRAIN", "VAL", "TEST"),
         help="patient split (default from the profile)",
     )
-    p.add_argument("--tumour-free-fraction", type=float, default=QUICK["TUMOUR_FREE_FRACTION"])
-    p.add_argument("--batch", type=int, default=QUICK["UNET_BATCH_SIZE"])
+    p.add_argument("--tumour-free-fraction", type=float, default=PROFILE.data.tumour_free_fraction)
+    p.add_argument("--batch", type=int, default=PROFILE.unet_train.batch_size)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--img-size", type=int, default=QUICK["IMG_SIZE"])
-    p.add_argument("--epochs", type=int, default=QUICK["UNET_EPOCHS"])
-    p.add_argument("--lr", type=float, default=QUICK["UNET_LR"])
-    p.add_argument("--base", type=int, default=QUICK["UNET_BASE_CHANNELS"])
+    p.add_argument("--img-size", type=int, default=PROFILE.data.img_size)
+    p.add_argument("--epochs", type=int, default=PROFILE.unet_train.epochs)
+    p.add_argument("--lr", type=float, default=PROFILE.unet_train.lr)
+    p.add_argument("--base", type=int, default=PROFILE.unet.base_channels)
     p.add_argument("--aug-strength", type=float, default=1.0)
     p.add_argument(
         "--ema-decay",
         type=float,
-        default=QUICK.get("UNET_EMA_DECAY", 0.0),
+        default=PROFILE.unet_train.ema_decay,
         help="moving average of the U-Net weights per step (0: off; default from the profile)",
     )
     p.add_argument(
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=bool(QUICK.get("CHANNELS_LAST", False)),
+        default=PROFILE.unet_train.channels_last,
         help="channels_last memory format (default: the profile's CHANNELS_LAST)",
     )
     p.add_argument("--no-amp", action="store_true", help="fp32 training on CUDA too (the CPU path is fp32 anyway)")
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sam", action="store_true", help="also LiteMedSAM zero-shot with the oracle box")
     p.add_argument(
         "--appearance",
-        default=QUICK.get("SYNTHETIC_APPEARANCE", "fixed"),
+        default=PROFILE.data.synthetic_appearance,
         choices=APPEARANCES,
         help="synthetic contrast: the fixed table (the default) or contrast and bias strength drawn per case",
     )

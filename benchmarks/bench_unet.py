@@ -20,11 +20,15 @@ import torch
 from brainseg_utils.evaluation.evaluate import time_runs
 from brainseg_utils.models.losses import FocalDiceLoss
 from brainseg_utils.models.unet import UNet, count_parameters
+from brainseg_utils.parameters import profile_configs
 from brainseg_utils.runtime.checkpoints import amp_dtype
 from brainseg_utils.runtime.env import device_summary
 from brainseg_utils.runtime.io import atomic_write_json
 
-SIZES = {"quick": (16, 128), "full": (64, 240)}
+# (U-Net base channels, image size) of each profile, read from the profiles themselves
+SIZES = {
+    name: (profile_configs(name).unet.base_channels, profile_configs(name).data.img_size) for name in ("quick", "full")
+}
 
 
 def bench(base: int, size: int, device: torch.device, amp: bool, steps: int, batch: int = 8) -> dict:

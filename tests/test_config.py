@@ -184,13 +184,15 @@ def test_quick_profile_overrides_for_a_cpu():
     assert quick["SAM_OVERFLOW"] == "subsample"  # never the on-the-fly encoder on a CPU
 
 
-def test_benchmark_full_size_matches_the_defaults():
-    """bench_unet's "full" size is the default U-Net width at the default image size."""
-    text = (ROOT / "benchmarks" / "bench_unet.py").read_text()
-    sizes = ast.literal_eval(re.search(r"^SIZES = (\{.*\})$", text, re.M).group(1))
-    assert sizes["full"] == (UNetConfig().base_channels, DataConfig().img_size)
+def test_benchmarks_take_their_sizes_from_the_profiles():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_unet", ROOT / "benchmarks" / "bench_unet.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.SIZES["full"] == (UNetConfig().base_channels, DataConfig().img_size)
     quick = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
-    assert sizes["quick"] == (quick["UNET_BASE_CHANNELS"], quick["IMG_SIZE"])
+    assert bench.SIZES["quick"] == (quick["UNET_BASE_CHANNELS"], quick["IMG_SIZE"])
 
 
 # ----------------------------------------------------------------------------- from_params
