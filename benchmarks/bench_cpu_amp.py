@@ -10,7 +10,7 @@ machine slows both alike; ``speedup`` = median fp32 step / median bf16 step. A s
 loss (float32), backward and an AdamW update, at the quick profile's sizes (U-Net width 16 at 128 px, batch 8;
 LiteMedSAM decoder with box prompts on random embeddings, batch 4). On a CPU without native bf16 the bf16
 column is still measured (oneDNN emulates it) and ``native_bf16`` says false: that is why the engine stays
-fp32 there. Whether Dice holds is not timed here: see README (speed).
+fp32 there. Whether Dice holds is not timed here: see docs/benchmarks.md (bf16 training on a CPU).
 """
 
 from __future__ import annotations

@@ -1,49 +1,21 @@
-"""brainseg_utils: the package behind the brainseg notebooks (BraTS 2020, U-Net vs fine-tuned SAM).
+"""brainseg_utils: the package behind the brainseg notebooks (BraTS 2020, 2-D U-Net vs fine-tuned SAM).
 
-Modules (imported on use; torch is only loaded by the ones that need it), by what they own:
-  config      run parameters and their one set of defaults (the full profile); notebook names -> configs
-  paths       RunDir: every output path of a run; open_run_data (cache + hash-checked split)
-  env, io     where we run (Colab/Kaggle/local), code version; atomic writes and hashes
-  bootstrap   the notebooks' bootstrap cell (one source, tested)
-  synthetic   synthetic BraTS-layout dataset        brats       discovery, validation, loading
-  data        real BraTS or synthetic: which data   slices      slice cache and patient split
-  dataset     torch Dataset over the cache          transforms  albumentations pipelines
-  unet        the U-Net                             losses      focal + Dice
-  sam         SAM backends and batched decoder      embeddings  frozen-encoder embedding cache
-  train       the shared training engine            finetune    SAM decoder training per prompt mode
-  inference   trained models -> native-grid masks   metrics     Dice/IoU/precision/recall/HD95
-  evaluate    test-split evaluation, result files   report      README results table
-  viz         figures and the slice explorer        demo        the Gradio demo
-  checkpoints checkpoint files, device + AMP policy  upload      untrusted upload checks and loading
-  encoder_runtime  frozen-model CPU inference (OpenVINO fp32 when installed, PyTorch otherwise)
+Subpackages, lowest layer first (a module imports its own layer or lower ones; docs/architecture.md):
+  runtime/     where we run (platform, devices, code version), run-folder paths, atomic writes and hashes,
+               checkpoint files, slim weights, frozen-encoder runtimes, the notebooks' bootstrap cell
+  data/        BraTS discovery, validation and volumes; the synthetic generator; slice cache and split;
+               the torch Dataset; augmentation; EDA figures and the slice explorer
+  models/      the U-Net, the focal + Dice loss, SAM (backends, weights, prompts, batched decoder, discovery)
+  config       the run-parameter dataclasses: the one place every default is written
+  parameters   which notebook takes which parameter, profiles, generated parameters cells and full.yaml
+  training/    the training engine (loop, resume, weight averaging, checkpoints), multi-GPU, the SAM
+               embedding cache and decoder fine-tuning
+  evaluation/  inference, metrics, statistics, latency, result files, the README table, result figures
+  workflow/    what notebooks and run_all.sh share: data location, notebook 01's data steps and their
+               re-use by 02-05, the headless pipeline, the generator of notebook cells
+  app/         the Gradio demo: predictor, one request, examples, untrusted uploads, the page
+
+Modules are imported on use; torch is only loaded by those that need it.
 """
 
 __version__ = "0.1.0"
-__all__ = [
-    "bootstrap",
-    "brats",
-    "checkpoints",
-    "config",
-    "data",
-    "dataset",
-    "demo",
-    "embeddings",
-    "encoder_runtime",
-    "env",
-    "evaluate",
-    "finetune",
-    "inference",
-    "io",
-    "losses",
-    "metrics",
-    "paths",
-    "report",
-    "sam",
-    "slices",
-    "synthetic",
-    "train",
-    "transforms",
-    "unet",
-    "upload",
-    "viz",
-]

@@ -1,4 +1,4 @@
-"""The package's shape, as DESIGN.md and docs/architecture.md state it: layers whose imports point down, no
+"""The package's shape, as docs/architecture.md states it: layers whose imports point down, no
 import cycle (deferred imports included), no module over 400 lines, no function over 80 lines."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ LAYERS = {
     "data": 1,
     "models": 1,
     "config": 2,
+    "parameters": 2,
     "training": 3,
     "evaluation": 3,
     "workflow": 4,
