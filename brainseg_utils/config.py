@@ -58,7 +58,7 @@ def _params_of(cls) -> dict[str, str]:
 class DataConfig:
     """Validated data parameters of notebook 01 (see its parameters cell for meanings)."""
 
-    data_root: str = ""  # BraTS 2020 training root, or "synthetic"; empty: auto-detect (Colab/Kaggle: stops if none)
+    data_root: str = ""  # BraTS 2020 training root or "synthetic"; empty: found, else synthetic
     synthetic_dir: str = "data/synthetic"  # where synthetic volumes are written when no BraTS data is found
     synthetic_cases: int = 60  # synthetic cases to generate
     synthetic_depth: int = 155  # axial slices per synthetic volume (BraTS: 155)
@@ -66,7 +66,7 @@ class DataConfig:
     seed: int = 0  # seeds synthetic data, slice sampling and the split
     img_size: int = 240  # slice size in the cache (BraTS native: 240)
     modalities: tuple[str, ...] = ("flair",)  # "flair" or "flair,t1,t1ce,t2" (input channels)
-    tumour_free_fraction: float = 0.3  # tumour-free brain slices kept per tumour slice (honest false-positive rates)
+    tumour_free_fraction: float = 0.3  # tumour-free brain slices kept per tumour slice (for false-positive rates)
     slice_step: int = 1  # keep every k-th tumour slice (1 keeps all)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / val / test, by patient
     skip_bad_cases: bool = False  # True: skip cases that fail validation (logged) instead of stopping
@@ -250,7 +250,7 @@ class SamConfig:
     # auto: the official SAM ViT-B where its file is found (models/sam discovery: SAM_CHECKPOINT, Kaggle inputs,
     # Drive, caches, checkpoints/), else LiteMedSAM (bundled)
     backend: str = "auto"  # auto: vit_b if its official file is found, else litemedsam; or vit_l/h, medsam
-    checkpoint: str = ""  # weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched (litemedsam: bundled)
+    checkpoint: str = ""  # weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched; litemedsam: bundled
     prompts: tuple[str, ...] = ("box", "none")  # prompt modes to train, comma-separated (box, none): one decoder each
     box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side (MedSAM-style; never shrink)
     cache_budget_gb: float = 16.0  # disk budget of the embedding cache (2 MiB per slice)

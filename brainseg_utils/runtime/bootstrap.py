@@ -20,7 +20,9 @@ CELL = f"""\
 # torch or Jupyter stack; scripts/install_hosted.py). Locally this cell does nothing: run `bash run_all.sh`
 # once, or `pip install -e .` in your environment. Another repository (a fork, a mirror): run
 # `%env BRAINSEG_REPO=<git URL>` before this cell. Offline Kaggle: `%env BRAINSEG_WHEELS=/kaggle/input/<wheels>`.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = os.environ.get("BRAINSEG_REPO") or "{REPO_URL}"  # placeholder: README

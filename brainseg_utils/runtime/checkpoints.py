@@ -62,9 +62,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 # Architectures (``config["arch"]``) that train in bf16 on a CPU with native bf16. Measured on a 2-core Zen 4
-# (docs/benchmarks.md, bf16 training on a CPU), same seed and data, fp32 vs bf16: the SAM decoder (box prompts) used 1.5x less CPU time with
-# validation Dice 0.811 vs 0.807 (fp32); the U-Net used 1.55x less but reached Dice 0.52 vs 0.76 after 4 epochs,
-# so it stays fp32 until a longer comparison clears it.
+# (docs/benchmarks.md, bf16 training on a CPU), same seed and data, fp32 vs bf16: the SAM decoder (box prompts)
+# used 1.5x less CPU time with validation Dice 0.811 vs 0.807 (fp32); the U-Net used 1.55x less but reached
+# Dice 0.52 vs 0.76 after 4 epochs, so it stays fp32 until a longer comparison clears it.
 CPU_BF16_ARCHS = ("sam_decoder",)
 
 
