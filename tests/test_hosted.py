@@ -90,13 +90,13 @@ def test_colab_without_data_stops_naming_every_place(colab):
         data.locate_dataset(DataConfig())
     msg = str(err.value)
     assert str(colab / "drive" / "MyDrive") in msg and f"{colab}/ (and 3 levels below)" in msg
-    assert "%env BRAINSEG_DATA=synthetic" in msg and 'DATA_ROOT="synthetic"' in msg
+    assert "%env DATA_ROOT=synthetic" in msg and 'DATA_ROOT="synthetic"' in msg
 
 
 def test_synthetic_needs_the_opt_in_on_hosted_but_stays_the_local_default(clean, colab):
-    clean.setenv("BRAINSEG_DATA", "synthetic")
+    clean.setenv("DATA_ROOT", "synthetic")
     assert data.locate_dataset(DataConfig()) is None  # None: the synthetic dataset
-    clean.delenv("BRAINSEG_DATA")
+    clean.delenv("DATA_ROOT")
     assert data.locate_dataset(DataConfig(data_root="synthetic")) is None  # notebook 01's parameter
     clean.delenv("COLAB_RELEASE_TAG")
     assert data.locate_dataset(DataConfig()) is None  # locally: synthetic without asking, as before
@@ -119,7 +119,7 @@ def test_profile_from_data_and_device(clean):
     assert data.choose_profile("brats2020", cuda=True) == "full"
     assert data.choose_profile("synthetic", cuda=True) == "quick"  # never hours of training on synthetic data
     assert data.choose_profile("brats2020", cuda=False) == "quick"
-    clean.setenv("BRAINSEG_PROFILE", "full")
+    clean.setenv("PROFILE", "full")
     assert data.choose_profile("synthetic", cuda=False) == "full"
     assert set(prepare.profile_params("quick")) <= set(DataConfig.PARAMS)
     with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'quick'\]"):
@@ -134,7 +134,7 @@ def test_a_notebook_alone_without_data_stops_with_the_documented_message(colab):
     # Drive not mounted: outputs go to the clone's outputs/, i.e. a fresh folder on a new VM (an absolute path
     # here, so a local checkout's own outputs/ from an earlier run cannot leak into the test)
     run = RunDir.for_platform(colab / "brainseg" / "outputs")
-    with pytest.raises(data.DataNotFoundError, match="%env BRAINSEG_DATA=synthetic"):
+    with pytest.raises(data.DataNotFoundError, match="%env DATA_ROOT=synthetic"):
         open_run_data(run, build_missing=True)
     assert not run.dataset.exists()
 
@@ -362,7 +362,7 @@ def hosted_sim(tmp_path_factory):
         BRAINSEG_REPO=f"file://{src}",
         BRAINSEG_PIP=str(pip),
         FAKE_PIP_LOG=str(log),
-        BRAINSEG_PROFILE=str(profile),
+        PROFILE=str(profile),
         NO_ALBUMENTATIONS_UPDATE="1",
         MPLBACKEND="agg",
     )
@@ -389,7 +389,7 @@ def test_colab_notebooks_02_and_04_alone(hosted_sim, tmp_path, kernel_spec):
     sim, vm = hosted_sim, tmp_path / "vm1" / "content"
     colab = {"COLAB_RELEASE_TAG": "release-colab-test", "BRAINSEG_COLAB_ROOT": str(vm), "PYTHONPATH": str(sim["stub"])}
     # Opted in: 02 builds the data steps of 01 itself and trains; outputs persist on Drive, caches on the VM.
-    res = papermill(sim, "02_train_unet", vm, {**colab, "BRAINSEG_DATA": "synthetic"}, UNET)
+    res = papermill(sim, "02_train_unet", vm, {**colab, "DATA_ROOT": "synthetic"}, UNET)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (vm / "brainseg" / "pyproject.toml").is_file(), "the bootstrap cloned the repository"
     assert (vm / "drive" / "MyDrive").is_dir(), "the bootstrap mounted Drive (stub)"

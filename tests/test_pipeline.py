@@ -14,7 +14,7 @@ from brainseg_utils.workflow import pipeline
 @pytest.fixture
 def plain(monkeypatch):
     """A plain machine: no hosted platform variables, no GPU."""
-    for var in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "BRAINSEG_DATA", "DATA_ROOT"):
+    for var in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "PROFILE", "DATA_ROOT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(pipeline, "cuda", lambda: False)
 

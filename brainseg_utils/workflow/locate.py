@@ -5,7 +5,7 @@ Owns ``locate_dataset`` / ``resolve_dataset`` (the policy that picks the data; `
 parameter profile from data + device). It stays apart from ``brats.py`` so that the real-data loader does
 not depend on the synthetic generator.
 
-Policy: an explicit ``DATA_ROOT`` (or ``$BRAINSEG_DATA``) wins; ``"synthetic"`` there is the explicit opt-in
+Policy: an explicit ``DATA_ROOT`` (the parameter, else ``$DATA_ROOT``) wins; ``"synthetic"`` there is the explicit opt-in
 to the generated dataset. With none given, BraTS is searched (Colab: Drive and /content; Kaggle:
 /kaggle/input). Not found: locally the synthetic dataset is used (the embedded default); on Colab / Kaggle the
 run stops naming every place it looked, because a GPU run on synthetic data by accident costs hours.
@@ -24,7 +24,7 @@ from brainseg_utils.runtime import env
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC = "synthetic"  # DATA_ROOT / $BRAINSEG_DATA value that opts in to the generated dataset
+SYNTHETIC = "synthetic"  # DATA_ROOT / $DATA_ROOT value that opts in to the generated dataset
 TRAINING_FOLDER = "MICCAI_BraTS2020_TrainingData"
 CASE_GLOB = "BraTS20_Training_[0-9][0-9][0-9]"
 
@@ -62,7 +62,7 @@ def find_hosted_brats(places: list[Path]) -> Path | None:
 
 
 def _explicit(cfg: DataConfig) -> str:
-    return str(cfg.data_root or os.environ.get("BRAINSEG_DATA") or os.environ.get("DATA_ROOT") or "").strip()
+    return str(cfg.data_root or os.environ.get("DATA_ROOT") or "").strip()
 
 
 def locate_dataset(cfg: DataConfig) -> Path | None:
@@ -90,7 +90,7 @@ def locate_dataset(cfg: DataConfig) -> Path | None:
             f"no BraTS 2020 training data ({TRAINING_FOLDER}/ or {CASE_GLOB.replace('[0-9]', 'N')} folders) found on "
             f"{env.platform()}; searched:\n{where}\nEither {attach}, or set DATA_ROOT to the folder, or opt in to "
             f'the synthetic stand-in data: DATA_ROOT="synthetic" in notebook 01, or in any notebook a cell '
-            f"`%env BRAINSEG_DATA=synthetic` before the parameters."
+            f"`%env DATA_ROOT=synthetic` before the parameters."
         )
     return root
 
@@ -121,7 +121,7 @@ def resolve_dataset(cfg: DataConfig, progress: bool = True) -> tuple[Path, str]:
 
 def choose_profile(dataset: str, cuda: bool) -> str:
     """Parameter profile for ``dataset`` ("synthetic"/"brats2020") on this device: "full" only for real data
-    on a GPU; synthetic data (whatever the device) and CPUs get "quick". ``$BRAINSEG_PROFILE`` overrides."""
-    if os.environ.get("BRAINSEG_PROFILE"):
-        return os.environ["BRAINSEG_PROFILE"]
+    on a GPU; synthetic data (whatever the device) and CPUs get "quick". ``$PROFILE`` (a name or a YAML path) overrides."""
+    if os.environ.get("PROFILE"):
+        return os.environ["PROFILE"]
     return "full" if dataset == "brats2020" and cuda else "quick"

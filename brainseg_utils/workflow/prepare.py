@@ -174,7 +174,7 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
     * with the parameters ``dataset.json`` recorded (the cache went with the VM or /kaggle/temp: rebuilt
       identically, split kept);
     * else with the profile chosen from data + device (``data.choose_profile``: full for BraTS on a GPU,
-      quick otherwise; ``$BRAINSEG_PROFILE`` overrides with a name or a YAML path).
+      quick otherwise; ``$PROFILE`` overrides with a name or a YAML path).
 
     A split or cache that exists but disagrees is an error (never silently rebuilt)."""
     restore_previous(run)
