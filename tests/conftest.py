@@ -83,9 +83,32 @@ def plain(monkeypatch):
     return monkeypatch
 
 
+# ----------------------------------------------------------------------------- simulated Colab / Kaggle
+@pytest.fixture
+def clean(plain):  # conftest's plain machine; the name these tests read best with
+    return plain
+
+
+@pytest.fixture
+def colab(clean, tmp_path):
+    clean.setenv("COLAB_RELEASE_TAG", "release-colab_20261101-060000_RC00")
+    clean.setenv("BRAINSEG_COLAB_ROOT", str(tmp_path / "content"))
+    (tmp_path / "content").mkdir()
+    return tmp_path / "content"
+
+
+@pytest.fixture
+def kaggle(clean, tmp_path):
+    clean.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    clean.setenv("BRAINSEG_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    for sub in ("input", "working", "temp"):
+        (tmp_path / "kaggle" / sub).mkdir(parents=True)
+    return tmp_path / "kaggle"
+
+
 # The default tier (`bash run_tests.sh`) skips what is marked slow: notebooks executed by papermill, multi-process
 # training, the browser. `bash run_tests.sh --all` (CI) runs everything.
-SLOW_FILES = {"test_notebooks.py", "test_ddp.py", "test_demo_browser.py"}
+SLOW_FILES = {"test_notebooks.py", "test_ddp.py", "test_demo_browser.py", "test_hosted_notebooks.py"}
 
 
 def pytest_collection_modifyitems(config, items):
