@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from brainseg_utils.models.losses import FocalDiceLoss
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.checkpoints import cpu_has_native_bf16, train_amp_dtype
 from brainseg_utils.runtime.env import device_summary

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from brainseg_utils.models.losses import FocalDiceLoss
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.runtime.env import device_summary
 from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.training.embeddings import EMBED_SHAPE

@@ -36,7 +36,9 @@ from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.slices import SliceConfig, build_cache
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
 from brainseg_utils.evaluation.metrics import dice as dice_score
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, mask_to_box
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
+from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.runtime.checkpoints import amp_dtype
 from brainseg_utils.runtime.env import device_summary
 from brainseg_utils.runtime.io import atomic_write_json

@@ -226,7 +226,9 @@ def flair_overlap(cases) -> dict:
 @torch.no_grad()
 def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     """Pretrained LiteMedSAM, ground-truth box per tumour slice (ORACLE), per-patient 3-D Dice; cached."""
-    from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, mask_to_box
+    from brainseg_utils.models.sam.backends import build_backend
+    from brainseg_utils.models.sam.decoder import SamDecoderModel
+    from brainseg_utils.models.sam.prompts import mask_to_box
 
     fp = canonical_sha256(
         {

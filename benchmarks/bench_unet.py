@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from brainseg_utils.evaluation.evaluate import time_runs
+from brainseg_utils.evaluation.latency import time_runs
 from brainseg_utils.models.losses import FocalDiceLoss
 from brainseg_utils.models.unet import UNet, count_parameters
 from brainseg_utils.parameters import profile_configs

@@ -48,7 +48,8 @@ from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.dataset import SliceDataset
 from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.checkpoints import amp_dtype, load_checkpoint, load_model_state
 from brainseg_utils.runtime.encoder_runtime import build_runtime

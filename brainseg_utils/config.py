@@ -270,7 +270,8 @@ class SamConfig:
     }
 
     def __post_init__(self) -> None:
-        from brainseg_utils.models.sam.backends import BACKENDS, parse_prompts  # torch: only when a SAM config is built
+        from brainseg_utils.models.sam.backends import BACKENDS  # torch: only when a SAM config is built
+        from brainseg_utils.models.sam.prompts import parse_prompts
 
         if self.backend != "auto" and self.backend not in BACKENDS:
             raise ValueError(f"SAM_BACKEND must be one of {['auto', *sorted(BACKENDS)]}, got {self.backend!r}")
@@ -378,29 +379,3 @@ class DemoConfig:
 
 
 DemoConfig.PARAMS = _params_of(DemoConfig)
-
-
-# ----------------------------------------------------------------------------- all parameters
-def parameter_defaults() -> dict[str, object]:
-    """Every notebook parameter a config owns -> its default, as the notebook writes it (UPPER_CASE names).
-
-    A name shared by several configs (``SEED``, ``DEVICE``, ...) must have one default; this raises if not.
-    """
-    out: dict[str, object] = {}
-    sources = [
-        (RunConfig(), RunConfig.PARAMS),
-        (DataConfig(), DataConfig.PARAMS),
-        (TrainConfig(), TrainConfig.UNET_PARAMS),
-        (TrainConfig(), TrainConfig.SAM_PARAMS),
-        (UNetConfig(), UNetConfig.PARAMS),
-        (SamConfig(), SamConfig.PARAMS),
-        (EvalConfig(), EvalConfig.PARAMS),
-        (DemoConfig(), DemoConfig.PARAMS),
-    ]
-    for cfg, names in sources:
-        for name, field in names.items():
-            value = getattr(cfg, field)
-            if name in out and out[name] != value:
-                raise AssertionError(f"parameter {name} has two defaults: {out[name]!r} and {value!r}")
-            out[name] = value
-    return out

@@ -148,7 +148,7 @@ def owners(name: str, builders=None) -> list[Builder]:
 
 def param(name: str, builders=None) -> Param:
     """``name``'s default and documentation, from the first config that owns it (all owners agree:
-    ``config.parameter_defaults`` checks)."""
+    ``parameter_defaults`` checks)."""
     found = owners(name, builders)
     if not found:
         raise KeyError(f"unknown parameter {name!r}; options: {sorted(all_parameters())}")
@@ -178,6 +178,31 @@ def notebook_configs(notebook: str, namespace: dict) -> SimpleNamespace:
     for b in nb.builders:
         out[b.attr] = b.build(**{n: namespace[n] for n in nb.params if n in b.names})
     return SimpleNamespace(**out)
+
+
+def parameter_defaults() -> dict[str, object]:
+    """Every notebook parameter a config owns -> its default, as the notebook writes it (UPPER_CASE names).
+
+    A name shared by several configs (``SEED``, ``DEVICE``, ...) must have one default; this raises if not.
+    """
+    out: dict[str, object] = {}
+    sources = [
+        (RunConfig(), RunConfig.PARAMS),
+        (DataConfig(), DataConfig.PARAMS),
+        (TrainConfig(), TrainConfig.UNET_PARAMS),
+        (TrainConfig(), TrainConfig.SAM_PARAMS),
+        (UNetConfig(), UNetConfig.PARAMS),
+        (SamConfig(), SamConfig.PARAMS),
+        (EvalConfig(), EvalConfig.PARAMS),
+        (DemoConfig(), DemoConfig.PARAMS),
+    ]
+    for cfg, names in sources:
+        for name, field in names.items():
+            value = getattr(cfg, field)
+            if name in out and out[name] != value:
+                raise AssertionError(f"parameter {name} has two defaults: {out[name]!r} and {value!r}")
+            out[name] = value
+    return out
 
 
 # ----------------------------------------------------------------------------- generated text

@@ -25,8 +25,8 @@ from brainseg_utils.config import (
     SamConfig,
     TrainConfig,
     UNetConfig,
-    parameter_defaults,
 )
+from brainseg_utils.parameters import parameter_defaults
 from brainseg_utils.workflow import generate
 
 ROOT = Path(__file__).resolve().parents[1]

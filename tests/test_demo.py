@@ -15,7 +15,8 @@ from brainseg_utils.app import demo as D
 from brainseg_utils.app import request as R
 from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.app.upload import MAX_UPLOAD_BYTES, UploadError, load_upload
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 
 

@@ -15,7 +15,8 @@ from uploads import launch_local
 
 from brainseg_utils.app import demo as D
 from brainseg_utils.app.predictor import Predictor
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils.models.sam.backends import SamBackend, mask_to_box
+from brainseg_utils.models.sam.backends import SamBackend
+from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.training import embeddings as E
 from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache, select_rows
 
@@ -116,7 +117,8 @@ def test_dataset_prompts(slices64, tmp_path):
 
 def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
     """LiteMedSAM with ground-truth boxes: decoder fine-tuning raises validation Dice above zero-shot."""
-    from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend
+    from brainseg_utils.models.sam.backends import build_backend
+    from brainseg_utils.models.sam.decoder import SamDecoderModel
     from brainseg_utils.training.engine import TrainConfig, evaluate_dataset, fit
 
     cache, split = tiny_cache

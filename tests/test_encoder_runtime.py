@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brainseg_utils.models.sam.backends import SamBackend, SamDecoderModel, build_backend, mask_to_box
+from brainseg_utils.models.sam.backends import SamBackend, build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
+from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.runtime import encoder_runtime as R
 
 

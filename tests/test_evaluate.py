@@ -6,6 +6,7 @@ import torch
 
 from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.evaluation import evaluate as ev
+from brainseg_utils.evaluation import latency, results_table, statistics
 
 
 def test_export_prediction_reloads_with_source_geometry(quirky_root, tmp_path):
@@ -90,7 +91,7 @@ def test_summary_statistics_by_hand():
             "hd95": 1.0,
         }
     )
-    s = ev.summarise(per_case, per_slice)
+    s = statistics.summarise(per_case, per_slice)
     assert s["unet"]["per_case"]["dice"]["mean"] == pytest.approx(0.7)
     assert s["unet"]["per_slice"]["dice"]["mean"] == pytest.approx(0.65)
     assert s["unet"]["per_slice_tumour"]["dice"]["mean"] == pytest.approx(0.8)
@@ -99,7 +100,7 @@ def test_summary_statistics_by_hand():
     # 3 patients cannot carry a CI or a p-value: null with the reason, and the smallest attainable p
     assert s["unet"]["per_case"]["dice"]["ci95"] is None
     assert s["unet"]["per_case"]["dice"]["ci95_note"] == "n/a (n = 3 < 10 test patients)"
-    tests = ev.paired_tests(per_case)
+    tests = statistics.paired_tests(per_case)
     assert set(tests) == {"sam_x_none"} and tests["sam_x_none"]["n"] == 3
     assert tests["sam_x_none"]["p_value"] is None and tests["sam_x_none"]["p_value_note"].startswith("n/a (n = 3")
     assert tests["sam_x_none"]["min_attainable_p"] == pytest.approx(0.25) and tests["sam_x_none"]["n_tests"] == 1
@@ -107,10 +108,10 @@ def test_summary_statistics_by_hand():
 
 def test_statistics_from_ten_patients():
     per_case, per_slice = _tables(12, ("unet", "sam_x_none", "sam_x_box"))
-    s = ev.summarise(per_case, per_slice)
+    s = statistics.summarise(per_case, per_slice)
     lo, hi = s["unet"]["per_case"]["dice"]["ci95"]
     assert lo < s["unet"]["per_case"]["dice"]["mean"] < hi
-    tests = ev.paired_tests(per_case)
+    tests = statistics.paired_tests(per_case)
     from scipy.stats import wilcoxon
 
     wide = per_case.pivot(index="case_id", columns="model", values="dice")
@@ -121,28 +122,28 @@ def test_statistics_from_ten_patients():
 
 def test_oracle_variants_have_no_false_positive_rate():
     per_case, per_slice = _tables(2, ("unet", "sam_x_box", "sam_x_unet_box", "sam_x_box_zeroshot", "sam_x_none"))
-    s = ev.summarise(per_case, per_slice)
+    s = statistics.summarise(per_case, per_slice)
     assert s["sam_x_box"]["false_positive_rate"]["value"] is None
     assert s["sam_x_box_zeroshot"]["false_positive_rate"]["value"] is None
     assert "oracle" in s["sam_x_box"]["false_positive_rate"]["note"]
     for name in ("unet", "sam_x_unet_box", "sam_x_none"):
         assert s[name]["false_positive_rate"]["value"] == pytest.approx(1.0), name
-    assert ev.fmt_fp(s["sam_x_box"]["false_positive_rate"]) == "n/a (oracle)"
+    assert results_table.fmt_fp(s["sam_x_box"]["false_positive_rate"]) == "n/a (oracle)"
 
 
 def test_prompt_labels():  # SAM_CHECKPOINT parsing: test_sam_discovery.py
-    assert ev.prompt_of("unet") == "-"
-    assert ev.prompt_of("sam_litemedsam_box") == "oracle GT box"
-    assert ev.prompt_of("sam_vit_b_unet_box") == "U-Net box"
-    assert ev.prompt_of("sam_vit_b_none") == "none"
-    assert ev.prompt_of("sam_litemedsam_box_zeroshot").startswith("oracle GT box, zero-shot")
+    assert results_table.prompt_of("unet") == "-"
+    assert results_table.prompt_of("sam_litemedsam_box") == "oracle GT box"
+    assert results_table.prompt_of("sam_vit_b_unet_box") == "U-Net box"
+    assert results_table.prompt_of("sam_vit_b_none") == "none"
+    assert results_table.prompt_of("sam_litemedsam_box_zeroshot").startswith("oracle GT box, zero-shot")
 
 
 def test_latency_protocol_counts_runs():
     import time
 
     calls = []
-    ms = ev.time_runs(lambda: (calls.append(1), time.sleep(0.002)), torch.device("cpu"), n_runs=5, warmup=2)
+    ms = latency.time_runs(lambda: (calls.append(1), time.sleep(0.002)), torch.device("cpu"), n_runs=5, warmup=2)
     assert len(ms) == 5 and len(calls) == 7 and min(ms) >= 2.0
 
 
@@ -173,7 +174,7 @@ def test_latency_times_each_variants_whole_pipeline():
     fake = _Counting(log)
     models = Models(fake, sam={"f": {"none": fake, "box": fake, "box_zeroshot": fake}}, backends={"f": fake})
     x = torch.rand(1, 1, 32, 32)
-    pipes = ev.pipelines(models, x, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (48, 40))
+    pipes = latency.pipelines(models, x, torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (48, 40))
     assert set(pipes) == {"unet", "sam_f_none", "sam_f_box", "sam_f_unet_box", "sam_f_box_zeroshot"}
     log.clear()
     out = pipes["sam_f_unet_box"]()
@@ -182,7 +183,7 @@ def test_latency_times_each_variants_whole_pipeline():
     log.clear()
     pipes["sam_f_box"]()
     assert log == ["encode", "decode box [1.0, 2.0, 3.0, 4.0]"]
-    res = ev.measure_latency(
+    res = latency.measure_latency(
         models, x[0].numpy(), np.array([1, 2, 3, 4], np.float32), (48, 40), "cpu", n_runs=3, warmup=1
     )
     assert set(res) == set(pipes)
@@ -194,22 +195,22 @@ def test_latency_times_each_variants_whole_pipeline():
 
 def test_results_markdown_states_what_n_allows():
     per_case, per_slice = _tables(2, ("unet", "sam_x_box"))
-    summary = ev.summarise(per_case, per_slice)
+    summary = statistics.summarise(per_case, per_slice)
     for name in summary:
         summary[name].update(
-            prompt=ev.prompt_of(name),
+            prompt=results_table.prompt_of(name),
             latency_ms={"median": 5.0, "p90": 6.0, "device": "cpu"},
             data={"train_slices": 100, "val_slices": 20, "train_cases": 7, "val_cases": 2},
         )
     metrics = {
         "dataset": {"name": "synthetic", "n_test_cases": 2, "split_sha256": "f" * 64},
         "models": summary,
-        "statistics": ev.paired_tests(per_case),
+        "statistics": statistics.paired_tests(per_case),
         "conventions": {"dice": "x"},
         "latency_protocol": "y",
         "provenance": {"commit": "abc123", "dirty": False, "command": "bash run_all.sh"},
     }
-    md = ev.results_markdown(metrics)
+    md = results_table.results_markdown(metrics)
     assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "(CI n/a, n = 2)" in md
     assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md
     assert "n/a (n = 2; min attainable p 0.5)" in md and "`bash run_all.sh` at commit `abc123`" in md

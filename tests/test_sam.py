@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from brainseg_utils.models.sam import backends as sam
-from brainseg_utils.models.sam.backends import SamDecoderModel, build_backend, decode_batched, jitter_box, mask_to_box
+from brainseg_utils.models.sam import weights
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.decoder import SamDecoderModel, decode_batched
+from brainseg_utils.models.sam.prompts import jitter_box, mask_to_box
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def test_registry_errors():
 
 def test_official_checkpoint_checks(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected the official sam_vit_b_01ec64.pth"):
-        sam.verify_official_checkpoint(tmp_path / "none.pth", "vit_b")
+        weights.verify_official_checkpoint(tmp_path / "none.pth", "vit_b")
     short = tmp_path / "short.pth"
     short.write_bytes(b"\0" * 1000)
     with pytest.raises(
@@ -41,7 +44,7 @@ def test_official_checkpoint_checks(tmp_path):
         ValueError,
         match=r"expected the official sam_vit_b_01ec64.pth for vit_b \(sha256 ec2df62732614e57…\), found sha256",
     ):
-        sam.verify_official_checkpoint(same_size, "vit_b")
+        weights.verify_official_checkpoint(same_size, "vit_b")
 
 
 def test_litemedsam_loads_weights_only(monkeypatch):

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from brainseg_utils.config import SamConfig
-from brainseg_utils.models.sam import backends as sam
 from brainseg_utils.models.sam import discovery as sd
+from brainseg_utils.models.sam import weights
 from brainseg_utils.runtime.io import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def put(path: Path, data: bytes = b"", size: int | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vit_b_file(tmp_path_factory) -> tuple[Path, sam.OfficialFile]:
+def vit_b_file(tmp_path_factory) -> tuple[Path, weights.OfficialFile]:
     """A SAM ViT-B state dict with random weights under the official name, and its OfficialFile."""
     from segment_anything import sam_model_registry
 
@@ -53,7 +53,7 @@ def vit_b_file(tmp_path_factory) -> tuple[Path, sam.OfficialFile]:
     path = tmp_path_factory.mktemp("weights") / OFFICIAL_B
     torch.save(model.state_dict(), path)
     del model
-    return path, sam.OfficialFile(OFFICIAL_B, path.stat().st_size, file_sha256(path))
+    return path, weights.OfficialFile(OFFICIAL_B, path.stat().st_size, file_sha256(path))
 
 
 def fake_medsam(path: Path, drop: str | None = None, reshape: str | None = None) -> Path:
@@ -112,8 +112,8 @@ def test_walk_is_bounded(tmp_path):
 def test_kaggle_and_drive_trees_with_wrong_bytes_are_rejected(tmp_path):
     roots = hosted_roots(tmp_path)
     truncated = put(roots[0].path.joinpath(*KAGGLE_MODEL_DIR, OFFICIAL_B), b"\0" * 1000)
-    same_size = put(roots[1].path / "models" / "sam" / OFFICIAL_B, size=sam.OFFICIAL["vit_b"].size)
-    renamed = put(roots[0].path / "my-sam" / "model.pth", size=sam.OFFICIAL["vit_b"].size)  # right size, other name
+    same_size = put(roots[1].path / "models" / "sam" / OFFICIAL_B, size=weights.OFFICIAL["vit_b"].size)
+    renamed = put(roots[0].path / "my-sam" / "model.pth", size=weights.OFFICIAL["vit_b"].size)  # right size, other name
     put(roots[0].path / "brats20" / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii", b"nii")
 
     found = sd.find_checkpoint("vit_b", "", roots, env={})
@@ -189,7 +189,7 @@ def test_random_vit_b_under_the_official_name_is_found_and_loads(tmp_path, vit_b
     # without the override the random file is not the official one (its size already differs)
     first = sd.find_checkpoint("vit_b", "", roots, env={})
     assert first.path is None and f"(375,042,383 bytes), found {ref.size:,} bytes" in first.rejected[0]
-    monkeypatch.setitem(sam.OFFICIAL, "vit_b", ref)  # what the test overrides: the expected size and sha256
+    monkeypatch.setitem(weights.OFFICIAL, "vit_b", ref)  # what the test overrides: the expected size and sha256
     choice = sd.choose_backend("auto", "", roots, env={})
     assert (choice.backend, choice.checkpoint) == ("vit_b", str(kaggle)), "Kaggle inputs are searched first"
     assert choice.reason == (
@@ -280,10 +280,10 @@ def test_one_name_for_the_sam_checkpoint_everywhere():
     for key in ("03", "04", "05"):
         assert notebook_parameters(nbs[key])["SAM_CHECKPOINT"] == "", key
     code04 = "".join("".join(c["source"]) for c in json.loads(nbs["04"].read_text())["cells"])
-    assert 'load_models(run, split["sha256"], device, SAM_CHECKPOINT)' in code04
+    assert 'load_models(run, split["sha256"], device, configs.evaluation.sam_checkpoint)' in code04
     assert 'os.environ.get("SAM_CHECKPOINT"' in (ROOT / "app.py").read_text()
     files = [*nbs.values(), ROOT / "app.py", ROOT / "README.md", *(ROOT / "configs").glob("*.yaml")]
-    files += (ROOT / "brainseg_utils").glob("*.py")
+    files += (ROOT / "brainseg_utils").rglob("*.py")
     offenders = [p.name for p in files if "SAM_CHECKPOINTS" in p.read_text()]
     assert not offenders, f"the old parameter name SAM_CHECKPOINTS is still used in {offenders}"
 
@@ -293,6 +293,7 @@ def test_evaluation_names_every_backend_and_why():
     from types import SimpleNamespace
 
     from brainseg_utils.evaluation import evaluate as ev
+    from brainseg_utils.evaluation import results_table
 
     models = SimpleNamespace(backends={"vit_b": None, "litemedsam": None, "medsam": None})
     assert [ev.backend_of(models, n) for n in ("unet", "sam_vit_b_unet_box", "sam_medsam_none")] == [
@@ -311,7 +312,7 @@ def test_evaluation_names_every_backend_and_why():
             "litemedsam": {"checkpoint_sha256": "ef" * 32, "why": ""},
         },
     }
-    text = ev.results_markdown(metrics)
+    text = results_table.results_markdown(metrics)
     assert (
         "SAM backends (which weights ran and why):\n"
         "- vit_b: vit_b weights (sam_vit_b_01ec64.pth) found at /k/x\n"
@@ -323,13 +324,13 @@ def test_a_vit_b_run_reaches_evaluation_with_sam_checkpoint_alone(tmp_path, vit_
     """Issue 11, blocker 8: a vit_b run set up with SAM_CHECKPOINT (as in 03) loads in 04 with the same parameter,
     and with nothing typed when the file sits in a searched place; another backend's file is refused."""
     from brainseg_utils.evaluation import inference
-    from brainseg_utils.models.sam.backends import SamDecoderModel
+    from brainseg_utils.models.sam.decoder import SamDecoderModel
     from brainseg_utils.models.unet import UNet
     from brainseg_utils.runtime.checkpoints import save_checkpoint
     from brainseg_utils.runtime.paths import RunDir
 
     src, ref = vit_b_file
-    monkeypatch.setitem(sam.OFFICIAL, "vit_b", ref)
+    monkeypatch.setitem(weights.OFFICIAL, "vit_b", ref)
     split = "a" * 64
     run = RunDir(tmp_path / "run")
     unet = UNet(base_channels=4)

@@ -26,7 +26,7 @@ from brainseg_utils.app.request import (
     start_slice,
 )
 from brainseg_utils.app.upload import IMAGE_EXTS, MAX_UPLOAD_BYTES, UploadError, cached_upload
-from brainseg_utils.models.sam.backends import PROMPTS
+from brainseg_utils.models.sam.prompts import PROMPTS
 from brainseg_utils.runtime.env import hosted
 
 QUEUE_SIZE = 16  # requests waiting at most; more get Gradio's "queue is full" error

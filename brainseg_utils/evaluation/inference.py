@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from brainseg_utils.data.brats import Case
 from brainseg_utils.data.slices import resize_slice, square_padding
 from brainseg_utils.data.volumes import load_case
-from brainseg_utils.models.sam.backends import SamDecoderModel, mask_to_box
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.sam.discovery import backend_for_decoder
+from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.checkpoints import load_checkpoint, load_model_state
 from brainseg_utils.runtime.encoder_runtime import RuntimeModule

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from brainseg_utils.evaluation.results_table import fmt_ci, fmt_data, fmt_fp
+from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
 from brainseg_utils.runtime.io import atomic_write_text
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -23,8 +25,6 @@ def results_table(metrics: dict, command: str | None = None) -> str:
 
     ``command`` overrides the command recorded in ``metrics["provenance"]``.
     """
-    from brainseg_utils.evaluation.evaluate import MIN_PATIENTS_FOR_STATS, fmt_ci, fmt_data, fmt_fp
-
     ds = metrics["dataset"]
     n = ds["n_test_cases"]
     prov = metrics.get("provenance", {})

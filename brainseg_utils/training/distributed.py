@@ -16,6 +16,24 @@ Accelerate's ``PartialState`` (NCCL on GPUs, gloo on CPUs) and answers this proc
 
 The return value of ``fn`` in the children is not passed back: results travel through files (``fit``
 writes ``history.json`` and ``last.pt``; see ``train.fit_processes``).
+
+In ``engine.fit``:
+Several devices (PyTorch DDP; launched by ``accelerate launch``, ``torchrun`` or ``fit_processes`` /
+``distributed.launch``, which use Accelerate's ``notebook_launcher``): ``fit`` notices the process group
+(``distributed.current()``) and then
+  * wraps the model in ``DistributedDataParallel`` (each process on ``cuda:<local rank>``; gloo on CPU);
+  * shuffles with a ``DistributedSampler`` (seed ``seed * 7919``, ``set_epoch(epoch)``): with one
+    process it draws the very order of the single-device ``RandomSampler``, and with N processes every
+    global batch holds the same slices as a one-process batch of N x ``batch_size``;
+  * ``batch_size`` is per process: the GLOBAL batch is ``batch_size`` x processes (recorded as
+    ``global_batch_size`` in the checkpoints and history.json). Keep the LR or scale it yourself;
+  * BatchNorm statistics stay per process (plain DDP), dropout masks differ per process;
+  * reduces train loss, validation loss and Dice over all processes (each validates a disjoint shard
+    of the validation set, no padding), so every process sees the same history;
+  * lets only the main process (rank 0) write checkpoints, history.json and log lines; checkpoints
+    hold the unwrapped model's state (no ``module.`` prefix);
+  * resumes from a checkpoint written with any number of processes (the process count is free to
+    change; the global batch then changes with it, and a line says so).
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ import torch
 from torch.utils.data import Dataset
 
 from brainseg_utils.data.slices import SliceCache
-from brainseg_utils.models.sam.backends import EMBED_SHAPE, SamBackend, jitter_box, mask_to_box
+from brainseg_utils.models.sam.backends import EMBED_SHAPE, SamBackend
+from brainseg_utils.models.sam.prompts import jitter_box, mask_to_box
 from brainseg_utils.runtime.env import free_bytes
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256
 from brainseg_utils.training import distributed
@@ -87,6 +88,30 @@ def select_rows(rows, budget_gb: float, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=n_fit, replace=False))
 
 
+def _prepare_files(folder: Path, chosen: np.ndarray, need: int) -> None:
+    """Main process: create (or keep, when resuming) the embedding memmap, rows.npy and the per-row done flags
+    (``done.u8``; a build interrupted before it existed has its leading ``progress.json`` rows marked done)."""
+    emb_path, progress_path, flags_path = folder / "emb.f16", folder / "progress.json", folder / "done.u8"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (emb_path.exists() and emb_path.stat().st_size == need):
+        free = free_bytes(folder)  # disk space, and what Kaggle's 20 GB output cap leaves under /kaggle/working
+        if free < need:
+            raise OSError(
+                f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
+                "lower SAM_CACHE_BUDGET_GB"
+            )
+        progress_path.unlink(missing_ok=True)
+        flags_path.unlink(missing_ok=True)
+        np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
+        atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
+    if not (flags_path.exists() and flags_path.stat().st_size == len(chosen)):
+        flags = np.memmap(flags_path, np.uint8, "w+", shape=(len(chosen),))
+        if progress_path.exists():  # a build interrupted before done.u8 existed: its leading rows are done
+            flags[: int(json.loads(progress_path.read_text()).get("done", 0))] = 1
+        flags.flush()
+        del flags
+
+
 def build_embedding_cache(
     backend: SamBackend,
     slices: SliceCache,
@@ -125,24 +150,7 @@ def build_embedding_cache(
     need = len(chosen) * BYTES_PER_SLICE
     emb_path, progress_path, flags_path = folder / "emb.f16", folder / "progress.json", folder / "done.u8"
     if dist.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (emb_path.exists() and emb_path.stat().st_size == need):
-            free = free_bytes(folder)  # disk space, and what Kaggle's 20 GB output cap leaves under /kaggle/working
-            if free < need:
-                raise OSError(
-                    f"embedding cache needs {need / 1e9:.1f} GB, {folder} has {free / 1e9:.1f} GB free; "
-                    "lower SAM_CACHE_BUDGET_GB"
-                )
-            progress_path.unlink(missing_ok=True)
-            flags_path.unlink(missing_ok=True)
-            np.memmap(emb_path, np.float16, "w+", shape=(len(chosen), *EMBED_SHAPE)).flush()
-            atomic_write(folder / "rows.npy", lambda tmp: _save_npy(tmp, chosen))
-        if not (flags_path.exists() and flags_path.stat().st_size == len(chosen)):
-            flags = np.memmap(flags_path, np.uint8, "w+", shape=(len(chosen),))
-            if progress_path.exists():  # a build interrupted before done.u8 existed: its leading rows are done
-                flags[: int(json.loads(progress_path.read_text()).get("done", 0))] = 1
-            flags.flush()
-            del flags
+        _prepare_files(folder, chosen, need)
     distributed.barrier()  # the files exist before any process opens them
     emb = np.memmap(emb_path, np.float16, "r+", shape=(len(chosen), *EMBED_SHAPE))
     flags = np.memmap(flags_path, np.uint8, "r+", shape=(len(chosen),))
@@ -167,18 +175,9 @@ def build_embedding_cache(
     if not dist.is_main:
         distributed.barrier()  # wait for the manifest
         return EmbeddingCache.open(folder)
-    detail = backend.runner().describe()
-    manifest = {
-        "key": key,
-        **payload,
-        "n": len(chosen),
-        "requested": int(len(np.unique(np.asarray(rows)))),
-        "budget_gb": budget_gb,
-        "bytes": need,
-        "encode_seconds_this_call": round(time.perf_counter() - t0, 2),
-        "resumed_from": done,
-        "runtime_detail": detail,
-    }
+    manifest = {"key": key, **payload, "n": len(chosen), "requested": int(len(np.unique(np.asarray(rows))))}
+    manifest.update(budget_gb=budget_gb, bytes=need, encode_seconds_this_call=round(time.perf_counter() - t0, 2))
+    manifest.update(resumed_from=done, runtime_detail=backend.runner().describe())
     if dist.enabled:
         manifest["processes"] = dist.world_size
     atomic_write_json(folder / "manifest.json", manifest)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from brainseg_utils.config import OVERFLOW, TrainConfig
 from brainseg_utils.data.dataset import training_meta
 from brainseg_utils.data.slices import SliceCache
-from brainseg_utils.models.sam.backends import SamBackend, SamDecoderModel
+from brainseg_utils.models.sam.backends import SamBackend
+from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.runtime.checkpoints import resolve_device
 from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.training import distributed

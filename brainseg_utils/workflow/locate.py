@@ -5,7 +5,7 @@ Owns ``locate_dataset`` / ``resolve_dataset`` (the policy that picks the data; `
 parameter profile from data + device). It stays apart from ``brats.py`` so that the real-data loader does
 not depend on the synthetic generator.
 
-Policy: an explicit ``DATA_ROOT`` (the parameter, else ``$DATA_ROOT``) wins; ``"synthetic"`` there is the explicit opt-in
+Policy: an explicit ``DATA_ROOT`` (the parameter, else ``$DATA_ROOT``) wins; ``"synthetic"`` there is the opt-in
 to the generated dataset. With none given, BraTS is searched (Colab: Drive and /content; Kaggle:
 /kaggle/input). Not found: locally the synthetic dataset is used (the embedded default); on Colab / Kaggle the
 run stops naming every place it looked, because a GPU run on synthetic data by accident costs hours.
@@ -121,7 +121,8 @@ def resolve_dataset(cfg: DataConfig, progress: bool = True) -> tuple[Path, str]:
 
 def choose_profile(dataset: str, cuda: bool) -> str:
     """Parameter profile for ``dataset`` ("synthetic"/"brats2020") on this device: "full" only for real data
-    on a GPU; synthetic data (whatever the device) and CPUs get "quick". ``$PROFILE`` (a name or a YAML path) overrides."""
+    on a GPU; synthetic data (whatever the device) and CPUs get "quick". ``$PROFILE`` (a name or a YAML path)
+    overrides."""
     if os.environ.get("PROFILE"):
         return os.environ["PROFILE"]
     return "full" if dataset == "brats2020" and cuda else "quick"

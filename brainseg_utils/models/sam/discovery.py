@@ -15,7 +15,7 @@ large Drive cannot stall a notebook. A file is a *candidate* when it has the off
 for official SAM, exactly the official size under another name (Kaggle Models rename files). A
 candidate is *accepted* only after its check:
 
-  * official SAM (``vit_b``/``vit_l``/``vit_h``): size, then sha256 (``sam.verify_file``);
+  * official SAM (``vit_b``/``vit_l``/``vit_h``): size, then sha256 (``weights.verify_file``);
   * MedSAM (``medsam``): no official hash exists, so keys and shapes must be those of a SAM ViT-B
     (loaded with ``weights_only=True`` and ``mmap``, compared with a ViT-B built on the meta device:
     no weights in memory), and the file must not be the official SAM ViT-B itself.
@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.models.sam.search import SearchRoot, default_roots, walk
+from brainseg_utils.models.sam.weights import OFFICIAL, state_dict_of, verify_file
 from brainseg_utils.runtime.io import file_sha256
 
 CHECKPOINT_ENV = "SAM_CHECKPOINT"
@@ -45,37 +47,9 @@ README_SECTION = "README, 'Official SAM weights on Kaggle/Colab'"
 _NAMED = re.compile(r"^\s*\w+\s*=")  # "vit_b=/path": names its backend (a plain path starts otherwise)
 
 
-@dataclass(frozen=True)
-class SearchRoot:
-    """One place searched: ``path`` and up to ``max_depth`` folder levels below it (its own files are depth 0)."""
-
-    label: str
-    path: Path
-    max_depth: int
-    max_dirs: int = 20_000  # folders visited at most (a Drive can hold many)
-
-
-def default_roots(home: str | os.PathLike | None = None) -> list[SearchRoot]:
-    """The hosted-platform places, in search order (see the module docstring)."""
-    home = Path(home) if home is not None else Path.home()
-    project = Path(__file__).resolve().parents[3]
-    roots = [
-        SearchRoot("Kaggle inputs", Path("/kaggle/input"), 5),
-        SearchRoot("Google Drive", Path("/content/drive/MyDrive"), 4, max_dirs=5_000),
-        SearchRoot("user cache", home / ".cache", 5),
-        SearchRoot("project checkpoints", project / "checkpoints", 2),
-    ]
-    cwd = Path.cwd() / "checkpoints"
-    if cwd.resolve() != (project / "checkpoints").resolve():
-        roots.append(SearchRoot("working-directory checkpoints", cwd, 2))
-    return roots
-
-
 def expected_file(kind: str, official: dict | None = None):
-    """The reference ``sam.OfficialFile`` for an official backend (``official`` overrides ``sam.OFFICIAL``)."""
-    from brainseg_utils.models.sam import backends as sam
-
-    table = {**sam.OFFICIAL, **(official or {})}
+    """The reference ``weights.OfficialFile`` for an official backend (``official`` overrides ``weights.OFFICIAL``)."""
+    table = {**OFFICIAL, **(official or {})}
     if kind not in table:
         raise KeyError(f"no official checkpoint for {kind!r}; options: {sorted(table)}")
     return table[kind]
@@ -84,58 +58,6 @@ def expected_file(kind: str, official: dict | None = None):
 def file_name(kind: str, official: dict | None = None) -> str:
     """The file name searched for ``kind``: the official SAM name, or ``medsam_vit_b.pth``."""
     return MEDSAM_FILE if kind == "medsam" else expected_file(kind, official).name
-
-
-# ----------------------------------------------------------------------------- searching
-@dataclass
-class Walk:
-    """What a search saw: candidate files in search order and one line per root."""
-
-    candidates: list[tuple[Path, str]] = field(default_factory=list)  # (path, root label)
-    looked_in: list[str] = field(default_factory=list)
-
-
-def walk(roots: list[SearchRoot], names: set[str], sizes: set[int] = frozenset()) -> Walk:
-    """Breadth-first, bounded search of ``roots`` for files named in ``names`` or of a size in ``sizes``.
-
-    Symbolic links to folders are not followed (links to files are: Hugging Face snapshots use them);
-    hidden folders below a root are skipped; unreadable folders are skipped silently.
-    """
-    out, seen = Walk(), set()
-    for root in roots:
-        if not root.path.is_dir():
-            out.looked_in.append(f"{root.path} ({root.label}): absent")
-            continue
-        queue, visited, capped = deque([(root.path, 0)]), 0, False
-        while queue:
-            folder, depth = queue.popleft()
-            if visited >= root.max_dirs:
-                capped = True
-                break
-            visited += 1
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if depth < root.max_depth and not entry.name.startswith("."):
-                            queue.append((Path(entry.path), depth + 1))
-                    elif entry.is_file() and (entry.name in names or (sizes and entry.stat().st_size in sizes)):
-                        key = os.path.realpath(entry.path)
-                        if key not in seen:
-                            seen.add(key)
-                            out.candidates.append((Path(entry.path), root.label))
-                except OSError:
-                    continue
-        note = f"stopped after {root.max_dirs:,} folders" if capped else f"{visited:,} folders"
-        out.looked_in.append(f"{root.path} ({root.label}, depth <= {root.max_depth}): {note}")
-    return out
-
-
-# ----------------------------------------------------------------------------- checking
-_VIT_B_SHAPES: dict[str, tuple[int, ...]] | None = None
 
 
 def vit_b_shapes() -> dict[str, tuple[int, ...]]:
@@ -161,15 +83,13 @@ def check_vit_b_state(path: str | os.PathLike, what: str = "a SAM ViT-B (MedSAM)
 
     import torch
 
-    from brainseg_utils.models.sam.backends import _state_dict
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path}: refused (holds objects other than tensors; weights_only=True): {exc}") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path}: expected {what}, found a file torch cannot load ({exc})") from exc
-    state = _state_dict(obj)
+    state = state_dict_of(obj)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected {what} (a state dict), found a {type(state).__name__}")
     ref = vit_b_shapes()
@@ -198,8 +118,6 @@ def check_candidate(
     ``trained_sha256``: the encoder weights a decoder was trained with (evaluation and the demo need
     the same ones, or the cached-embedding decoder sees other embeddings).
     """
-    from brainseg_utils.models.sam.backends import verify_file
-
     path = Path(path)
     if kind == "medsam":
         if not path.is_file():
@@ -290,7 +208,7 @@ def find_checkpoint(
     folder searched first (depth <= 3). With
     ``strict`` an explicit path that fails its check raises (a typed path that is wrong is an error);
     otherwise it is listed as rejected and the search goes on. ``roots`` replaces ``default_roots()``
-    (tests), ``official`` replaces entries of ``sam.OFFICIAL`` (tests).
+    (tests), ``official`` replaces entries of ``weights.OFFICIAL`` (tests).
     """
     if kind not in NEEDS_WEIGHTS:
         raise KeyError(f"no weights to find for {kind!r}; options: {list(NEEDS_WEIGHTS)}")
@@ -344,9 +262,7 @@ class BackendChoice:
         return f"{self.backend} ({Path(self.checkpoint).name})"
 
     def build(self, runtime: str = "auto"):
-        """The frozen backend (``sam.build_backend``) with ``provenance`` = ``reason``."""
-        from brainseg_utils.models.sam.backends import build_backend
-
+        """The frozen backend (``backends.build_backend``) with ``provenance`` = ``reason``."""
         backend = build_backend(self.backend, self.checkpoint or None, runtime=runtime)
         backend.provenance = self.reason
         return backend
@@ -403,8 +319,6 @@ def backend_for_decoder(
     (``meta.checkpoint_sha256``); the weights found must match it. The backend's ``provenance`` says
     where its weights came from.
     """
-    from brainseg_utils.models.sam.backends import build_backend
-
     if name not in NEEDS_WEIGHTS:
         own = parse_checkpoint_param(checkpoint).get("") if trained_sha256 and checkpoint else None
         if own and (not Path(own).is_file() or file_sha256(own) != trained_sha256):

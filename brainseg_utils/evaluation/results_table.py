@@ -1,0 +1,114 @@
+"""The results table (``results.md``, the README): how each number is written (CIs, n/a with the reason,
+training data, p-values) and what each model's prompt is called."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
+
+
+def fmt_ci(stats: dict, n: int) -> str:
+    """ "0.900 [0.850, 0.950]", or "0.900 (CI n/a, n = 2)" when n cannot carry a CI."""
+    ci = stats.get("ci95")
+    if ci and None not in ci and np.isfinite(ci[0]):
+        return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{stats['mean']:.3f} (CI n/a, n = {n})"
+
+
+def fmt_fp(fp: dict) -> str:
+    return "n/a (oracle)" if fp.get("value") is None else f"{fp['value']:.3f}"
+
+
+def fmt_data(data: dict | None) -> str:
+    """ "518 / 64 slices, 11 cases" (train / val slices, training cases)."""
+    d = data or {}
+    if d.get("train_slices") is None:
+        return "unknown"
+    if d["train_slices"] == 0:
+        return "pretrained only"
+    return f"{d['train_slices']} / {d['val_slices']} slices, {d['train_cases']} cases"
+
+
+def fmt_p(test: dict | None) -> str:
+    if not test:
+        return ""
+    if test.get("p_value") is None:
+        return f"n/a (n = {test['n']}; min attainable p {test['min_attainable_p']:.3g})"
+    return f"{test['p_value']:.3g} (min attainable {test['min_attainable_p']:.3g})"
+
+
+def results_markdown(metrics: dict) -> str:
+    ds = metrics["dataset"]
+    label = (
+        "SYNTHETIC data (not BraTS): these numbers say nothing about real scans"
+        if ds["name"] == "synthetic"
+        else "BraTS 2020 training data (held-out test split)"
+    )
+    n = ds["n_test_cases"]
+    n_tests = max((t["n_tests"] for t in metrics["statistics"].values()), default=0)
+    stats_line = (
+        f"95% CIs (bootstrap over patients) and Wilcoxon p-values need >= {MIN_PATIENTS_FOR_STATS} test "
+        f"patients; with {n} they are n/a."
+        if n < MIN_PATIENTS_FOR_STATS
+        else "Dice: mean [bootstrap 95% CI over patients]."
+    )
+    lines = [
+        f"# Results: {label}",
+        "",
+        f"Dataset: **{ds['name']}**, {n} test patients, split sha256 `{ds['split_sha256'][:16]}…`.",
+        "Per-patient 3-D metrics (headline), per-slice Dice on tumour slices and on all brain slices, "
+        "false-positive rate on tumour-free slices, batch-1 end-to-end latency, and what each model learnt from "
+        "(train / val slices, training cases).",
+        stats_line,
+        f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
+        "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).",
+        "",
+        "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm | "
+        "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics["models"].items():
+        pc, lat = m["per_case"], m["latency_ms"]
+        lines.append(
+            f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
+            f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
+            f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
+            f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
+            f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
+            f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
+            f"{fmt_p(metrics['statistics'].get(name))} |"
+        )
+    prov = metrics.get("provenance", {})
+    backends = metrics.get("sam_backends") or {}
+    if backends:
+        lines += ["", "SAM backends (which weights ran and why):"]
+        lines += [f"- {b}: {v.get('why') or 'sha256 ' + str(v.get('checkpoint_sha256'))}" for b, v in backends.items()]
+    lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]
+    lines += [
+        "- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
+        "unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
+        f"- latency: {metrics['latency_protocol']}",
+        f"- produced by `{prov.get('command', '?')}` at commit `{prov.get('commit', '?')}`"
+        + (" (with uncommitted changes)" if prov.get("dirty") else ""),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+PROMPT_LABEL = {
+    "unet": "-",
+    "none": "none",
+    "box": "oracle GT box",
+    "unet_box": "U-Net box",
+    "box_zeroshot": "oracle GT box, zero-shot (not fine-tuned)",
+}
+
+
+def prompt_of(name: str) -> str:
+    if name == "unet":
+        return PROMPT_LABEL["unet"]
+    for suffix in ("unet_box", "box_zeroshot", "none", "box"):
+        if name.endswith(f"_{suffix}"):
+            return PROMPT_LABEL[suffix]
+    raise ValueError(f"unknown model name {name!r}")
