@@ -11,7 +11,7 @@ fails when a notebook's copy is stale.
 from __future__ import annotations
 
 # The repository the bootstrap cell clones: the ONE place that names it (README's badges use the same URL;
-# tests/test_hosted.py checks). PLACEHOLDER: the project has no public remote yet. Users of a fork or a
+# tests/test_hosted_install.py checks). PLACEHOLDER: the project has no public remote yet. Users of a fork or a
 # mirror override it without editing anything: `%env BRAINSEG_REPO=https://github.com/<you>/brainseg.git`.
 REPO_URL = "https://github.com/brainseg-project/brainseg.git"
 

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256
+from brainseg_utils.runtime.openvino_core import shared_core
 
 RUNTIMES = ("auto", "pytorch", "openvino")
 IR_FORMAT = 1  # bump when what is stored next to the IR changes
@@ -232,7 +233,7 @@ class OpenVinoRuntime:
         self.path: Path | None = None
         self.converted = False
         self.convert_seconds = 0.0
-        core = ov.Core()
+        core = shared_core()  # never one Core per model: see openvino_core
         if cacheable:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             self.path = root / "openvino" / f"{label}-{canonical_sha256(self.key)[:16]}"

@@ -60,6 +60,9 @@ def file_name(kind: str, official: dict | None = None) -> str:
     return MEDSAM_FILE if kind == "medsam" else expected_file(kind, official).name
 
 
+_VIT_B_SHAPES: dict[str, tuple[int, ...]] | None = None
+
+
 def vit_b_shapes() -> dict[str, tuple[int, ...]]:
     """Key -> shape of a SAM ViT-B state dict (built on the meta device: no memory, ~0.1 s)."""
     global _VIT_B_SHAPES

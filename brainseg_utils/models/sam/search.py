@@ -84,4 +84,3 @@ def walk(roots: list[SearchRoot], names: set[str], sizes: set[int] = frozenset()
 
 
 # ----------------------------------------------------------------------------- checking
-_VIT_B_SHAPES: dict[str, tuple[int, ...]] | None = None
