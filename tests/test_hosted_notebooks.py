@@ -4,9 +4,9 @@ Fake Colab: ``COLAB_RELEASE_TAG``, a ``google.colab`` stub package whose ``drive
 and a temporary /content-like root (``BRAINSEG_COLAB_ROOT``). Fake Kaggle: conftest.KAGGLE_ENV (Colab's
 variable included, as on Kaggle) and a temporary /kaggle-like root (``BRAINSEG_KAGGLE_ROOT``) whose ``input/``
 holds BraTS in Kaggle's current layout (``datasets/<owner>/<slug>/``) and must never be written to. The
-project is cloned by the notebooks' own bootstrap cell from a snapshot of this checkout (``BRAINSEG_REPO=file://...``); installing goes through ``scripts/install_hosted.py``
-with a fake pip that only records what it was asked. Notebooks 02 and 04 then run alone, each from a fresh
-folder, through papermill.
+project is cloned by the notebooks' own bootstrap cell from a snapshot of this checkout
+(``BRAINSEG_REPO=file://...``); installing goes through ``scripts/install_hosted.py`` with a fake pip that
+only records what it was asked. Notebooks 02 and 04 then run alone, each from a fresh folder, through papermill.
 """
 
 from __future__ import annotations
