@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from brainseg_utils.config import DataConfig, DemoConfig, EvalConfig, RunConfig, SamConfig, TrainConfig, UNetConfig
+from brainseg_utils.runtime import env
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -167,7 +168,8 @@ def notebook_configs(notebook: str, namespace: dict) -> SimpleNamespace:
     """The validated configs of ``notebook`` from its parameters, read from ``namespace`` (a notebook passes
     ``globals()``: its parameters cell plus papermill's overrides). Returns e.g. ``.run``, ``.train``, ``.unet``.
 
-    Every parameter of the notebook must be defined (a missing one means the parameters cell was not run)."""
+    Every parameter of the notebook must be defined (a missing one means the parameters cell was not run).
+    A GPU this torch build cannot run (``env.check_gpu_supported``) stops it here unless DEVICE is "cpu"."""
     if notebook not in NOTEBOOKS:
         raise KeyError(f"unknown notebook {notebook!r}; options: {sorted(NOTEBOOKS)}")
     nb = NOTEBOOKS[notebook]
@@ -177,6 +179,8 @@ def notebook_configs(notebook: str, namespace: dict) -> SimpleNamespace:
     out = {}
     for b in nb.builders:
         out[b.attr] = b.build(**{n: namespace[n] for n in nb.params if n in b.names})
+    if "DEVICE" in nb.params and str(namespace["DEVICE"]) != "cpu":
+        env.check_gpu_supported()  # an unsupported GPU stops here, before any data work, with what to pick
     return SimpleNamespace(**out)
 
 

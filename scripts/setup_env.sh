@@ -23,7 +23,7 @@ if ! "$_base_python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 
 _hosted=0  # Colab / Kaggle: GPU platforms that bring their own stack; the CPU extras are not forced there
-[[ -n "${COLAB_RELEASE_TAG:-}" || -n "${KAGGLE_KERNEL_RUN_TYPE:-}" ]] && _hosted=1
+[[ -n "${COLAB_RELEASE_TAG:-}" || -n "${KAGGLE_KERNEL_RUN_TYPE:-}" || -n "${KAGGLE_URL_BASE:-}" ]] && _hosted=1
 if (( _hosted )) || [[ "${BRAINSEG_NO_VENV:-0}" == "1" ]]; then
     PY="$_base_python"
     _editable=()
@@ -40,7 +40,7 @@ export PY
 
 # Stamp = hash of everything that decides what gets installed; skip pip when unchanged.
 _files=("$_root/requirements.txt" "$_root/pyproject.toml")
-(( _dev )) && _files+=("$_root/requirements-dev.txt")
+(( _dev )) && _files+=("$_root/requirements-dev.txt" "$_root/tests/colab-build-tools.txt")
 (( _hosted )) || _files+=("$_root/requirements-cpu.txt")  # OpenVINO encoder runtime (local CPU runs)
 _stamp_file="$("$PY" -c 'import sys; print(sys.prefix)')/.brainseg-setup-$(( _dev ))"
 _stamp="$(cat "${_files[@]}" | sha256sum | cut -c1-16)-$("$PY" -c 'import sys; print(sys.version.split()[0])')"
@@ -62,6 +62,10 @@ else
     fi
     "$PY" -c 'import brainseg_utils, torch, papermill' || {
         echo "error: installation failed (see pip output above)" >&2; return 1 2>/dev/null || exit 1; }
+    if (( _dev )); then  # wheels of Colab's pip and setuptools, for the offline hosted-build test
+        "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$("$PY" -c 'import sys; print(sys.prefix)')/colab-build-tools" \
+            -r "$_root/tests/colab-build-tools.txt" 2>&1 | grep -vE "is ignored: it is neither" || true
+    fi
     # A kernel for papermill that runs this same interpreter (not whatever "python3" points at).
     "$PY" -m ipykernel install --sys-prefix --name brainseg --display-name "Python (brainseg)" >/dev/null
     echo "$_stamp" > "$_stamp_file"

@@ -60,6 +60,8 @@ def tiny_cache(synth_root, tmp_path_factory):
 HOSTED_VARS = (
     "COLAB_RELEASE_TAG",
     "KAGGLE_KERNEL_RUN_TYPE",
+    "KAGGLE_URL_BASE",
+    "KAGGLE_DATA_PROXY_URL",
     "BRAINSEG_COLAB_ROOT",
     "BRAINSEG_DRIVE",
     "BRAINSEG_KAGGLE_ROOT",
@@ -97,9 +99,22 @@ def colab(clean, tmp_path):
     return tmp_path / "content"
 
 
+# A Kaggle notebook's environment as published, not as our code expects it: Kaggle's image is built FROM Colab's
+# runtime image (Kaggle/docker-python Dockerfile.tmpl), so COLAB_RELEASE_TAG is set there too (the reason
+# Kaggle/kagglehub PR #230, 2025-02-25, stopped using it to detect Colab); KAGGLE_KERNEL_RUN_TYPE and
+# KAGGLE_URL_BASE are what kagglehub and Gradio read (kagglehub src/kagglehub/env.py).
+KAGGLE_ENV = {
+    "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
+    "KAGGLE_URL_BASE": "https://www.kaggle.com",
+    "KAGGLE_DATA_PROXY_URL": "https://dp.kaggle.net",
+    "COLAB_RELEASE_TAG": "release-colab-external_20260512-060046_RC00",
+}
+
+
 @pytest.fixture
 def kaggle(clean, tmp_path):
-    clean.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    for var, value in KAGGLE_ENV.items():
+        clean.setenv(var, value)
     clean.setenv("BRAINSEG_KAGGLE_ROOT", str(tmp_path / "kaggle"))
     for sub in ("input", "working", "temp"):
         (tmp_path / "kaggle" / sub).mkdir(parents=True)

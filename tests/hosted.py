@@ -8,6 +8,24 @@ import sys
 from pathlib import Path
 
 TRAINING = "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"  # inside the Kaggle dataset
+KAGGLE_ONLY = ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE", "KAGGLE_DATA_PROXY_URL", "BRAINSEG_KAGGLE_ROOT")
+
+
+def on_colab(mp) -> None:
+    """Turn a test that has both the ``colab`` and ``kaggle`` fixtures into Colab (no Kaggle variable, no
+    /kaggle tree; Colab's own COLAB_RELEASE_TAG stays)."""
+    for var in KAGGLE_ONLY:
+        mp.delenv(var, raising=False)
+    mp.setenv("COLAB_RELEASE_TAG", "release-colab_20261101-060000_RC00")
+
+
+def on_kaggle(mp, kaggle_root: Path) -> None:
+    """Back to the simulated Kaggle (conftest.KAGGLE_ENV: COLAB_RELEASE_TAG is set there too)."""
+    from conftest import KAGGLE_ENV
+
+    for var, value in KAGGLE_ENV.items():
+        mp.setenv(var, value)
+    mp.setenv("BRAINSEG_KAGGLE_ROOT", str(kaggle_root))
 
 
 def real_layout(synth: Path, dst: Path) -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+from conftest import KAGGLE_ENV  # tests/ is on the path (pytest's rootdir conftest)
+
 from brainseg_utils.runtime import env
 
 REPO = env.Path(env.__file__).resolve().parents[2]  # this checkout
@@ -17,6 +20,7 @@ def test_local(plain):
 
 def test_kaggle(plain):
     plain.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    plain.setenv("COLAB_RELEASE_TAG", KAGGLE_ENV["COLAB_RELEASE_TAG"])  # Kaggle's image is built from Colab's
     assert env.platform() == "kaggle" and env.hosted()
     # the clone lives in the working dir, its outputs/ beside it; /kaggle/input is read-only
     assert env.default_output_root() == "/kaggle/working/brainseg/outputs"
@@ -55,8 +59,60 @@ def test_colab_by_variable_or_module(plain):
     plain.delenv("COLAB_RELEASE_TAG")
     plain.setitem(sys.modules, "google.colab", object())
     assert env.platform() == "colab"
-    plain.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")  # Colab is checked first
+
+
+def test_kaggle_is_not_colab_although_it_carries_colabs_variable(plain, tmp_path):
+    """Kaggle's image is built FROM Colab's runtime image, so COLAB_RELEASE_TAG is set on Kaggle (kagglehub
+    PR #230 stopped using it for that reason): any Kaggle marker wins over it."""
+    for var, value in KAGGLE_ENV.items():
+        plain.setenv(var, value)
+    assert env.platform() == "kaggle"
+    for marker in env.KAGGLE_MARKERS:  # each marker alone is enough
+        for other in env.KAGGLE_MARKERS:
+            plain.delenv(other, raising=False)
+        plain.setenv(marker, KAGGLE_ENV[marker])
+        assert env.platform() == "kaggle", marker
+    for other in env.KAGGLE_MARKERS:
+        plain.delenv(other, raising=False)
     assert env.platform() == "colab"
+    (tmp_path / "input").mkdir()  # no variable at all, but Kaggle's input tree (a script, a custom image)
+    plain.setenv("BRAINSEG_KAGGLE_ROOT", str(tmp_path))
+    assert env.platform() == "kaggle"
+
+
+def test_arch_list_decides_whether_a_gpu_runs():
+    cu128 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]  # no sm_60
+    assert not env.arch_runs((6, 0), cu128)  # P100
+    assert env.arch_runs((7, 5), cu128) and env.arch_runs((8, 9), cu128)  # T4; L4 runs sm_86 cubins
+    assert env.arch_runs((6, 1), ["sm_60"]) and not env.arch_runs((7, 0), ["sm_60"])  # cubins stay in a major
+    assert env.arch_runs((7, 0), ["compute_60"]) and not env.arch_runs((5, 2), ["compute_60"])  # PTX: newer only
+    assert env.arch_runs((9, 0), ["sm_90a"])
+
+
+def test_an_unsupported_gpu_stops_with_what_to_pick(plain, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla P100-PCIE-16GB")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_75", "sm_80", "sm_90", "compute_90"])
+    for var, value in KAGGLE_ENV.items():
+        plain.setenv(var, value)
+    with pytest.raises(RuntimeError, match=r"Tesla P100.*capability 6\.0.*GPU T4 x2 \(or GPU T4\).*DEVICE='cpu'"):
+        env.check_gpu_supported()
+    from brainseg_utils.parameters import notebook_configs, parameter_defaults
+    from brainseg_utils.runtime.checkpoints import resolve_device
+
+    with pytest.raises(RuntimeError, match="P100"):
+        resolve_device("auto")
+    defaults = parameter_defaults()
+    with pytest.raises(RuntimeError, match="P100"):  # at the top of notebook 02, before any data work
+        notebook_configs("02_train_unet", dict(defaults))
+    assert notebook_configs("02_train_unet", {**defaults, "DEVICE": "cpu"}).train.device == "cpu"
+    assert notebook_configs("01_eda", dict(defaults)).data is not None  # 01 never uses CUDA
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 5))
+    env.check_gpu_supported()  # a T4 passes
 
 
 def test_device_summary_cpu(monkeypatch):

@@ -4,6 +4,7 @@ go, restoring an attached earlier run (no network)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import sys
@@ -16,11 +17,11 @@ from brainseg_utils.config import DataConfig
 from brainseg_utils.runtime import env
 from brainseg_utils.runtime.paths import RunDir
 from brainseg_utils.workflow import locate as data
-from brainseg_utils.workflow import prepare
+from brainseg_utils.workflow import prepare, restore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from hosted import TRAINING, full_unet_checkpoint, read_only, real_layout, snapshot  # noqa: E402
+from hosted import TRAINING, full_unet_checkpoint, on_colab, on_kaggle, read_only, real_layout, snapshot  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- data discovery (blocker 6)
@@ -28,7 +29,7 @@ def test_colab_without_data_stops_naming_every_place(colab):
     with pytest.raises(data.DataNotFoundError) as err:
         data.locate_dataset(DataConfig())
     msg = str(err.value)
-    assert str(colab / "drive" / "MyDrive") in msg and f"{colab}/ (and 3 levels below)" in msg
+    assert str(colab / "drive" / "MyDrive") in msg and f"{colab}/ (and the folders below it)" in msg
     assert "%env DATA_ROOT=synthetic" in msg and 'DATA_ROOT="synthetic"' in msg
 
 
@@ -43,15 +44,44 @@ def test_synthetic_needs_the_opt_in_on_hosted_but_stays_the_local_default(clean,
 
 def test_brats_found_on_drive_and_in_kaggle_input(clean, colab, kaggle, synth_root):
     drive_copy = real_layout(synth_root, colab / "drive" / "MyDrive" / "BraTS2020" / "MICCAI_BraTS2020_TrainingData")
-    clean.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    on_colab(clean)
     assert data.locate_dataset(DataConfig()) == drive_copy
-    clean.delenv("COLAB_RELEASE_TAG")
-    clean.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    on_kaggle(clean, kaggle)
     with pytest.raises(data.DataNotFoundError, match="awsaf49/brats20-dataset-training-validation"):
         data.locate_dataset(DataConfig())
     ours = real_layout(synth_root, kaggle / "input" / "brats20-dataset-training-validation" / TRAINING)
     shutil.copytree(synth_root, kaggle / "input" / "a-synthetic-copy" / "ds")  # generator-made: never taken for BraTS
     assert data.locate_dataset(DataConfig()) == ours
+
+
+# Kaggle's input layouts (third-party reports, 2026; see docs/hosting.md): the older /kaggle/input/<slug>/ and the
+# current /kaggle/input/datasets/<owner>/<slug>/, notebooks/<user>/<slug>/, models/<owner>/<model>/<fw>/<var>/<ver>/.
+NEW_DATASET = "datasets/awsaf49/brats20-dataset-training-validation"
+OLD_DATASET = "brats20-dataset-training-validation"
+
+
+@pytest.mark.parametrize("layout", [NEW_DATASET, OLD_DATASET])
+def test_brats_in_either_kaggle_input_layout(kaggle, synth_root, layout):
+    ours = real_layout(synth_root, kaggle / "input" / layout / TRAINING)  # 5 levels down in the new layout
+    (kaggle / "input" / "notebooks" / "someone" / "other-notebook" / "a" / "b" / "c").mkdir(parents=True)
+    read_only(kaggle / "input")
+    assert data.locate_dataset(DataConfig()) == ours
+
+
+def test_brats_found_however_deep_the_next_layout_puts_it(kaggle, synth_root):
+    deep = real_layout(synth_root, kaggle / "input" / "a" / "b" / "c" / "d" / "e" / "f" / "cases")
+    assert data.locate_dataset(DataConfig()) == deep
+
+
+def test_kaggle_model_checkpoint_six_levels_down(kaggle):
+    from brainseg_utils.models.sam.search import default_roots, walk
+
+    version = kaggle / "input" / "models" / "someone" / "segment-anything" / "pytorch" / "vit-b" / "1"
+    version.mkdir(parents=True)
+    (version / "sam_vit_b_01ec64.pth").write_bytes(b"not really weights")
+    found = walk(default_roots(home=kaggle / "home"), {"sam_vit_b_01ec64.pth"})
+    assert [p for p, _ in found.candidates] == [version / "sam_vit_b_01ec64.pth"]
+    assert found.looked_in[0].startswith(f"{kaggle / 'input'} (Kaggle inputs, depth <= ")
 
 
 def test_profile_from_data_and_device(clean):
@@ -85,22 +115,21 @@ def test_missing_unet_names_what_to_run_or_attach(kaggle, tiny_cache):
     with pytest.raises(
         FileNotFoundError,
         match="02_train_unet.ipynb first; run the notebook that trains it, or "
-        r"attach a previous run's output that holds unet/best.pt \(Add data",
+        r"attach a previous run's output that holds unet/best.pt \(Add Input",
     ):
         load_models(run, tiny_cache[1]["sha256"])
 
 
 # ----------------------------------------------------------------------------- where outputs go (1, 4, 5)
 def test_run_folder_per_platform(clean, colab, kaggle):
-    clean.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    on_colab(clean)
     run = RunDir.for_platform("outputs")
     assert run.root == ROOT / "outputs" and run.cache is None  # Colab without Drive: the clone's outputs/
     (colab / "drive" / "MyDrive").mkdir(parents=True)
     run = RunDir.for_platform("outputs")
     assert run.root == colab / "drive" / "MyDrive" / "brainseg" / "outputs"
     assert run.slices.is_relative_to(colab / "brainseg-cache")  # the cache stays on the VM's disk
-    clean.delenv("COLAB_RELEASE_TAG")
-    clean.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    on_kaggle(clean, kaggle)
     run = RunDir.for_platform("outputs")
     assert run.root == kaggle / "working" / "brainseg" / "outputs"
     assert run.slices.is_relative_to(kaggle / "temp") and run.sam_embeddings.is_relative_to(kaggle / "temp")
@@ -109,20 +138,29 @@ def test_run_folder_per_platform(clean, colab, kaggle):
     assert RunDir.for_platform(str(kaggle / "x")).root == kaggle / "x"  # absolute: as given (run_all.sh)
 
 
+def attach_run(where: Path, split: dict, files: dict[str, bytes], mtime: float) -> Path:
+    """An earlier notebook version's output attached as input: ``where`` is its run folder."""
+    for rel, content in {"data/splits.json": json.dumps(split).encode(), **files}.items():
+        (where / rel).parent.mkdir(parents=True, exist_ok=True)
+        (where / rel).write_bytes(content)
+        os.utime(where / rel, (mtime, mtime))
+    return where
+
+
 def test_restore_previous_run_reads_the_input_tree_only(kaggle, tiny_cache):
     _, split = tiny_cache
-    prev = kaggle / "input" / "my-brainseg-run" / "brainseg" / "outputs"
-    (prev / "data").mkdir(parents=True)
-    (prev / "unet").mkdir()
-    (prev / "data" / "splits.json").write_text(json.dumps(split))
-    (prev / "unet" / "best.pt").write_bytes(b"weights")
-    (prev / "data" / "slices").mkdir()
-    (prev / "data" / "slices" / "images.f16").write_bytes(b"cache")  # caches are never copied
+    prev = attach_run(
+        kaggle / "input" / "my-brainseg-run" / "brainseg" / "outputs",
+        split,
+        {"unet/best.pt": b"weights", "data/slices/images.f16": b"cache"},  # caches are never copied
+        1e9,
+    )
     read_only(kaggle / "input")
     before = snapshot(kaggle / "input")
     run = RunDir.for_platform()
-    copied = prepare.restore_previous(run)
-    assert sorted(p.relative_to(run.root).as_posix() for p in copied) == ["data/splits.json", "unet/best.pt"]
+    copied = restore.restore_previous(run)
+    assert sorted(c.path.relative_to(run.root).as_posix() for c in copied) == ["data/splits.json", "unet/best.pt"]
+    assert {c.source for c in copied} == {prev}
     assert (run.unet_best.stat().st_mode & stat.S_IWUSR) and not (run.root / "data" / "slices").exists()
     assert snapshot(kaggle / "input") == before
     other = RunDir(kaggle / "working" / "other")  # a run with another split takes nothing from it
@@ -130,7 +168,32 @@ def test_restore_previous_run_reads_the_input_tree_only(kaggle, tiny_cache):
 
     swapped = {**split, "train": split["val"], "val": split["train"]}
     other.splits.write_text(json.dumps({**swapped, "sha256": split_sha256(swapped)}))
-    assert prepare.restore_previous(other) == []
+    assert restore.restore_previous(other) == []
+
+
+def test_every_attached_run_is_restored_newest_file_wins(kaggle, tiny_cache, capsys):
+    """Three notebook outputs attached in the current layout (01's data, 02's U-Net, 03's decoders) plus one
+    in the older layout with an older U-Net and one on another split: 04 gets everything, newest first."""
+    from brainseg_utils.data.slices import split_sha256
+
+    _, split = tiny_cache
+    nb = kaggle / "input" / "notebooks" / "me"
+    data_run = attach_run(nb / "brainseg-01-eda" / "brainseg" / "outputs", split, {"data/dataset.json": b"{}"}, 1e9)
+    unet_run = attach_run(nb / "brainseg-02-unet" / "brainseg" / "outputs", split, {"unet/best.pt": b"new"}, 3e9)
+    sam_run = attach_run(nb / "brainseg-03-sam" / "outputs", split, {"sam/sam_box/best.pt": b"decoder"}, 2e9)
+    attach_run(kaggle / "input" / "old-version" / "brainseg" / "outputs", split, {"unet/best.pt": b"old"}, 2e9)
+    swapped = {**split, "train": split["val"], "val": split["train"]}
+    swapped["sha256"] = split_sha256(swapped)
+    attach_run(nb / "other-split" / "brainseg" / "outputs", swapped, {"unet/best.pt": b"wrong split"}, 4e9)
+    read_only(kaggle / "input")
+    assert len(restore.previous_outputs()) == 5
+    run = RunDir.for_platform()
+    copied = {c.path.relative_to(run.root).as_posix(): c.source for c in restore.restore_previous(run)}
+    assert copied["data/dataset.json"] == data_run and copied["sam/sam_box/best.pt"] == sam_run
+    assert copied["unet/best.pt"] == unet_run and run.unet_best.read_bytes() == b"new"
+    assert copied["data/splits.json"] in {data_run, unet_run, sam_run}
+    out = capsys.readouterr().out
+    assert "from 4 attached earlier run(s)" in out and "unet/best.pt" in out and str(unet_run) in out
 
 
 def test_free_space_check_is_aware_of_the_kaggle_cap(kaggle, monkeypatch):

@@ -1,12 +1,12 @@
 """Notebooks 02 and 04 run alone on a simulated fresh Colab / Kaggle VM (slow: papermill in subprocesses).
 
 Fake Colab: ``COLAB_RELEASE_TAG``, a ``google.colab`` stub package whose ``drive.mount`` creates ``MyDrive``,
-and a temporary /content-like root (``BRAINSEG_COLAB_ROOT``). Fake Kaggle: ``KAGGLE_KERNEL_RUN_TYPE``, a
-temporary /kaggle-like root (``BRAINSEG_KAGGLE_ROOT``) whose ``input/`` holds BraTS in the real dataset's
-layout and must never be written to. The project is cloned by the notebooks' own bootstrap cell from a
-snapshot of this checkout (``BRAINSEG_REPO=file://...``); installing goes through ``scripts/install_hosted.py``
-with a fake pip that only records what it was asked. Notebooks 02 and 04 then run alone, each from a fresh
-folder, through papermill.
+and a temporary /content-like root (``BRAINSEG_COLAB_ROOT``). Fake Kaggle: conftest.KAGGLE_ENV (Colab's
+variable included, as on Kaggle) and a temporary /kaggle-like root (``BRAINSEG_KAGGLE_ROOT``) whose ``input/``
+holds BraTS in Kaggle's current layout (``datasets/<owner>/<slug>/``) and must never be written to. The
+project is cloned by the notebooks' own bootstrap cell from a snapshot of this checkout
+(``BRAINSEG_REPO=file://...``); installing goes through ``scripts/install_hosted.py`` with a fake pip that
+only records what it was asked. Notebooks 02 and 04 then run alone, each from a fresh folder, through papermill.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from conftest import HOSTED_VARS  # noqa: E402  (the variables the `plain` fixture clears)
+from conftest import HOSTED_VARS, KAGGLE_ENV  # noqa: E402  (HOSTED_VARS: what the `plain` fixture clears)
 from hosted import TRAINING, fake_pip, read_only, real_layout, snapshot  # noqa: E402
 
 # ----------------------------------------------------------------------------- notebooks 02 and 04 alone
@@ -140,16 +140,17 @@ def test_kaggle_notebooks_02_and_04_alone(hosted_sim, tmp_path, synth_root, kern
 
     def vm(name: str, attach_previous: Path | None = None) -> Path:
         k = tmp_path / name / "kaggle"
-        real_layout(synth_root, k / "input" / "brats20-dataset-training-validation" / TRAINING)
+        # Kaggle's current input layout: datasets/<owner>/<slug>/, notebooks/<user>/<slug>/ (docs/hosting.md)
+        real_layout(synth_root, k / "input" / "datasets" / "awsaf49" / "brats20-dataset-training-validation" / TRAINING)
         if attach_previous is not None:
-            shutil.copytree(attach_previous, k / "input" / "brainseg-run-1" / "brainseg" / "outputs")
+            shutil.copytree(attach_previous, k / "input" / "notebooks" / "me" / "brainseg-02" / "brainseg" / "outputs")
         (k / "working").mkdir()
         (k / "temp").mkdir()
         read_only(k / "input")
         return k
 
     k1 = vm("vm1")
-    kaggle = {"KAGGLE_KERNEL_RUN_TYPE": "Interactive", "BRAINSEG_KAGGLE_ROOT": str(k1)}
+    kaggle = {**KAGGLE_ENV, "BRAINSEG_KAGGLE_ROOT": str(k1)}  # COLAB_RELEASE_TAG is set on Kaggle too
     before = snapshot(k1 / "input")
     res = papermill(sim, "02_train_unet", k1 / "working", kaggle, UNET)
     assert res.returncode == 0, res.stderr[-3000:]

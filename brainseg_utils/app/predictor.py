@@ -15,7 +15,7 @@ from brainseg_utils.models.sam.prompts import PROMPTS, mask_to_box
 from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device
 from brainseg_utils.runtime.env import missing_hint
 from brainseg_utils.runtime.paths import RunDir
-from brainseg_utils.workflow.prepare import restore_previous
+from brainseg_utils.workflow.restore import restore_previous
 
 
 class Predictor:

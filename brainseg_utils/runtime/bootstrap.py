@@ -10,10 +10,34 @@ fails when a notebook's copy is stale.
 
 from __future__ import annotations
 
-# The repository the bootstrap cell clones: the ONE place that names it (README's badges use the same URL;
-# tests/test_hosted_install.py checks). PLACEHOLDER: the project has no public remote yet. Users of a fork or a
-# mirror override it without editing anything: `%env BRAINSEG_REPO=https://github.com/<you>/brainseg.git`.
+# The repository the bootstrap cell clones: the ONE place that names it. A fork changes this line and runs
+# `python -m brainseg_utils.workflow.generate`, which rewrites the bootstrap cell of every notebook and the
+# README's Colab/Kaggle badges from it (tests/test_hosted_install.py checks there is no other copy).
+# PLACEHOLDER: the project has no public remote yet. Users of a fork or a mirror can also override it without
+# editing anything: `%env BRAINSEG_REPO=https://github.com/<you>/brainseg.git` before the bootstrap cell.
 REPO_URL = "https://github.com/brainseg-project/brainseg.git"
+BADGE_BRANCH = "main"  # the branch the README's "Open in Colab / Kaggle" badges open
+
+
+def repo_slug(url: str = REPO_URL) -> str:
+    """ "owner/name" of a GitHub URL (https or git@, with or without .git)."""
+    tail = url.rstrip("/").removesuffix(".git").replace("git@github.com:", "https://github.com/")
+    parts = tail.split("/")
+    if len(parts) < 2 or "github.com" not in tail:
+        raise ValueError(f"REPO_URL {url!r} is not a GitHub repository URL (https://github.com/<owner>/<name>.git)")
+    return "/".join(parts[-2:])
+
+
+def badges(notebook: str, url: str = REPO_URL, branch: str = BADGE_BRANCH) -> str:
+    """The README's "Open in Colab" and "Open in Kaggle" badges of ``notebooks/<notebook>.ipynb``."""
+    path = f"{repo_slug(url)}/blob/{branch}/notebooks/{notebook}.ipynb"
+    colab = f"https://colab.research.google.com/github/{path}"
+    kaggle = f"https://kaggle.com/kernels/welcome?src=https://github.com/{path}"
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}) "
+        f"[![Open In Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)]({kaggle})"
+    )
+
 
 CELL = f"""\
 # Bootstrap: on Colab / Kaggle, clone the project and install only what the platform lacks (never its
@@ -26,12 +50,15 @@ import sys
 from pathlib import Path
 
 REPO = os.environ.get("BRAINSEG_REPO") or "{REPO_URL}"  # placeholder: README
-colab = "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-kaggle = not colab and "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+# Kaggle first: its image is built from Colab's, so COLAB_RELEASE_TAG is set on Kaggle too
+kaggle_root = Path(os.environ.get("BRAINSEG_KAGGLE_ROOT") or "/kaggle")
+kaggle_vars = ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE")
+kaggle = any(os.environ.get(v) for v in kaggle_vars) or (kaggle_root / "input").is_dir()
+colab = not kaggle and ("google.colab" in sys.modules or bool(os.environ.get("COLAB_RELEASE_TAG")))
 if colab or kaggle:
     top = Path(os.environ.get("BRAINSEG_COLAB_ROOT") or "/content") if colab else None
-    home = Path(os.environ.get("BRAINSEG_HOME") or (top / "brainseg" if colab else
-                Path(os.environ.get("BRAINSEG_KAGGLE_ROOT") or "/kaggle") / "working" / "brainseg"))
+    home = top / "brainseg" if colab else kaggle_root / "working" / "brainseg"
+    home = Path(os.environ.get("BRAINSEG_HOME") or home)
     drive = Path(os.environ.get("BRAINSEG_DRIVE") or (top / "drive" / "MyDrive" if colab else "."))
     if colab and not drive.is_dir() and os.environ.get("BRAINSEG_MOUNT_DRIVE", "1") == "1":
         try:  # outputs persist on Drive (MyDrive/brainseg/outputs); %env BRAINSEG_MOUNT_DRIVE=0 skips this

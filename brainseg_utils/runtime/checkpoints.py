@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from brainseg_utils.runtime import env
 from brainseg_utils.runtime.io import atomic_write
 from brainseg_utils.runtime.slim import load_slim, save_slim
 
@@ -32,12 +33,13 @@ CHECKPOINT_FORMAT = 1
 
 # ----------------------------------------------------------------------------- devices and AMP
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; an explicit cuda device without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    """``"auto"`` -> cuda if available else cpu; an explicit cuda device without CUDA is an error, and so is
+    a GPU this torch build has no kernels for (``env.check_gpu_supported``: e.g. a P100 with CUDA 12.8 wheels)."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='cpu' or 'auto'")
+    if dev.type == "cuda":
+        env.check_gpu_supported()
     return dev
 
 

@@ -17,12 +17,18 @@ from pathlib import Path
 KAGGLE_OUTPUT_CAP_BYTES = 20 * 1024**3  # Kaggle keeps at most 20 GB of /kaggle/working per notebook version
 
 
+KAGGLE_MARKERS = ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_URL_BASE")  # set in Kaggle notebooks and scripts
+
+
 def platform() -> str:
-    """ "colab", "kaggle" or "local"."""
-    if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
-        return "colab"
-    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+    """ "kaggle", "colab" or "local". Kaggle is tested first: its image is built from Colab's runtime image,
+    so ``COLAB_RELEASE_TAG`` is set on Kaggle too (Kaggle's kagglehub stopped reading it for that reason).
+    Kaggle: one of ``KAGGLE_MARKERS`` set, or an /kaggle/input folder. Colab: ``google.colab`` imported (a
+    Colab kernel) or ``COLAB_RELEASE_TAG`` (also seen by the kernels papermill starts there) without Kaggle."""
+    if any(os.environ.get(v) for v in KAGGLE_MARKERS) or (kaggle_root() / "input").is_dir():
         return "kaggle"
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+        return "colab"
     return "local"
 
 
@@ -123,8 +129,8 @@ def missing_hint(what: str) -> str:
     if where == "kaggle":
         return (
             f"run the notebook that trains it, or attach a previous run's output that holds {what} "
-            f"(Add data > your notebook's output; searched {kaggle_root() / 'input'}/*/outputs and "
-            f"*/brainseg/outputs)"
+            f"(Add Input > your notebook's output; every run folder holding data/splits.json under "
+            f"{kaggle_root() / 'input'} is used, one per notebook is fine)"
         )
     if where == "colab":
         return (
@@ -155,6 +161,51 @@ def cuda_device() -> tuple[str, tuple[int, int]] | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0))
+
+
+def arch_runs(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """True when a torch build compiled for ``arch_list`` (``torch.cuda.get_arch_list()``, e.g. ["sm_75",
+    "sm_80", "compute_90"]) has kernels for a GPU of ``capability``: a cubin ``sm_XY`` runs on the same major
+    version with an equal or newer minor; PTX ``compute_XY`` is compiled at load time for any newer GPU."""
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        digits = digits.rstrip("af")  # sm_90a, sm_100f: architecture-specific variants
+        if not digits.isdigit() or len(digits) < 2:
+            continue
+        a_major, a_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and a_major == major and a_minor <= minor:
+            return True
+        if kind == "compute" and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
+def check_gpu_supported() -> None:
+    """Stop early, with what to do, when a CUDA GPU is present that this torch build has no kernels for
+    (Kaggle's P100, compute capability 6.0, with the CUDA 12.8 wheels Kaggle ships: ``is_available()`` is
+    True and the first CUDA operation fails with "no kernel image"). No-op without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    arch_list = list(torch.cuda.get_arch_list())
+    if not arch_list:  # a build that does not report its architectures: nothing to compare
+        return
+    for index in range(torch.cuda.device_count()):
+        cap = tuple(torch.cuda.get_device_capability(index))
+        if arch_runs(cap, arch_list):
+            continue
+        name = torch.cuda.get_device_name(index)
+        pick = {
+            "kaggle": "Kaggle: Settings > Accelerator > GPU T4 x2 (or GPU T4), then restart the session",
+            "colab": "Colab: Runtime > Change runtime type > T4 GPU (or L4 / A100)",
+        }.get(platform(), "use a GPU of compute capability 7.0 or newer, or a torch build for this one")
+        raise RuntimeError(
+            f"GPU {index} ({name}, compute capability {cap[0]}.{cap[1]}) is not supported by this torch "
+            f"{torch.__version__} (built for {', '.join(arch_list)}): its first CUDA operation would fail with "
+            f"'no kernel image is available'. {pick}. To run on the CPU instead: DEVICE='cpu'."
+        )
 
 
 def code_version() -> dict:

@@ -1,24 +1,26 @@
 """Write what is generated from the package into the repository: every notebook's bootstrap cell
-(``runtime.bootstrap.CELL``) and cell tagged ``parameters`` (``parameters.parameters_cell``), and
-``configs/full.yaml`` (``parameters.full_profile_yaml``).
+(``runtime.bootstrap.CELL``) and cell tagged ``parameters`` (``parameters.parameters_cell``),
+``configs/full.yaml`` (``parameters.full_profile_yaml``) and the README's Colab/Kaggle badges
+(``runtime.bootstrap.badges``: from ``REPO_URL``).
 
     python -m brainseg_utils.workflow.generate           # rewrite what is stale, print what changed
     python -m brainseg_utils.workflow.generate --check   # exit 1 naming every stale file (tests run this)
 
 Run it after editing a default or a parameter's comment in ``config.py``, a notebook's parameter list in
-``parameters.py``, or the bootstrap cell.
+``parameters.py``, the bootstrap cell, or ``REPO_URL``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import nbformat
 
 from brainseg_utils import parameters
-from brainseg_utils.runtime.bootstrap import CELL
+from brainseg_utils.runtime.bootstrap import CELL, badges
 from brainseg_utils.runtime.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +66,22 @@ def sync_notebook(path: Path, write: bool = True) -> bool:
     return stale
 
 
+README_ROW = re.compile(r"^(\| `(?P<notebook>\d\d_\w+)` \| .*? \| ).*\|$")
+
+
+def readme_text(text: str) -> str:
+    """README ``text`` with the badge cell of every row of the notebooks table (between the
+    ``<!-- notebooks:start`` and ``<!-- notebooks:end -->`` markers) written from ``REPO_URL``."""
+    start, end = text.find("<!-- notebooks:start"), text.find("<!-- notebooks:end -->")
+    if start < 0 or end < start:
+        raise ValueError("README.md: the notebooks table's markers <!-- notebooks:start ... --> / end are missing")
+    rows = [README_ROW.sub(lambda m: f"{m[1]}{badges(m['notebook'])} |", line) for line in text[start:end].split("\n")]
+    return text[:start] + "\n".join(rows) + text[end:]
+
+
 def sync(root: str | Path = ROOT, write: bool = True) -> list[Path]:
-    """Every generated file under ``root`` (notebooks/*.ipynb, configs/full.yaml) that was stale; with ``write``
-    they are rewritten."""
+    """Every generated file under ``root`` (notebooks/*.ipynb, configs/full.yaml, README.md's badges) that was
+    stale; with ``write`` they are rewritten."""
     root = Path(root)
     stale = [p for p in sorted((root / "notebooks").glob("*.ipynb")) if sync_notebook(p, write)]
     full = root / "configs" / "full.yaml"
@@ -75,6 +90,11 @@ def sync(root: str | Path = ROOT, write: bool = True) -> list[Path]:
         stale.append(full)
         if write:
             atomic_write_text(full, text)
+    readme = root / "README.md"
+    if readme.is_file() and (text := readme_text(old := readme.read_text())) != old:
+        stale.append(readme)
+        if write:
+            atomic_write_text(readme, text)
     return stale
 
 

@@ -13,6 +13,7 @@ run stops naming every place it looked, because a GPU run on synthetic data by a
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from brainseg_utils.config import DataConfig
 from brainseg_utils.data.brats import discover_cases, find_brats_root
 from brainseg_utils.data.synthetic import generate_dataset, is_synthetic
 from brainseg_utils.runtime import env
+from brainseg_utils.runtime.walk import Walk
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +36,45 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def search_places() -> list[Path]:
-    """Folders searched for BraTS on this platform (up to three levels deep): Colab: Drive's My Drive, then
-    /content; Kaggle: /kaggle/input. Locally none (give DATA_ROOT)."""
+    """Folders searched for BraTS on this platform: Colab: Drive's My Drive, /content and kagglehub's
+    download cache (``kagglehub.dataset_download`` puts datasets under ~/.cache/kagglehub); Kaggle:
+    /kaggle/input (both its layouts: ``<slug>/`` and ``datasets/<owner>/<slug>/``). Locally none (give
+    DATA_ROOT)."""
     where = env.platform()
     if where == "colab":
-        return [env.drive_root(), env.colab_root()]
+        return [env.drive_root(), env.colab_root(), Path.home() / ".cache" / "kagglehub"]
     if where == "kaggle":
         return [env.kaggle_root() / "input"]
     return []
 
 
+def _is_case(name: str) -> bool:
+    return fnmatch.fnmatchcase(name, CASE_GLOB)
+
+
+def _case_folders(base: Path) -> list[Path]:
+    """Folders under ``base`` that hold case folders (or are named ``MICCAI_BraTS2020_TrainingData``),
+    shallowest first; the walk never descends into one."""
+    hits = []
+
+    def holds_cases(folder: Path, entries) -> bool:
+        if folder.name == TRAINING_FOLDER or any(_is_case(e.name) and e.is_dir() for e in entries):
+            hits.append(folder)
+            return True
+        return False
+
+    for _ in Walk(base, prune=holds_cases):
+        pass
+    return hits
+
+
 def find_hosted_brats(places: list[Path]) -> Path | None:
-    """The first ``MICCAI_BraTS2020_TrainingData`` folder (or any folder of ``BraTS20_Training_NNN`` cases) at
-    depth <= 3 under ``places``, skipping data our generator wrote. Only lists folders; reads no volume."""
+    """The first folder of ``BraTS20_Training_NNN`` cases (normally ``MICCAI_BraTS2020_TrainingData``) under
+    ``places``, found by a bounded walk at any depth (``runtime.walk``), skipping data our generator wrote.
+    Lists folders only; reads no volume."""
     for base in places:
-        if not base.is_dir():
-            continue
-        hits = []
-        for depth in range(4):
-            hits += sorted(base.glob("/".join(["*"] * depth + [TRAINING_FOLDER])))
-        for depth in range(3):
-            hits += sorted(p.parent for p in base.glob("/".join(["*"] * depth + [CASE_GLOB])))
-        for cand in hits:
-            if cand.is_dir() and not is_synthetic(cand) and discover_cases(cand, max_depth=1):
+        for cand in _case_folders(base):
+            if not is_synthetic(cand) and discover_cases(cand, max_depth=1):
                 return cand
     return None
 
@@ -80,7 +98,7 @@ def locate_dataset(cfg: DataConfig) -> Path | None:
     places = search_places()
     root = find_hosted_brats(places)
     if root is None:
-        where = "\n".join(f"  - {p}/ (and 3 levels below){'' if p.is_dir() else ' (missing)'}" for p in places)
+        where = "\n".join(f"  - {p}/ (and the folders below it){'' if p.is_dir() else ' (missing)'}" for p in places)
         attach = (
             "attach the Kaggle dataset awsaf49/brats20-dataset-training-validation (Add data)"
             if env.platform() == "kaggle"
@@ -88,9 +106,10 @@ def locate_dataset(cfg: DataConfig) -> Path | None:
         )
         raise DataNotFoundError(
             f"no BraTS 2020 training data ({TRAINING_FOLDER}/ or {CASE_GLOB.replace('[0-9]', 'N')} folders) found on "
-            f"{env.platform()}; searched:\n{where}\nEither {attach}, or set DATA_ROOT to the folder, or opt in to "
-            f'the synthetic stand-in data: DATA_ROOT="synthetic" in notebook 01, or in any notebook a cell '
-            f"`%env DATA_ROOT=synthetic` before the parameters."
+            f"{env.platform()}; searched:\n{where}\nEither {attach}, or name the folder (notebook 01: the parameter "
+            f'DATA_ROOT="/path/to/{TRAINING_FOLDER}"; any notebook: a cell `%env DATA_ROOT=/path/to/{TRAINING_FOLDER}` '
+            f'before the parameters), or opt in to the synthetic stand-in data: DATA_ROOT="synthetic" in notebook '
+            f"01, or in any notebook a cell `%env DATA_ROOT=synthetic` before the parameters."
         )
     return root
 

@@ -2,8 +2,8 @@
 
 Owns ``prepare_run_data`` (notebook 01's data steps without its figures: find the data, audit, slice cache,
 split written once, ``data/dataset.json``), ``ensure_run_data`` (what notebooks 02-04 call through
-``open_run_data(run, build_missing=True)``), ``restore_previous`` (Kaggle: a previous run's outputs
-attached as input) and ``profile_params`` (the data parameters of a profile).
+``open_run_data(run, build_missing=True)``; it first restores attached earlier runs: ``workflow.restore``)
+and ``profile_params`` (the data parameters of a profile).
 
 Expensive prerequisites (trained checkpoints) are never rebuilt here: they are found in the run folder
 (Drive on Colab, the working dir on Kaggle) or in an attached previous run, else the notebook that needs
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +21,12 @@ from brainseg_utils.config import DataConfig
 from brainseg_utils.data import brats, slices, validate
 from brainseg_utils.data.slices import SliceCache, load_split
 from brainseg_utils.parameters import load_profile
-from brainseg_utils.runtime import env
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json
 from brainseg_utils.runtime.paths import RunDir
 from brainseg_utils.workflow.locate import choose_profile, locate_dataset, resolve_dataset
+from brainseg_utils.workflow.restore import restore_previous
 
 log = logging.getLogger(__name__)
-
-# What a previous run contributes (never its caches): relative to its outputs/ folder.
-RESTORED = ("data/splits.json", "data/dataset.json", "data/audit.csv", "unet/*", "sam/summary.csv", "sam/sam_*/*")
 
 
 def data_params(cfg: DataConfig) -> dict:
@@ -125,46 +120,6 @@ def dataset_info(name, root, good, skipped, n_unlabelled: int, split: dict, cfg:
         "split_sha256": split["sha256"],
         "params": data_params(cfg),
     }
-
-
-def previous_outputs() -> list[Path]:
-    """Outputs of earlier runs attached as Kaggle input (read-only): /kaggle/input/*/outputs and
-    /kaggle/input/*/brainseg/outputs (a notebook's output keeps the working dir's layout), sorted."""
-    if env.platform() != "kaggle":
-        return []
-    base = env.kaggle_root() / "input"
-    found = [*base.glob("*/outputs"), *base.glob("*/brainseg/outputs")]
-    return sorted(p for p in found if (p / "data" / "splits.json").is_file())
-
-
-def restore_previous(run: RunDir) -> list[Path]:
-    """Copy what an attached previous run holds and ``run`` lacks (split, dataset info, checkpoints, histories;
-    never caches) into ``run``. Only a previous run with the same split as ``run`` (or any, when ``run`` has
-    none yet) is used. Reads the input tree only. Returns the files copied."""
-    mine = load_split(run.splits)["sha256"] if run.splits.exists() else None
-    for prev in previous_outputs():
-        try:
-            theirs = load_split(prev / "data" / "splits.json")["sha256"]
-        except (ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("ignoring %s: %s", prev, exc)
-            continue
-        if mine is not None and theirs != mine:
-            log.info("ignoring %s: its split %s… differs from %s's", prev, theirs[:12], run.splits)
-            continue
-        copied = []
-        for pattern in RESTORED:
-            for src in sorted(prev.glob(pattern)):
-                dst = run.root / src.relative_to(prev)
-                if src.is_file() and not dst.exists():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dst.with_name(f".{dst.name}.tmp")
-                    shutil.copyfile(src, tmp)  # copyfile, not copy2: the input's read-only mode stays behind
-                    os.replace(tmp, dst)
-                    copied.append(dst)
-        if copied:
-            log.info("restored %d files from the previous run %s", len(copied), prev)
-        return copied
-    return []
 
 
 def ensure_run_data(run: RunDir, progress: bool = True) -> None:

@@ -1,13 +1,15 @@
-"""Bounded searches for checkpoint files: the places hosted platforms put them (``default_roots``) and a
-breadth-first walk that stops at a depth and a folder count per root, skipping hidden folders, so a large Drive
-cannot stall a notebook."""
+"""Searches for checkpoint files: the places hosted platforms put them (``default_roots``) and ``walk``, a
+bounded breadth-first search of them (``runtime.walk``: a folder budget per root, so a large Drive cannot
+stall a notebook, and depth enough for Kaggle's model layout)."""
 
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from brainseg_utils.runtime import env
+from brainseg_utils.runtime.walk import DEFAULT_DEPTH, Walk
 
 
 @dataclass(frozen=True)
@@ -17,17 +19,20 @@ class SearchRoot:
     label: str
     path: Path
     max_depth: int
-    max_dirs: int = 20_000  # folders visited at most (a Drive can hold many)
+    max_dirs: int = 20_000  # folders listed at most (a Drive can hold many)
 
 
 def default_roots(home: str | os.PathLike | None = None) -> list[SearchRoot]:
-    """The hosted-platform places, in search order (see the module docstring)."""
+    """The hosted-platform places, in search order. Kaggle's inputs are walked deep enough for every layout
+    (``/kaggle/input/<slug>/``, ``datasets/<owner>/<slug>/``, and a Kaggle Model's
+    ``models/<owner>/<model>/<framework>/<variation>/<version>/``: the file is 6 folders down); the folder
+    budget, not the depth, keeps the walk cheap. Colab: Drive, then kagglehub's download cache."""
     home = Path(home) if home is not None else Path.home()
     project = Path(__file__).resolve().parents[3]
     roots = [
-        SearchRoot("Kaggle inputs", Path("/kaggle/input"), 5),
-        SearchRoot("Google Drive", Path("/content/drive/MyDrive"), 4, max_dirs=5_000),
-        SearchRoot("user cache", home / ".cache", 5),
+        SearchRoot("Kaggle inputs", env.kaggle_root() / "input", DEFAULT_DEPTH),
+        SearchRoot("Google Drive", env.drive_root(), 6, max_dirs=5_000),
+        SearchRoot("user cache", home / ".cache", 8),
         SearchRoot("project checkpoints", project / "checkpoints", 2),
     ]
     cwd = Path.cwd() / "checkpoints"
@@ -37,49 +42,30 @@ def default_roots(home: str | os.PathLike | None = None) -> list[SearchRoot]:
 
 
 @dataclass
-class Walk:
+class Found:
     """What a search saw: candidate files in search order and one line per root."""
 
     candidates: list[tuple[Path, str]] = field(default_factory=list)  # (path, root label)
     looked_in: list[str] = field(default_factory=list)
 
 
-def walk(roots: list[SearchRoot], names: set[str], sizes: set[int] = frozenset()) -> Walk:
-    """Breadth-first, bounded search of ``roots`` for files named in ``names`` or of a size in ``sizes``.
-
-    Symbolic links to folders are not followed (links to files are: Hugging Face snapshots use them);
-    hidden folders below a root are skipped; unreadable folders are skipped silently.
-    """
-    out, seen = Walk(), set()
+def walk(roots: list[SearchRoot], names: set[str], sizes: set[int] = frozenset()) -> Found:
+    """Bounded breadth-first search (``runtime.walk``) of ``roots`` for files named in ``names`` or of a size
+    in ``sizes``. Links to files are followed (Hugging Face snapshots use them), links to folders are not."""
+    out, seen = Found(), set()
     for root in roots:
-        if not root.path.is_dir():
-            out.looked_in.append(f"{root.path} ({root.label}): absent")
-            continue
-        queue, visited, capped = deque([(root.path, 0)]), 0, False
-        while queue:
-            folder, depth = queue.popleft()
-            if visited >= root.max_dirs:
-                capped = True
-                break
-            visited += 1
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError:
-                continue
+        tree = Walk(root.path, root.max_depth, root.max_dirs)
+        for _, _, entries in tree:
             for entry in entries:
                 try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if depth < root.max_depth and not entry.name.startswith("."):
-                            queue.append((Path(entry.path), depth + 1))
-                    elif entry.is_file() and (entry.name in names or (sizes and entry.stat().st_size in sizes)):
+                    if entry.is_file() and (entry.name in names or (sizes and entry.stat().st_size in sizes)):
                         key = os.path.realpath(entry.path)
                         if key not in seen:
                             seen.add(key)
                             out.candidates.append((Path(entry.path), root.label))
                 except OSError:
                     continue
-        note = f"stopped after {root.max_dirs:,} folders" if capped else f"{visited:,} folders"
-        out.looked_in.append(f"{root.path} ({root.label}, depth <= {root.max_depth}): {note}")
+        out.looked_in.append(tree.summary(root.label))
     return out
 
 
