@@ -21,6 +21,7 @@ class RunDir:
         <root>/data/slices/          slice cache (images.f16, masks.u8, index.csv, manifest.json)
         <root>/data/splits.json      patient-level split (written once)
         <root>/data/audit.csv        per-case validation report (notebook 01)
+        <root>/data/audit.json       which cases passed, keyed by the input files (the audit is reused)
         <root>/data/dataset.json     dataset name ("synthetic"/"brats2020"), root, case counts
         <root>/unet/                 U-Net checkpoints (best.pt, last.pt) and history.json
         <root>/sam/<variant>/        SAM decoder checkpoints and history (variant: sam_<backend>_<prompt>)
@@ -91,6 +92,10 @@ class RunDir:
     @property
     def audit(self) -> Path:
         return self.data / "audit.csv"
+
+    @property
+    def audit_record(self) -> Path:
+        return self.data / "audit.json"
 
     @property
     def dataset(self) -> Path:

@@ -21,7 +21,7 @@ from brainseg_utils.config import DataConfig
 from brainseg_utils.data import brats, slices, validate
 from brainseg_utils.data.slices import SliceCache, load_split
 from brainseg_utils.parameters import load_profile
-from brainseg_utils.runtime.io import atomic_write, atomic_write_json
+from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256, file_fingerprint
 from brainseg_utils.runtime.paths import RunDir
 from brainseg_utils.workflow.locate import choose_profile, locate_dataset, resolve_dataset
 from brainseg_utils.workflow.restore import restore_previous
@@ -44,13 +44,15 @@ def profile_params(profile: str) -> dict:
     return {k: v for k, v in load_profile(profile).items() if k in DataConfig.PARAMS}
 
 
-def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True) -> dict:
+def prepare_run_data(cfg: DataConfig, run: RunDir, progress: bool = True, slices: bool = True) -> dict:
     """Notebook 01's data steps, the same functions its cells call: find the data (``find_cases``), audit the
-    labelled cases (``audit``: ``data/audit.csv``), build or re-use the slice cache (``build_slices``), write the
-    split once and ``data/dataset.json`` (``write_split``). Returns the dataset info written."""
+    labelled cases (``audit``: ``data/audit.csv``, reused when the input files are unchanged), build or re-use
+    the slice cache (``build_slices``; skipped with ``slices=False``), write the split once and
+    ``data/dataset.json`` (``write_split``). Returns the dataset info written."""
     found = find_cases(cfg, progress=progress)
     checked = audit(run, found.labelled, cfg, progress=progress)
-    build_slices(run, checked.good, cfg, progress=progress)
+    if slices:
+        build_slices(run, checked.good, cfg, progress=progress)
     _, info = write_split(run, found, checked, cfg)
     return info
 
@@ -86,12 +88,40 @@ def find_cases(cfg: DataConfig, progress: bool = True) -> FoundCases:
     return FoundCases(root, name, cases, brats.labelled_cases(cases))
 
 
+def audit_key(labelled: list, cfg: DataConfig) -> str:
+    """What an audit depends on: every file of every labelled case (name, size, mtime) and SKIP_BAD_CASES."""
+    files = {c.case_id: [file_fingerprint(p) for p in c.files()] for c in labelled}
+    return canonical_sha256({"skip_bad_cases": cfg.skip_bad_cases, "cases": files})
+
+
+def _recorded_audit(run: RunDir, labelled: list, key: str) -> AuditResult | None:
+    try:
+        record = json.loads(run.audit_record.read_text())
+        if record.get("key") != key or not run.audit.is_file():
+            return None
+        import pandas as pd
+
+        table = pd.read_csv(run.audit)
+    except (OSError, ValueError):
+        return None
+    passed = set(record["good"])
+    return AuditResult([c for c in labelled if c.case_id in passed], list(record["skipped"]), table)
+
+
 def audit(run: RunDir, labelled: list, cfg: DataConfig, progress: bool = True) -> AuditResult:
     """Validate every labelled case (``SKIP_BAD_CASES`` skips failures instead of stopping) and write
-    ``data/audit.csv`` atomically."""
+    ``data/audit.csv`` and ``data/audit.json`` (which cases passed, keyed by ``audit_key``) atomically. An audit
+    recorded for the same files (this run's, or one restored from an earlier run) is reused without reading
+    a volume: it costs about as much as the slice cache (every volume read once)."""
+    key = audit_key(labelled, cfg)
+    recorded = _recorded_audit(run, labelled, key)
+    if recorded is not None:
+        print(f"data audit: reusing {run.audit} ({len(recorded.good)} cases passed; the input files are unchanged)")
+        return recorded
     good, reports, skipped = validate.audit_cases(labelled, skip_bad=cfg.skip_bad_cases, progress=progress)
     table = validate.audit_frame(reports, skipped)
     atomic_write(run.audit, lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
+    atomic_write_json(run.audit_record, {"key": key, "good": [c.case_id for c in good], "skipped": skipped})
     return AuditResult(good, skipped, table)
 
 
@@ -122,9 +152,11 @@ def dataset_info(name, root, good, skipped, n_unlabelled: int, split: dict, cfg:
     }
 
 
-def ensure_run_data(run: RunDir, progress: bool = True) -> None:
+def ensure_run_data(run: RunDir, progress: bool = True, slices: bool = True) -> None:
     """Make ``run``'s data prerequisites exist: restore an attached previous run (Kaggle), then, when
-    ``dataset.json`` or the slice cache is missing, rebuild them with ``prepare_run_data``:
+    ``dataset.json`` or (with ``slices``) the slice cache is missing, rebuild them with ``prepare_run_data``
+    (the audit is reused when recorded for the same input files; ``slices=False``: no slice cache, for a
+    notebook that reads the volumes themselves):
 
     * with the parameters ``dataset.json`` recorded (the cache went with the VM or /kaggle/temp: rebuilt
       identically, split kept);
@@ -135,6 +167,8 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
     restore_previous(run)
     info = json.loads(run.dataset.read_text()) if run.dataset.exists() else None
     if info is not None:
+        if not slices:
+            return
         try:
             SliceCache.open(run.slices)
             return
@@ -142,9 +176,9 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
             pass
     if info is not None and info.get("params"):
         params = dict(info["params"])
-        if info.get("name") == "brats2020" and Path(info.get("root", "")).is_dir():
+        if info.get("root") and Path(info["root"]).is_dir():  # the same data (BraTS, or synthetic kept elsewhere)
             params["DATA_ROOT"] = info["root"]
-        elif info.get("name") == "synthetic":
+        elif info.get("name") == "synthetic":  # regenerated: the generator is seeded, the volumes are identical
             params["DATA_ROOT"] = "synthetic"
         why = f"the parameters {run.dataset} recorded"
     else:
@@ -158,7 +192,7 @@ def ensure_run_data(run: RunDir, progress: bool = True) -> None:
     cfg = DataConfig.from_params(**params)
     log.info("building this notebook's data prerequisites under %s with %s", run.root, why)
     print(f"data prerequisites missing in {run.root}: building them with {why} (notebook 01's steps)")
-    prepare_run_data(cfg, run, progress=progress)
+    prepare_run_data(cfg, run, progress=progress, slices=slices)
 
 
 def run_split(run: RunDir) -> tuple[dict, dict]:
@@ -193,3 +227,22 @@ def open_run_data(run: RunDir, build_missing: bool = False):
         ensure_run_data(run)
     split, info = run_split(run)
     return SliceCache.open(run.slices), split, info
+
+
+def open_run_split(run: RunDir, build_missing: bool = False) -> tuple[dict, dict]:
+    """(verified split, dataset info) without the slice cache (notebook 04 reads the test volumes themselves:
+    on a fresh VM it rebuilds only the audit, reused when recorded, and the split, never the cache)."""
+    if build_missing:
+        ensure_run_data(run, slices=False)
+    return run_split(run)
+
+
+def cache_geometry(info: dict) -> tuple[int, tuple[str, ...]]:
+    """(image size, modalities) the slice cache was built with, from ``dataset.json``'s recorded parameters."""
+    params = info.get("params") or {}
+    if "IMG_SIZE" not in params or "MODALITIES" not in params:
+        raise ValueError("dataset.json has no recorded IMG_SIZE / MODALITIES parameters; re-run notebook 01")
+    modalities = params["MODALITIES"]
+    if isinstance(modalities, str):
+        modalities = [m.strip() for m in modalities.split(",") if m.strip()]
+    return int(params["IMG_SIZE"]), tuple(modalities)

@@ -28,7 +28,15 @@ from brainseg_utils.runtime.walk import Walk
 log = logging.getLogger(__name__)
 
 # What a previous run contributes (never its caches): relative to its outputs/ folder.
-RESTORED = ("data/splits.json", "data/dataset.json", "data/audit.csv", "unet/*", "sam/summary.csv", "sam/sam_*/*")
+RESTORED = (
+    "data/splits.json",
+    "data/dataset.json",
+    "data/audit.csv",
+    "data/audit.json",
+    "unet/*",
+    "sam/summary.csv",
+    "sam/sam_*/*",
+)
 CASE_GLOB = "BraTS20_*_[0-9][0-9][0-9]"  # case folders of an attached dataset: never walked into
 
 
