@@ -22,13 +22,14 @@ from brainseg_utils.config import DataConfig
 from brainseg_utils.data.brats import discover_cases, find_brats_root
 from brainseg_utils.data.synthetic import generate_dataset, is_synthetic
 from brainseg_utils.runtime import env
-from brainseg_utils.runtime.walk import Walk
+from brainseg_utils.runtime.walk import DEFAULT_FOLDERS, Walk
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"  # DATA_ROOT / $DATA_ROOT value that opts in to the generated dataset
 TRAINING_FOLDER = "MICCAI_BraTS2020_TrainingData"
 CASE_GLOB = "BraTS20_Training_[0-9][0-9][0-9]"
+DRIVE_FOLDERS = 5_000  # folders listed at most on Google Drive (each listing is a network round trip)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -52,18 +53,20 @@ def _is_case(name: str) -> bool:
     return fnmatch.fnmatchcase(name, CASE_GLOB)
 
 
-def _case_folders(base: Path) -> list[Path]:
+def _case_folders(base: Path, skip: set[Path], max_folders: int) -> list[Path]:
     """Folders under ``base`` that hold case folders (or are named ``MICCAI_BraTS2020_TrainingData``),
-    shallowest first; the walk never descends into one."""
+    shallowest first; the walk never descends into one, nor into ``skip`` (a place searched on its own)."""
     hits = []
 
     def holds_cases(folder: Path, entries) -> bool:
+        if folder in skip:
+            return True
         if folder.name == TRAINING_FOLDER or any(_is_case(e.name) and e.is_dir() for e in entries):
             hits.append(folder)
             return True
         return False
 
-    for _ in Walk(base, prune=holds_cases):
+    for _ in Walk(base, max_folders=max_folders, prune=holds_cases):
         pass
     return hits
 
@@ -71,9 +74,11 @@ def _case_folders(base: Path) -> list[Path]:
 def find_hosted_brats(places: list[Path]) -> Path | None:
     """The first folder of ``BraTS20_Training_NNN`` cases (normally ``MICCAI_BraTS2020_TrainingData``) under
     ``places``, found by a bounded walk at any depth (``runtime.walk``), skipping data our generator wrote.
-    Lists folders only; reads no volume."""
+    Lists folders only; reads no volume. Google Drive (a network file system) gets a smaller folder budget,
+    and the Drive mount inside /content is not walked twice."""
     for base in places:
-        for cand in _case_folders(base):
+        budget = DRIVE_FOLDERS if base == env.drive_root() else DEFAULT_FOLDERS
+        for cand in _case_folders(base, {env.drive_root().parent, *places} - {base}, budget):
             if not is_synthetic(cand) and discover_cases(cand, max_depth=1):
                 return cand
     return None
