@@ -19,6 +19,7 @@ LAYERS = {
     "training": 3,
     "evaluation": 3,
     "workflow": 4,
+    "plan": 4,
     "app": 5,
 }
 MAX_MODULE_LINES = 400

@@ -1,0 +1,112 @@
+"""Builds a plan: the profile's configs, the data's workload, unit costs (measured here, or scaled from a
+measured reference GPU for a device that is not present) and the estimate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from brainseg_utils.parameters import profile_configs
+from brainseg_utils.plan import calibrate as cal
+from brainseg_utils.plan.devices import DEVICES, PLATFORMS, key_for_gpu, speed_ratio
+from brainseg_utils.plan.estimate import all_stages, judge, notebook_seconds, suggestions
+from brainseg_utils.plan.workload import measure_cases, typical_brats, workload
+from brainseg_utils.runtime import env
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "benchmarks" / "results" / "gpu-h200"  # gpu_check.py and bench_sam_gpu.py on an H200
+GPU_BOUND = ("unet_train", "unet_infer", "encoder", "decoder_train", "decoder_infer")
+
+
+def present_device() -> str:
+    if torch.cuda.is_available():
+        return key_for_gpu(torch.cuda.get_device_name(0)) or "cuda"
+    return "cpu"
+
+
+def reference_costs(configs, backend: str) -> dict:
+    """Per-image GPU costs measured on the H200 (full profile: 240 px, width 64, bf16), scaled to the profile's
+    image size and width (U-Net FLOPs grow with pixels x width^2)."""
+    check = json.loads((REFERENCE / "gpu-check.json").read_text())
+    sam = json.loads((REFERENCE / "sam-gpu.json").read_text())
+    size_w = (configs.data.img_size / 240) ** 2 * (configs.unet.base_channels / 64) ** 2
+    train_ips = sorted(check["unet_train"]["train_images_per_s"])[-2]  # median of three epochs
+    pipeline = {p["backend"]: p for p in sam["pipeline"]}
+    pipe = pipeline.get(backend, pipeline["litemedsam"])
+    return {
+        "unet_train": size_w / train_ips,
+        "unet_infer": size_w / check["unet_inference"]["images_per_s"],
+        "encoder": pipe["caching_seconds_per_1000_slices"] / 1000,
+        "decoder_train": pipe["decoder_epoch_seconds_per_1000_slices"] / 1000,
+        "decoder_infer": pipe["decoder_epoch_seconds_per_1000_slices"] / 3000,  # forward only: ~1/3 of a step
+    }
+
+
+def first_case(configs):
+    from brainseg_utils.data.brats import discover_cases, labelled_cases
+    from brainseg_utils.workflow.locate import resolve_dataset
+
+    root, name = resolve_dataset(configs.data, progress=False)
+    return root, name, labelled_cases(discover_cases(root))
+
+
+def make_plan(
+    profile: str,
+    device: str | None = None,
+    cases: int | None = None,
+    gpus: int = 1,
+    platform: str | None = None,
+    use_cache: bool = True,
+    latency_runs: int | None = None,
+) -> dict:
+    configs = profile_configs(profile)
+    platform = platform or env.platform()
+    here = present_device()
+    device = device or here
+    if device not in (*DEVICES, "cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: options cpu, {', '.join(DEVICES)} (or omit it: the present one)")
+    if platform not in PLATFORMS:
+        raise ValueError(f"--platform {platform!r}: options {', '.join(PLATFORMS)}")
+    root, dataset, labelled = first_case(configs)
+    shape = measure_cases(labelled) if labelled else typical_brats()
+    n = cases or len(labelled)
+    if cases and dataset == "synthetic" and cases != len(labelled):
+        shape = typical_brats() if cases > len(labelled) else shape
+    torch_device = torch.device("cuda" if here != "cpu" else "cpu")
+    calibration = cal.calibrate(configs, labelled[0], torch_device, use_cache=use_cache)
+    costs = dict(calibration["costs"])
+    estimate = device != here
+    if estimate:
+        if device == "cpu":
+            raise ValueError("a CPU plan needs that CPU: run the planner there (--device cpu measures this machine)")
+        ratio = speed_ratio(device, "h200")
+        costs.update(
+            {k: v * ratio for k, v in reference_costs(configs, costs.get("sam_backend", "litemedsam")).items()}
+        )
+    w = workload(configs, n, shape)
+    runs = configs.evaluation.latency_runs if latency_runs is None else latency_runs
+    stages = all_stages(w, costs, gpus, runs)
+    verdict = judge(stages, PLATFORMS[platform], platform)
+    per_nb = notebook_seconds(stages)
+    return {
+        "device": device,
+        "estimate": estimate,
+        "measured_on": calibration["measured_on"],
+        "platform": platform,
+        "profile": profile,
+        "dataset": dataset,
+        "cases": n,
+        "gpus": gpus,
+        "workload": w.to_json(),
+        "costs": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in costs.items()},
+        "stages": [s.to_json() for s in stages],
+        "notebooks": per_nb,
+        "total_seconds": round(sum(per_nb.values()), 1),
+        "disk_bytes": int(sum(s.disk_bytes for s in stages)),
+        "limits": vars(PLATFORMS[platform]),
+        "fits": verdict.fits,
+        "why_not": verdict.reasons,
+        "suggestions": [] if verdict.fits else suggestions(w, costs, gpus, platform, runs),
+    }

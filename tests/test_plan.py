@@ -1,0 +1,135 @@
+"""The run planner: workload counts against what the pipeline really builds, stage arithmetic by hand, limits,
+suggestions, device scaling, the command line; calibration on tiny settings (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brainseg_utils.data.brats import discover_cases
+from brainseg_utils.data.slices import SliceConfig, build_cache, make_split
+from brainseg_utils.parameters import profile_configs
+from brainseg_utils.plan import __main__ as cli
+from brainseg_utils.plan import calibrate as cal
+from brainseg_utils.plan import workload as wl
+from brainseg_utils.plan.devices import DEVICES, PLATFORMS, key_for_gpu, speed_ratio
+from brainseg_utils.plan.estimate import all_stages, judge, notebook_seconds, suggestions, variants
+from brainseg_utils.plan.planner import reference_costs
+
+COSTS = {  # hand-made unit costs, seconds
+    "startup": 5.0, "audit_case": 1.0, "read_case": 2.0, "figure": 0.5, "unet_train": 0.1, "augment": 0.01,
+    "unet_infer": 0.02, "unet_params": 1_000_000, "encoder": 0.5, "decoder_train": 0.05, "decoder_infer": 0.01,
+    "metrics_slice": 0.001,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [5, 16, 369])
+def test_split_counts_match_the_real_split(n):
+    split = make_split([f"c{i:03d}" for i in range(n)], (0.7, 0.15, 0.15), seed=0)
+    assert wl.split_counts(n, (0.7, 0.15, 0.15)) == tuple(len(split[k]) for k in ("train", "val", "test"))
+
+
+def test_slices_per_case_match_the_slice_cache(synth_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(wl, "SAMPLE", 5)
+    cases = discover_cases(synth_root)
+    configs = profile_configs("quick", IMG_SIZE=32, SLICE_STEP=1, TUMOUR_FREE_FRACTION=0.3)
+    cache = build_cache(cases, tmp_path / "slices", SliceConfig(img_size=32, slice_step=1, tumour_free_fraction=0.3),
+                        progress=False)  # fmt: skip
+    shape = wl.measure_cases(cases)
+    assert shape.measured and shape.depth == 32
+    work = wl.workload(configs, len(cases), shape)
+    built = cache.manifest["n_slices"]
+    assert abs(work.slices_per_case * len(cases) - built) <= 0.1 * built
+    assert abs(work.tumour_slices_per_case * len(cases) - cache.manifest["n_tumour_slices"]) <= 0.1 * built
+
+
+def small_workload(**over) -> wl.Workload:
+    configs = profile_configs("quick")
+    shape = wl.CaseShape(depth=80, tumour_slices=40, brain_slices=70, voxels=240 * 240 * 80, measured=True)
+    w = wl.workload(configs, 16, shape)
+    for k, v in over.items():
+        setattr(w, k, v)
+    return w
+
+
+def test_stage_arithmetic_by_hand():
+    w = small_workload()
+    # quick: step 8 -> ceil(40 / 8) = 5 tumour slices + round(0.3 x 5) = 2 tumour-free ones; 12 / 2 / 2 cases
+    assert (w.tumour_slices_per_case, w.slices_per_case, w.train_cases, w.val_cases) == (5.0, 7, 12, 2)
+    stages = {(s.notebook, s.name): s for s in all_stages(w, COSTS, gpus=1, latency_runs=5)}
+    epochs = stages[("02_train_unet", "U-Net epochs")].seconds
+    assert epochs == pytest.approx(w.unet_epochs * (84 * (0.1 + 0.01) + 14 * 0.02))
+    assert stages[("01_eda", "audit")].seconds == 16 * 1.0
+    assert stages[("03_finetune_sam", "embedding cache")].seconds == pytest.approx(min(98, w.cached_embeddings) * 0.5)
+    n_var = variants(w)
+    assert n_var == 5  # unet, box, none, box zero-shot, unet_box
+    pred = stages[("04_evaluate", "prediction")].seconds
+    assert pred == pytest.approx(2 * 2.0 + 2 * 70 * (0.02 + 0.5 + 4 * 0.01))
+    halved = {(s.notebook, s.name): s for s in all_stages(w, COSTS, gpus=2, latency_runs=5)}
+    assert halved[("02_train_unet", "U-Net epochs")].seconds == pytest.approx(epochs / 2)
+
+
+def test_box_decoders_train_on_tumour_slices_and_a_subsample_stops_at_the_cache():
+    w = small_workload(cached_embeddings=40, overflow="subsample")
+    assert w.sam_train_slices("none") == pytest.approx(40 * 84 / 98)  # the cached share of the training slices
+    assert w.sam_train_slices("box") == pytest.approx(40 * 84 / 98 * 5 / 7)  # of which those with tumour
+    w = small_workload(cached_embeddings=40, overflow="encode")
+    assert w.sam_train_slices("none") == 84 and w.encoded_on_the_fly("none") == pytest.approx(84 * 58 / 98)
+
+
+def test_a_run_over_a_session_does_not_fit_and_gets_suggestions():
+    w = small_workload(unet_epochs=6_000, sam_epochs=2)  # ~16 h of U-Net epochs; 8 h on two GPUs
+    stages = all_stages(w, COSTS, 1, 5)
+    verdict = judge(stages, PLATFORMS["kaggle"], "kaggle")
+    assert not verdict.fits and "02_train_unet" in verdict.reasons[0] and "12.0 h session" in verdict.reasons[0]
+    assert judge(stages, PLATFORMS["local"], "local").fits  # no limits locally
+    fixes = suggestions(w, COSTS, 1, "kaggle", 5)
+    assert fixes and all(f["fits"] for f in fixes)
+    assert fixes[0]["change"].startswith("NUM_GPUS=2")
+    assert sum(notebook_seconds(stages).values()) == pytest.approx(sum(s.seconds for s in stages), abs=0.5)
+
+
+def test_kept_output_cap():
+    w = small_workload()
+    costs = {**COSTS, "unet_params": 2e9}  # 2 x 3 x 4 x 2e9 bytes of checkpoints
+    verdict = judge(all_stages(w, costs, 1, 5), PLATFORMS["kaggle"], "kaggle")
+    assert not verdict.fits and any("kept output" in r for r in verdict.reasons)
+
+
+def test_devices_and_reference_scaling():
+    assert speed_ratio("h200", "h200") == 1 and speed_ratio("t4", "h200") > 5 > speed_ratio("a100", "h200") > 1
+    assert key_for_gpu("Tesla T4") == "t4" and key_for_gpu("NVIDIA H200") == "h200" and key_for_gpu("GTX 1080") is None
+    assert not DEVICES["p100"].supported
+    full = reference_costs(profile_configs("full"), "litemedsam")
+    check = json.loads((cal.Path(__file__).parents[1] / "benchmarks/results/gpu-h200/gpu-check.json").read_text())
+    assert full["unet_infer"] == pytest.approx(1 / check["unet_inference"]["images_per_s"])  # 240 px, width 64
+    small = reference_costs(profile_configs("full", IMG_SIZE=120, UNET_BASE_CHANNELS=32), "litemedsam")
+    assert small["unet_infer"] == pytest.approx(full["unet_infer"] / 16) and small["encoder"] == full["encoder"]
+
+
+def test_command_line_errors(capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["--cases", "2"])
+    assert err.value.code == 2 and "--cases must be >= 3" in capsys.readouterr().err
+    assert cli.main(["--device", "v100"]) == 2 and "options cpu, t4" in capsys.readouterr().err
+    assert cli.main(["--platform", "binder"]) == 2 and "options kaggle" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_calibration_measures_and_is_cached(synth_root, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("BRAINSEG_CACHE", str(tmp_path))
+    configs = profile_configs("quick", IMG_SIZE=32, UNET_BASE_CHANNELS=4, UNET_BATCH_SIZE=2, SAM_ENCODE_BATCH=1,
+                              SAM_BATCH_SIZE=2)  # fmt: skip
+    case = discover_cases(synth_root)[0]
+    out = cal.calibrate(configs, case, torch.device("cpu"))
+    costs = out["costs"]
+    for name in ("unet_train", "unet_infer", "augment", "encoder", "decoder_train", "decoder_infer", "read_case",
+                 "audit_case", "metrics_slice", "figure", "startup"):  # fmt: skip
+        assert isinstance(costs[name], float) and costs[name] > 0, name
+    assert costs["unet_train"] > costs["unet_infer"] and costs["sam_backend"] == "litemedsam"
+    assert list((tmp_path / "plan").glob("calibration-*.json"))
+    monkeypatch.setattr(cal, "unet_costs", lambda *a: pytest.fail("measured again"))
+    assert cal.calibrate(configs, case, torch.device("cpu")) == json.loads(json.dumps(out))
