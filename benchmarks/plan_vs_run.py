@@ -12,7 +12,6 @@ Run it on an otherwise idle machine: the calibration and the run must see the sa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re

@@ -47,7 +47,7 @@ def measure_cases(cases: list) -> CaseShape:
         tumour = tumour_px >= cfg.min_tumour_pixels
         free = (tumour_px == 0) & (brain_px >= cfg.min_brain_pixels)
         rows.append((d, tumour.sum(), (brain_px > 0).sum(), int(np.prod(seg.shape)), free.sum()))
-    depth, tumour, brain, voxels, free = (float(np.mean(col)) for col in zip(*rows))
+    depth, tumour, brain, voxels, free = (float(np.mean(col)) for col in zip(*rows, strict=True))
     return CaseShape(int(depth), tumour, brain, int(voxels), True, free)
 
 
