@@ -42,7 +42,7 @@ from brainseg_utils.models.sam.backends import EMBED_SHAPE, SamBackend
 from brainseg_utils.models.sam.prompts import jitter_box, mask_to_box
 from brainseg_utils.runtime.env import free_bytes
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256
-from brainseg_utils.training import distributed
+from brainseg_utils.training import distributed, memory
 
 BYTES_PER_SLICE = int(np.prod(EMBED_SHAPE)) * 2
 CACHE_VERSION = 1
@@ -159,9 +159,10 @@ def build_embedding_cache(
     t0 = time.perf_counter()
     total = sum(len(b) for b in batches)
     bar = tqdm(total=total, desc=f"encoding slices ({backend.name})", disable=not (progress and dist.is_main))
+    halving = memory.Halving(f"encoding ({backend.name})", distributed=dist.enabled)
     for pos in batches:
         images = torch.from_numpy(np.asarray(slices.images[chosen[pos]], dtype=np.float32)).to(device)
-        emb[pos[0] : pos[-1] + 1] = backend.encode(images).float().cpu().numpy().astype(np.float16)
+        emb[pos[0] : pos[-1] + 1] = halving.encode(backend.encode, images).float().cpu().numpy().astype(np.float16)
         emb.flush()
         flags[pos[0] : pos[-1] + 1] = 1  # only this process's rows; after the data is on disk
         flags.flush()

@@ -60,7 +60,7 @@ from brainseg_utils.runtime.checkpoints import (
     train_amp_dtype,
 )
 from brainseg_utils.runtime.io import atomic_write_json, remove_stale_temps
-from brainseg_utils.training import distributed
+from brainseg_utils.training import distributed, memory
 from brainseg_utils.training.ema import averaged
 from brainseg_utils.training.resume import restore, resume_path, rng_state
 from brainseg_utils.training.validation import call_model, dice_per_sample, evaluate_dataset, to_device, validate
@@ -96,6 +96,7 @@ class _Run:
     run_config: dict
     ema: nn.Module | None
     history: list
+    halving: memory.Halving
     best: float = -math.inf
     best_epoch: int = -1
 
@@ -174,6 +175,7 @@ def _setup(model: nn.Module, out: Path, cfg: TrainConfig, loss_fn, meta: dict, p
         run_config=run_config,
         ema=averaged(model, cfg.ema_decay) if cfg.ema_decay else None,
         history=[],
+        halving=memory.Halving(f"training ({out.name})", distributed=dist.enabled),
     )
 
 
@@ -220,20 +222,34 @@ def _train_loader(train_ds, epoch: int, run: _Run) -> DataLoader:
     )
 
 
+def _backward(net: nn.Module, inputs, target, epoch: int, run: _Run, parts: int) -> float:
+    """Forward and backward of one batch in ``parts`` pieces whose gradients accumulate (1 but after a CUDA
+    out-of-memory error: ``memory.Halving``); returns the batch loss. A non-finite loss stops every process."""
+    total = 0.0
+    for x, y in zip(memory.split(inputs, parts), memory.split(target, parts), strict=True):
+        share = len(y) / len(target)
+        with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
+            logits = call_model(net, x)
+        loss = run.loss_fn(logits, y)  # computed in float32 inside the loss
+        finite = bool(torch.isfinite(loss))
+        if run.dist.enabled:
+            finite = distributed.all_true(finite, run.device)  # all processes stop together
+        if not finite:
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: loss is {float(loss)}; lower the learning rate or disable AMP"
+            )
+        run.scaler.scale(loss if parts == 1 else loss * share).backward()
+        total += float(loss.detach()) * share
+    return total
+
+
 def _step(model: nn.Module, net: nn.Module, inputs, target, epoch: int, run: _Run) -> float:
-    """One optimisation step on a batch; returns its loss. A non-finite loss stops every process."""
-    cfg, device, dtype = run.cfg, run.device, run.dtype
-    inputs, target = to_device(inputs, device, cfg.channels_last), target.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        logits = call_model(net, inputs)
-    loss = run.loss_fn(logits, target)  # computed in float32 inside the loss
-    finite = bool(torch.isfinite(loss))
-    if run.dist.enabled:
-        finite = distributed.all_true(finite, device)  # all processes stop together
-    if not finite:
-        raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(loss)}; lower the learning rate or disable AMP")
+    """One optimisation step on a batch; returns its loss."""
+    cfg = run.cfg
+    inputs, target = to_device(inputs, run.device, cfg.channels_last), target.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    reset = lambda: run.optimizer.zero_grad(set_to_none=True)  # noqa: E731  (a failed attempt's gradients)
+    loss = run.halving.run(lambda parts: _backward(net, inputs, target, epoch, run, parts), len(target), reset)
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
@@ -241,7 +257,7 @@ def _step(model: nn.Module, net: nn.Module, inputs, target, epoch: int, run: _Ru
     run.scaler.update()
     if run.ema is not None:
         run.ema.update_parameters(model)
-    return float(loss.detach())
+    return loss
 
 
 def _epoch(model: nn.Module, net: nn.Module, train_ds, val_loader, epoch: int, run: _Run) -> bool:
