@@ -30,9 +30,9 @@ from brainseg_utils.runtime.io import atomic_write_json  # noqa: E402
 DONE = re.compile(r"^=== (\S+) done in (\d+) s", re.M)
 
 
-def measure(profile: str) -> tuple[dict, float]:
+def measure(profile: str, output_dir: str | None) -> tuple[dict, float]:
     with tempfile.TemporaryDirectory(prefix="plan-vs-run-") as tmp:
-        env = {**os.environ, "OUTPUT_DIR": tmp, "PROFILE": profile}
+        env = {**os.environ, "OUTPUT_DIR": output_dir or tmp, "PROFILE": profile}
         t = time.monotonic()
         res = subprocess.run(["bash", str(ROOT / "run_all.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.monotonic() - t
@@ -56,11 +56,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks" / "plan_vs_run.json"))
+    ap.add_argument("--output-dir", default=None, help="the run's OUTPUT_DIR (default: temporary); new")
     args = ap.parse_args(argv)
     t = time.monotonic()
     plan = make_plan(args.profile, use_cache=False, platform="local")
     plan_seconds = time.monotonic() - t
-    measured, wall = measure(args.profile)
+    if args.output_dir and Path(args.output_dir).exists():
+        ap.error(f"--output-dir {args.output_dir} exists: the run must start from nothing")
+    measured, wall = measure(args.profile, args.output_dir)
     out = {
         "command": f"python benchmarks/plan_vs_run.py --profile {args.profile}",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
