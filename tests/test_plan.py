@@ -18,9 +18,11 @@ from brainseg_utils.plan.estimate import all_stages, judge, notebook_seconds, su
 from brainseg_utils.plan.planner import reference_costs
 
 COSTS = {  # hand-made unit costs, seconds
-    "startup": 5.0, "audit_case": 1.0, "read_case": 2.0, "figure": 0.5, "unet_train": 0.1, "augment": 0.01,
-    "unet_infer": 0.02, "unet_params": 1_000_000, "encoder": 0.5, "decoder_train": 0.05, "decoder_infer": 0.01,
-    "metrics_slice": 0.001,
+    "notebook_start": 5.0, "notebook_cell": 0.1, "audit_case": 1.0, "read_case": 2.0, "figure": 0.5,
+    "unet_epoch_train": 0.11, "unet_epoch_val": 0.02, "unet_epoch_fixed": 1.0, "augment": 0.01, "unet_infer": 0.02,
+    "unet_first": 3.0, "unet_params": 1_000_000, "encoder": 0.5, "encoder_b1": 0.6, "encoder_first": 1.0,
+    "decoder_infer": 0.01, "sam_epoch_train": 0.05, "sam_epoch_val": 0.01, "sam_epoch_fixed": 0.5, "sam_build": 2.0,
+    "metrics_slice": 0.001, "disk_write": 0.0, "gradio_build": 4.0,
 }  # fmt: skip
 
 
@@ -54,20 +56,32 @@ def small_workload(**over) -> wl.Workload:
 
 
 def test_stage_arithmetic_by_hand():
-    w = small_workload()
+    w = small_workload(cells={"01_eda": 10})
     # quick: step 8 -> ceil(40 / 8) = 5 tumour slices + round(0.3 x 5) = 2 tumour-free ones; 12 / 2 / 2 cases
     assert (w.tumour_slices_per_case, w.slices_per_case, w.train_cases, w.val_cases) == (5.0, 7, 12, 2)
     stages = {(s.notebook, s.name): s for s in all_stages(w, COSTS, gpus=1, latency_runs=5)}
+    assert stages[("01_eda", "start-up")].seconds == pytest.approx(5.0 + 10 * 0.1)
     epochs = stages[("02_train_unet", "U-Net epochs")].seconds
-    assert epochs == pytest.approx(w.unet_epochs * (84 * (0.1 + 0.01) + 14 * 0.02))
+    assert epochs == pytest.approx(w.unet_epochs * (84 * 0.11 + 14 * 0.02 + 1.0))
     assert stages[("01_eda", "audit")].seconds == 16 * 1.0
-    assert stages[("03_finetune_sam", "embedding cache")].seconds == pytest.approx(min(98, w.cached_embeddings) * 0.5)
+    cache = stages[("03_finetune_sam", "embedding cache")].seconds
+    assert cache == pytest.approx(min(98, w.cached_embeddings) * 0.5 + 1.0)  # + the encoder's first call
     n_var = variants(w)
     assert n_var == 5  # unet, box, none, box zero-shot, unet_box
+    # per test case: read, 70 brain slices through the U-Net and the encoder (the no-prompt decoder needs them
+    # all), decoders: 70 (no prompt) + 3 x 40 tumour slices (oracle box, U-Net box, zero-shot)
     pred = stages[("04_evaluate", "prediction")].seconds
-    assert pred == pytest.approx(2 * 2.0 + 2 * 70 * (0.02 + 0.5 + 4 * 0.01))
+    assert pred == pytest.approx(2 * (2.0 + 70 * 0.02 + 70 * 0.5 + (70 + 120) * 0.01))
+    # (3 + 5) runs x (U-Net twice, 4 SAM variants x (batch-1 encoder + decoder), the split: encoder + 3 decoders)
+    latency = stages[("04_evaluate", "latency")].seconds
+    assert latency == pytest.approx(8 * (2 * 0.02 + 4 * (0.6 + 0.01) + 0.6 + 3 * 0.01))
+    assert stages[("05_demo", "models loaded")].seconds == pytest.approx(2.0 + 1.0 + 3.0)
+    assert stages[("05_demo", "examples")].seconds == pytest.approx(3 * (2.0 + 0.02 + 0.6 + 0.01) + 0.5)
+    assert stages[("05_demo", "Gradio app")].seconds == 4.0
     halved = {(s.notebook, s.name): s for s in all_stages(w, COSTS, gpus=2, latency_runs=5)}
-    assert halved[("02_train_unet", "U-Net epochs")].seconds == pytest.approx(epochs / 2)
+    assert halved[("02_train_unet", "U-Net epochs")].seconds == pytest.approx(
+        w.unet_epochs * ((84 * 0.11 + 14 * 0.02) / 2 + 1.0)  # the images are shared, the epoch's fixed part is not
+    )
 
 
 def test_box_decoders_train_on_tumour_slices_and_a_subsample_stops_at_the_cache():
@@ -126,10 +140,39 @@ def test_calibration_measures_and_is_cached(synth_root, tmp_path, monkeypatch):
     case = discover_cases(synth_root)[0]
     out = cal.calibrate(configs, case, torch.device("cpu"))
     costs = out["costs"]
-    for name in ("unet_train", "unet_infer", "augment", "encoder", "decoder_train", "decoder_infer", "read_case",
-                 "audit_case", "metrics_slice", "figure", "startup"):  # fmt: skip
+    for name in ("unet_epoch_train", "unet_epoch_val", "unet_infer", "augment", "encoder", "encoder_b1",
+                 "sam_epoch_train", "sam_epoch_val", "decoder_infer", "sam_build", "read_case", "audit_case",
+                 "metrics_slice", "figure", "notebook_start", "disk_write"):  # fmt: skip
         assert isinstance(costs[name], float) and costs[name] > 0, name
-    assert costs["unet_train"] > costs["unet_infer"] and costs["sam_backend"] == "litemedsam"
+    assert costs["unet_epoch_train"] > costs["unet_epoch_val"] and costs["sam_backend"] == "litemedsam"
+    assert costs["sam_epoch_train"] > costs["sam_epoch_val"]  # a step (forward, backward, AdamW) > a forward
     assert list((tmp_path / "plan").glob("calibration-*.json"))
     monkeypatch.setattr(cal, "unet_costs", lambda *a: pytest.fail("measured again"))
     assert cal.calibrate(configs, case, torch.device("cpu")) == json.loads(json.dumps(out))
+
+
+def test_training_is_timed_through_the_engine():
+    import torch
+
+    from brainseg_utils.plan import overheads
+
+    configs = profile_configs("quick", IMG_SIZE=32, UNET_BASE_CHANNELS=4, UNET_BATCH_SIZE=2, UNET_EMA_DECAY=0.9)
+    out = overheads.unet_training(configs, 1, torch.device("cpu"))
+    assert set(out) == {"unet_epoch_train", "unet_epoch_val", "unet_epoch_fixed"}
+    assert out["unet_epoch_train"] > out["unet_epoch_val"] > 0 and out["unet_epoch_fixed"] >= 0
+
+
+def test_notebook_cells_and_scaled_costs():
+    from brainseg_utils.plan.planner import ROOT, scaled_costs
+
+    cells = wl.notebook_cells(ROOT / "notebooks")
+    nb = json.loads((ROOT / "notebooks" / "02_train_unet.ipynb").read_text())
+    assert cells["02_train_unet"] == 1 + sum(c["cell_type"] == "code" for c in nb["cells"])  # + papermill's
+    assert set(cells) == {"01_eda", "02_train_unet", "03_finetune_sam", "04_evaluate", "05_demo"}
+    full = profile_configs("full")
+    t4 = scaled_costs(full, COSTS, "t4")
+    ref = reference_costs(full, "litemedsam")
+    ratio = speed_ratio("t4", "h200")
+    assert t4["encoder"] == pytest.approx(ref["encoder"] * ratio)
+    assert t4["unet_epoch_train"] == pytest.approx(ref["unet_train"] * ratio + COSTS["augment"])  # CPU side as here
+    assert t4["sam_epoch_train"] == pytest.approx(ref["decoder_train"] * ratio)

@@ -1,20 +1,23 @@
-"""Unit costs measured on the present device (a few seconds), cached per device, code version and settings.
+"""Unit costs measured on the present device, cached per device, code version and settings.
 
-Each cost is the median over a few timed repetitions after one warm-up, in seconds:
-``unet_train`` / ``unet_infer`` per image at the profile's size, width and batch; ``encoder`` per image
-(the SAM backend the run would use, through its runtime: OpenVINO on CPU, fp16 autocast on CUDA);
-``decoder_train`` / ``decoder_infer`` per image; ``read_case`` (load + normalise one case of the data
-found) and ``audit_case`` (validate one case); ``metrics_slice`` (Dice, IoU, HD95 of one native slice);
-``figure`` (one matplotlib figure saved); ``startup`` (a fresh interpreter importing torch and the
-package, as a notebook kernel does).
+Each cost is the median over a few timed repetitions after one warm-up, in seconds. Training is timed through
+the product's own ``engine.fit`` (two epochs on a few in-memory slices, ``overheads.training_costs``):
+``unet_epoch_train`` / ``unet_epoch_val`` per image (augmentation, loader, AMP, EMA, clipping included) and
+``unet_epoch_fixed`` per epoch (checkpoints, history); the same three for the SAM decoder (``sam_epoch_*``).
+Inference at the evaluation's batch: ``unet_infer`` (through the runtime evaluation uses, OpenVINO on a CPU;
+``unet_first``: its conversion and first call), ``encoder`` per image at the cache's batch, ``encoder_b1`` at
+batch 1 (latency, the demo), ``encoder_first`` (first-call compile), ``decoder_infer`` per image, ``sam_build``
+(weights and runtime). Data: ``read_case`` (load + normalise one case), ``audit_case`` (validate it),
+``metrics_slice`` (Dice, IoU, HD95 of one native slice), ``figure`` (one figure saved), ``disk_write`` (s per
+byte, flushed). Fixed: ``notebook_start`` / ``notebook_cell`` (papermill executing a generated notebook),
+``gradio_build`` (importing Gradio, building an app).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainseg_utils.plan import overheads as ov
 from brainseg_utils.runtime.encoder_runtime import default_cache_dir
 from brainseg_utils.runtime.env import code_version, device_summary
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256
+from brainseg_utils.workflow.pipeline import KERNEL
 
 REPEATS = 3
+EVAL_BATCH = 8  # evaluation.inference.predict_case's batch
 
 
 def timed(fn, repeats: int = REPEATS) -> float:
@@ -42,73 +48,60 @@ def timed(fn, repeats: int = REPEATS) -> float:
     return statistics.median(out)
 
 
-def unet_costs(configs, channels: int, device: torch.device) -> dict:
-    from brainseg_utils.models.losses import FocalDiceLoss
+def unet_costs(configs, channels: int, device: torch.device, measure_training: bool = True) -> dict:
+    """Inference per image at the evaluation's batch (8) through the runtime evaluation uses (OpenVINO on a CPU)
+    and its one-time conversion; augmentation per image; training through ``engine.fit`` (``overheads``)."""
+    from brainseg_utils.runtime.encoder_runtime import RuntimeModule
 
-    size, batch = configs.data.img_size, configs.unet_train.batch_size
-    model = configs.unet.build(channels).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = FocalDiceLoss()
-    x = torch.rand(batch, channels, size, size, device=device)
-    y = (torch.rand(batch, 1, size, size, device=device) > 0.9).float()
-    dtype = _amp(device, configs.unet_train.amp)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-
-    train = timed(step) / batch
+    size = configs.data.img_size
+    model = configs.unet.build(channels).to(device).eval()
     params = sum(p.numel() for p in model.parameters())
     augment = configs.unet.augmentation()
     image = np.random.rand(size, size, channels).astype(np.float32)
     mask = (np.random.rand(size, size) > 0.9).astype(np.uint8)
     aug = timed(lambda: [augment(image=image, mask=mask) for _ in range(8)]) / 8
-    model.eval()
-    with torch.no_grad():
-        infer = timed(lambda: model(x)) / batch
-    return {"unet_train": train, "unet_infer": infer, "augment": aug, "unet_params": params}
+    x = torch.rand(EVAL_BATCH, channels, size, size, device=device)
+    with tempfile.TemporaryDirectory(prefix="plan-unet-") as tmp, torch.no_grad():
+        wrapped = RuntimeModule(model, None, {"checkpoint_sha256": f"plan-{time.time()}"}, tmp, label="unet").eval()
+        t = time.perf_counter()
+        wrapped(x)
+        first = time.perf_counter() - t
+        infer = timed(lambda: wrapped(x))
+    out = {"unet_infer": infer / EVAL_BATCH, "unet_first": max(0.0, first - infer), "augment": aug}
+    out["unet_params"] = params
+    if measure_training:
+        out.update(ov.unet_training(configs, channels, device))
+    return out
 
 
-def _amp(device: torch.device, enabled: bool):
-    from brainseg_utils.runtime.checkpoints import amp_dtype
-
-    return amp_dtype(device, enabled) if device.type == "cuda" else None
-
-
-def sam_costs(configs, channels: int, device: torch.device) -> dict:
-    from brainseg_utils.models.losses import FocalDiceLoss
+def sam_costs(configs, channels: int, device: torch.device, measure_training: bool = True) -> dict:
+    """The SAM backend the run would use: building it (weights, runtime), the encoder per image at the cache's
+    batch and at batch 1 (latency, the demo), its first call, the decoder at the evaluation's batch, and
+    decoder training through ``engine.fit``."""
     from brainseg_utils.models.sam.decoder import SamDecoderModel
 
     sam_cfg, choice = configs.sam.resolve()
+    t = time.perf_counter()
     backend = choice.build().to(device)
+    build = time.perf_counter() - t
     size, batch = configs.data.img_size, sam_cfg.encode_batch
-    images = torch.rand(batch, channels, size, size, device=device)
-    encoder = timed(lambda: backend.encode(images), repeats=2) / batch
-    emb = backend.encode(images[:1]).expand(configs.sam_train.batch_size, -1, -1, -1).contiguous()
-    model = SamDecoderModel(backend, "box", size).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    out = {"sam_build": build, "sam_backend": sam_cfg.backend, "sam_runtime": backend.runtime}
+    if not measure_training:
+        return out
+    images = torch.rand(max(batch, EVAL_BATCH), channels, size, size, device=device)
+    t = time.perf_counter()
+    backend.encode(images[:1])
+    first = time.perf_counter() - t
+    one = timed(lambda: backend.encode(images[:1]))
+    encoder = timed(lambda: backend.encode(images[:batch]), repeats=2) / batch
+    emb = backend.encode(images[:EVAL_BATCH])
+    model = SamDecoderModel(backend, "box", size).to(device).eval()
     boxes = torch.tensor([[size * 0.3, size * 0.3, size * 0.6, size * 0.6]], device=device).expand(len(emb), 4)
-    target = (torch.rand(len(emb), 1, size, size, device=device) > 0.9).float()
-    loss_fn = FocalDiceLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(emb, boxes), target).backward()
-        opt.step()
-
-    decoder_train = timed(step) / len(emb)
     with torch.no_grad():
-        decoder_infer = timed(lambda: model(emb, boxes)) / len(emb)
-    return {
-        "encoder": encoder,
-        "decoder_train": decoder_train,
-        "decoder_infer": decoder_infer,
-        "sam_backend": sam_cfg.backend,
-        "sam_runtime": backend.runtime,
-    }
+        decoder_infer = timed(lambda: model.low_res_logits(emb, boxes)) / len(emb)
+    out.update(encoder=encoder, encoder_b1=one, encoder_first=max(0.0, first - one), decoder_infer=decoder_infer)
+    out.update(ov.decoder_training(configs, backend, emb.detach(), device))
+    return out
 
 
 def data_costs(case, modalities: tuple[str, ...]) -> dict:
@@ -118,6 +111,19 @@ def data_costs(case, modalities: tuple[str, ...]) -> dict:
     read = timed(lambda: load_case(case, modalities), repeats=1)
     audit = timed(lambda: validate.validate_case(case), repeats=1)
     return {"read_case": read, "audit_case": audit}
+
+
+def disk_write(n_bytes: int = 64 * 1024**2) -> float:
+    """Seconds per byte written and flushed to the cache folder's disk."""
+    folder = default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    data = np.random.bytes(n_bytes)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="plan-disk-") as f:
+        t = time.perf_counter()
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        return (time.perf_counter() - t) / n_bytes
 
 
 def metric_and_figure_costs() -> dict:
@@ -144,48 +150,48 @@ def metric_and_figure_costs() -> dict:
     return {"metrics_slice": metric, "figure": timed(figure, repeats=1)}
 
 
-def startup_cost() -> float:
-    """A fresh interpreter importing what a notebook kernel imports (torch, the package, matplotlib, pandas)."""
-    code = "import torch, pandas, matplotlib.pyplot, brainseg_utils.evaluation.evaluate, brainseg_utils.training.engine"
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return time.perf_counter() - t
+def calibration_key(configs, device: torch.device, measure_training: bool = True) -> dict:
+    """What a cost depends on: the device, torch, the code's commit and every setting but the epoch counts."""
+    from dataclasses import asdict
 
-
-def calibration_key(configs, device: torch.device) -> dict:
     summary = device_summary()
+    settings = {
+        "data": [configs.data.img_size, list(configs.data.modalities)],
+        "unet": asdict(configs.unet),
+        "unet_train": {k: v for k, v in asdict(configs.unet_train).items() if k != "epochs"},
+        "sam": [configs.sam.backend, configs.sam.checkpoint, configs.sam.encode_batch],
+        "sam_train": {k: v for k, v in asdict(configs.sam_train).items() if k != "epochs"},
+        "device": str(device),
+        "training": measure_training,
+    }
     return {
         "device": summary.get("gpu") or f"cpu x{torch.get_num_threads()}",
         "torch": torch.__version__,
         "code": code_version().get("commit"),
-        "settings": canonical_sha256(
-            {
-                "size": configs.data.img_size,
-                "modalities": list(configs.data.modalities),
-                "unet": [configs.unet.base_channels, configs.unet.bilinear, configs.unet_train.batch_size],
-                "amp": configs.unet_train.amp,
-                "sam": [configs.sam.backend, configs.sam.encode_batch, configs.sam_train.batch_size],
-                "device": str(device),
-            }
-        )[:16],
+        "settings": canonical_sha256(json.loads(json.dumps(settings, default=str)))[:16],
     }
 
 
-def calibrate(configs, case, device: torch.device, use_cache: bool = True) -> dict:
+def calibrate(configs, case, device: torch.device, use_cache: bool = True, measure_training: bool = True) -> dict:
     """Unit costs for ``configs`` (``parameters.profile_configs``) on ``device``, reading ``case`` of the data.
-    Cached in ``<cache dir>/plan/`` by device, torch, code commit and the settings that change a cost."""
-    key = calibration_key(configs, device)
+    Cached in ``<cache dir>/plan/`` by device, torch, code commit and the settings that change a cost.
+
+    ``measure_training=False`` (a plan for a GPU that is not here) skips what the reference GPU's figures
+    replace: U-Net and decoder training, the encoder and the decoder."""
+    key = calibration_key(configs, device, measure_training)
     path = default_cache_dir() / "plan" / f"calibration-{canonical_sha256(key)[:16]}.json"
     if use_cache and path.is_file():
         return json.loads(path.read_text())
     channels = len(configs.data.modalities)
     t0 = time.perf_counter()
     costs = {
-        **unet_costs(configs, channels, device),
-        **sam_costs(configs, channels, device),
+        **unet_costs(configs, channels, device, measure_training),
+        **sam_costs(configs, channels, device, measure_training),
         **data_costs(case, tuple(configs.data.modalities)),
         **metric_and_figure_costs(),
-        "startup": startup_cost(),
+        **ov.papermill_overhead(KERNEL),
+        "gradio_build": ov.gradio_build(),
+        "disk_write": disk_write(),
     }
     out = {"key": key, "costs": costs, "seconds": round(time.perf_counter() - t0, 1), "measured_on": key["device"]}
     atomic_write_json(path, out)

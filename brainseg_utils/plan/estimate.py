@@ -1,17 +1,21 @@
 """Stages x unit costs -> seconds and disk per stage and per notebook, the platform's limits, the verdict and
 the cheapest changes that make a run fit.
 
-What each stage counts (``workload.Workload``, ``calibrate`` costs, all in seconds):
-  01  start-up; audit (cases x audit_case); slice cache (cases x read_case); figures (6, reading 10 cases)
-  02  start-up; U-Net epochs (epochs x (train slices x (unet_train + augment) + val slices x unet_infer)); 2 figures
-  03  start-up; embedding cache (cached slices x encoder); per prompt mode: zero-shot on validation, then
-      epochs x (train slices x decoder_train [+ encoder for slices re-encoded on the fly] + val x decoder_infer)
-  04  start-up; prediction (test cases x (read_case + brain slices x (unet_infer + encoder + decoders)));
-      metrics (test cases x brain slices x variants x metrics_slice, and the 3-D metrics as depth slices);
-      latency (variants x (3 warm-up + LATENCY_RUNS) runs); 4 figures
-  05  start-up; examples (3 cases read); 1 figure
-Not counted: papermill's own bookkeeping, the first conversion of an encoder to OpenVINO (~15 s, cached once
-per machine), downloads and installs.
+What each stage counts (``workload.Workload`` counts, ``calibrate`` costs, all in seconds):
+  every notebook: start-up (papermill, the kernel, the imports) and papermill's save after each code cell
+  01  audit (cases x audit_case); slice cache (cases x read_case + its bytes written); figures (6, 10 cases read)
+  02  U-Net epochs (epochs x (train slices x unet_epoch_train + val slices x unet_epoch_val + unet_epoch_fixed),
+      the per-image parts shared among GPUs); 2 figures
+  03  the SAM backend built; embedding cache (cached slices x encoder + its bytes written); per prompt mode:
+      zero-shot on validation, then epochs x (train slices x sam_epoch_train [+ encoder for slices re-encoded
+      on the fly] + val slices x sam_epoch_val + sam_epoch_fixed); 1 figure
+  04  models loaded (backend, U-Net conversion, first calls); prediction (per test case: reading it, every brain
+      slice through the U-Net, the encoded slices through the encoder, each decoder on its slices: no prompt on
+      every brain slice, box variants on the tumour slices); predicted volumes written; metrics; latency
+      ((3 warm-up + LATENCY_RUNS) x every variant's batch-1 pipeline, and the encoder / decoder split); 4 figures
+  05  models loaded; examples (3 cases read and segmented, 1 figure); the Gradio app built
+Not counted: the first conversion of an encoder to OpenVINO (~15 s, cached once per machine), downloads and
+installs, and the DataLoader's overlap of augmentation with GPU work (counted as serial).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from brainseg_utils.plan.devices import PLATFORMS, Limits
-from brainseg_utils.plan.workload import EMBEDDING_BYTES, Workload
+from brainseg_utils.plan.workload import Workload
 
 NOTEBOOKS = ("01_eda", "02_train_unet", "03_finetune_sam", "04_evaluate", "05_demo")
 MARGIN = 0.9  # a notebook must fit in 90 % of a session
@@ -43,41 +47,48 @@ class Stage:
         }
 
 
+def start_up(nb: str, w: Workload, c: dict) -> Stage:
+    return Stage("start-up", nb, c["notebook_start"] + w.cells.get(nb, 0) * c["notebook_cell"])
+
+
 def stages_01(w: Workload, c: dict) -> list[Stage]:
     cache_bytes = w.cases * w.slices_per_case * w.image_bytes
     return [
-        Stage("start-up", "01_eda", c["startup"]),
+        start_up("01_eda", w, c),
         Stage("audit", "01_eda", w.cases * c["audit_case"], 2_000 * w.cases, kept=True),
-        Stage("slice cache", "01_eda", w.cases * c["read_case"], cache_bytes),
+        Stage("slice cache", "01_eda", w.cases * c["read_case"] + cache_bytes * c["disk_write"], cache_bytes),
         Stage("figures", "01_eda", 6 * c["figure"] + 10 * c["read_case"]),
     ]
 
 
 def stages_02(w: Workload, c: dict, gpus: int) -> list[Stage]:
-    epoch = (w.train_slices * (c["unet_train"] + c["augment"]) + w.val_slices * c["unet_infer"]) / gpus
+    images = w.train_slices * c["unet_epoch_train"] + w.val_slices * c["unet_epoch_val"]
     checkpoints = 2 * 3 * 4 * c["unet_params"]  # best.pt + last.pt, weights + AdamW's two moments, float32
     return [
-        Stage("start-up", "02_train_unet", c["startup"]),
-        Stage("U-Net epochs", "02_train_unet", w.unet_epochs * epoch, checkpoints, kept=True),
+        start_up("02_train_unet", w, c),
+        Stage("U-Net epochs", "02_train_unet", w.unet_epochs * (images / gpus + c["unet_epoch_fixed"]), checkpoints,
+              kept=True),  # fmt: skip
         Stage("figures", "02_train_unet", 2 * c["figure"]),
     ]
 
 
 def stages_03(w: Workload, c: dict, gpus: int) -> list[Stage]:
+    cache_bytes = w.cached_embeddings * w.embedding_bytes
     out = [
-        Stage("start-up", "03_finetune_sam", c["startup"]),
+        start_up("03_finetune_sam", w, c),
+        Stage("SAM backend", "03_finetune_sam", c["sam_build"]),
         Stage(
             "embedding cache",
             "03_finetune_sam",
-            w.cached_embeddings * c["encoder"],
-            w.cached_embeddings * EMBEDDING_BYTES,
+            w.cached_embeddings * c["encoder"] / gpus + c.get("encoder_first", 0.0) + cache_bytes * c["disk_write"],
+            cache_bytes,
         ),
     ]
     for prompt in w.prompts:
         share = w.tumour_slices_per_case / w.slices_per_case if prompt == "box" else 1.0
-        val = w.val_slices * share
-        train = w.sam_train_slices(prompt) * c["decoder_train"] + w.encoded_on_the_fly(prompt) * c["encoder"]
-        seconds = val * c["decoder_infer"] + w.sam_epochs * (train / gpus + val * c["decoder_infer"])
+        val = w.val_slices * share * c["sam_epoch_val"]
+        train = w.sam_train_slices(prompt) * c["sam_epoch_train"] + w.encoded_on_the_fly(prompt) * c["encoder"]
+        seconds = val + w.sam_epochs * ((train + val) / gpus + c["sam_epoch_fixed"])
         out.append(Stage(f"decoder epochs ({prompt})", "03_finetune_sam", seconds, 2 * 16e6, kept=True))
     out.append(Stage("figures", "03_finetune_sam", c["figure"]))
     return out
@@ -88,32 +99,46 @@ def variants(w: Workload) -> int:
     return 1 + len(w.prompts) + (2 if "box" in w.prompts else 0)
 
 
+def decoder_runs(w: Workload) -> tuple[float, float]:
+    """(slices encoded, decoder runs) per test case: the no-prompt decoder sees every brain slice, each box
+    variant (oracle box, U-Net box, zero-shot) the slices with tumour (about as many for the U-Net's box)."""
+    tumour, brain = w.case["tumour_slices"], w.brain_slices_per_case
+    boxes = 3 * tumour if "box" in w.prompts else 0.0
+    nones = brain if "none" in w.prompts else 0.0
+    return (brain if nones else tumour), boxes + nones
+
+
+def models_loaded(nb: str, c: dict) -> Stage:
+    return Stage("models loaded", nb, c["sam_build"] + c.get("encoder_first", 0.0) + c.get("unet_first", 0.0))
+
+
 def stages_04(w: Workload, c: dict, latency_runs: int) -> list[Stage]:
     n_var = variants(w)
-    per_slice = c["unet_infer"] + c["encoder"] + (n_var - 1) * c["decoder_infer"]
-    slices = w.test_cases * w.brain_slices_per_case
-    sam_run = c["encoder"] + c["decoder_infer"]
-    latency = (3 + latency_runs) * (c["unet_infer"] + (n_var - 1) * sam_run + c["unet_infer"])
+    encoded, decoded = decoder_runs(w)
+    slices = w.brain_slices_per_case * c["unet_infer"] + encoded * c["encoder"] + decoded * c["decoder_infer"]
+    per_case = c["read_case"] + slices
+    volumes = w.test_cases * n_var * w.case["voxels"] / 20  # compressed uint8 masks
+    sam_run = c["encoder_b1"] + c["decoder_infer"]
+    pipeline = 2 * c["unet_infer"] + (n_var - 1) * sam_run  # every variant once, unet_box with its U-Net
+    split = c["encoder_b1"] + (n_var - 2) * c["decoder_infer"]  # the encoder / decoder columns
     depth = w.case["depth"]
     return [
-        Stage("start-up", "04_evaluate", c["startup"]),
-        Stage(
-            "prediction",
-            "04_evaluate",
-            w.test_cases * c["read_case"] + slices * per_slice,
-            w.test_cases * n_var * w.case["voxels"] / 20,
-            kept=True,
-        ),
+        start_up("04_evaluate", w, c),
+        models_loaded("04_evaluate", c),
+        Stage("prediction", "04_evaluate", w.test_cases * per_case + volumes * c["disk_write"], volumes, kept=True),
         Stage("metrics", "04_evaluate", w.test_cases * n_var * (w.brain_slices_per_case + depth) * c["metrics_slice"]),
-        Stage("latency", "04_evaluate", latency),
+        Stage("latency", "04_evaluate", (3 + latency_runs) * (pipeline + (split if n_var > 1 else 0.0))),
         Stage("figures", "04_evaluate", 4 * c["figure"] + c["read_case"]),
     ]
 
 
 def stages_05(w: Workload, c: dict) -> list[Stage]:
+    example = c["read_case"] + c["unet_infer"] + c["encoder_b1"] + c["decoder_infer"]
     return [
-        Stage("start-up", "05_demo", c["startup"]),
-        Stage("examples", "05_demo", 3 * c["read_case"] + c["figure"]),
+        start_up("05_demo", w, c),
+        models_loaded("05_demo", c),
+        Stage("examples", "05_demo", 3 * example + c["figure"]),
+        Stage("Gradio app", "05_demo", c.get("gradio_build", 0.0)),
     ]
 
 

@@ -8,7 +8,7 @@ typical case (``BRATS_CASE``: 155 slices, ~76 with whole tumour, ~135 with brain
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import nibabel as nib
 import numpy as np
@@ -73,6 +73,8 @@ class Workload:
     overflow: str
     image_bytes: int  # one cache slice (image + mask)
     case: dict
+    embedding_bytes: int = EMBEDDING_BYTES  # one cached SAM embedding
+    cells: dict = field(default_factory=dict)  # code cells per notebook (papermill saves after each)
 
     @property
     def train_slices(self) -> float:
@@ -111,7 +113,19 @@ def split_counts(n: int, fractions) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def workload(configs, cases: int, shape: CaseShape) -> Workload:
+def notebook_cells(folder) -> dict[str, int]:
+    """Code cells per notebook in ``folder`` (+1: the parameters cell papermill injects)."""
+    import json
+    from pathlib import Path
+
+    out = {}
+    for path in sorted(Path(folder).glob("0*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        out[path.stem] = 1 + sum(c["cell_type"] == "code" for c in cells)
+    return out
+
+
+def workload(configs, cases: int, shape: CaseShape, cells: dict | None = None) -> Workload:
     data = configs.data
     tumour = math.ceil(shape.tumour_slices / data.slice_step)
     free_available = shape.free_slices if shape.free_slices is not None else shape.brain_slices - shape.tumour_slices
@@ -134,4 +148,5 @@ def workload(configs, cases: int, shape: CaseShape) -> Workload:
         overflow=configs.sam.overflow,
         image_bytes=(len(data.modalities) * 2 + 1) * data.img_size**2,
         case=asdict(shape),
+        cells=dict(cells or {}),
     )

@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +270,13 @@ class OpenVinoRuntime:
 
         t0 = time.perf_counter()
         example = torch.zeros(self.input_shape)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # OpenVINO traces the module with torch.jit: torch says trace is deprecated (FutureWarning) and that
+            # shape-dependent branches (the U-Net's padding check) become constants (TracerWarning). Both are
+            # expected here: the converted network serves only the input shape it was traced with; any other
+            # shape runs in PyTorch. Not the user's business, so not shown in the notebooks.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
             model = ov.convert_model(module.eval(), example_input=example, input=[self.input_shape])
         self.converted, self.convert_seconds = True, time.perf_counter() - t0
         return model
