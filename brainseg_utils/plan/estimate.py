@@ -66,8 +66,9 @@ def stages_02(w: Workload, c: dict, gpus: int) -> list[Stage]:
     checkpoints = 2 * 3 * 4 * c["unet_params"]  # best.pt + last.pt, weights + AdamW's two moments, float32
     return [
         start_up("02_train_unet", w, c),
-        Stage("U-Net epochs", "02_train_unet", w.unet_epochs * (images / gpus + c["unet_epoch_fixed"]), checkpoints,
-              kept=True),  # fmt: skip
+        Stage(
+            "U-Net epochs", "02_train_unet", w.unet_epochs * (images / gpus + c["unet_epoch_fixed"]), checkpoints, True
+        ),
         Stage("figures", "02_train_unet", 2 * c["figure"]),
     ]
 

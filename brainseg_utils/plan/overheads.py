@@ -1,13 +1,12 @@
 """Fixed costs the notebooks pay once, measured on the present machine (part of the planner's calibration).
 
-  * ``papermill_overhead``: ``python -m papermill`` executing a generated notebook (the kernel the run uses, an
-    import cell like the notebooks', then empty cells) twice, with 1 and with 21 empty cells: start-up
-    (process, kernel, imports) and the cost per cell (papermill saves the notebook after every cell);
-  * ``training_costs``: the product's own ``engine.fit`` for two epochs on a few in-memory slices (the second
-    epoch's images per second for training and validation, and per epoch what is not per image: the loader,
-    the checkpoint writes, the history);
-  * ``first_call``: the extra seconds of a model's first call (OpenVINO compiles a network on its first use);
-  * ``gradio_build``: importing Gradio and building a small Blocks app in a fresh interpreter.
+* ``papermill_overhead``: ``python -m papermill`` executing a generated notebook (the kernel the run uses, an
+  import cell like the notebooks', then empty cells) twice, with 1 and with 21 empty cells: start-up
+  (process, kernel, imports) and the cost per cell (papermill saves the notebook after every cell);
+* ``training_costs``: the product's own ``engine.fit`` for two epochs on a few in-memory slices (the second
+  epoch's images per second for training and validation, and per epoch what is not per image: the loader,
+  the checkpoint writes, the history);
+* ``gradio_build``: importing Gradio and building a small Blocks app in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ def _notebook(cells: int) -> dict:
     code = [IMPORTS] + ["x = 1"] * cells
     return {
         "cells": [
-            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
-            for src in code
+            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None} for src in code
         ],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4,
@@ -137,13 +135,6 @@ def decoder_training(configs, backend, embeddings: torch.Tensor, device: torch.d
     train, val = _Embeddings(copies[: 2 * batch], size), _Embeddings(copies[:batch], size)
     out = training_costs(model, train, val, cfg, params=model.trainable_parameters())
     return {"sam_epoch_train": out["train"], "sam_epoch_val": out["val"], "sam_epoch_fixed": out["epoch"]}
-
-
-def first_call(fn, steady: float) -> float:
-    """Seconds the first call of ``fn`` takes beyond ``steady`` (a later call's)."""
-    t = time.perf_counter()
-    fn()
-    return max(0.0, time.perf_counter() - t - steady)
 
 
 def gradio_build() -> float:
