@@ -88,3 +88,53 @@ def test_a_failing_notebook_stops_the_run_naming_it(monkeypatch, tmp_path, capsy
     rc = pipeline.run_notebooks(Path("configs/quick.yaml"), tmp_path / "d", tmp_path / "out", [])
     assert rc == 1 and [Path(c).stem for c in calls] == ["01_eda", "02_train_unet", "03_finetune_sam"]
     assert "FAILED: notebook notebooks/03_finetune_sam.ipynb" in capsys.readouterr().err
+
+
+def test_brats_on_a_hosted_gpu_gets_the_auto_profile_unless_one_is_named(plain, monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "cuda", lambda: True)
+    monkeypatch.setattr(pipeline, "platform", lambda: "kaggle")
+    monkeypatch.setattr(pipeline, "locate_dataset", lambda cfg: tmp_path)
+    data, profile = pipeline.choose({})
+    assert profile == "auto" and data.slice_step == DataConfig().slice_step  # the full profile's data settings
+    assert pipeline.choose({"PROFILE": "full"})[1] == "full"
+
+
+class Done:
+    def __init__(self, rc):
+        self.returncode = rc
+
+
+@pytest.mark.parametrize(
+    "where, gpu, profile, planned",
+    [("local", False, "quick", False), ("local", True, "full", False), ("local", False, "auto", True),
+     ("kaggle", True, "full", True), ("colab", False, "quick", False)],
+)  # fmt: skip
+def test_the_planner_runs_first_for_auto_and_on_hosted_gpus(plain, monkeypatch, tmp_path, where, gpu, profile, planned):
+    calls = []
+    monkeypatch.setattr(pipeline, "platform", lambda: where)
+    monkeypatch.setattr(pipeline, "cuda", lambda: gpu)
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, env: calls.append((cmd, env)) or Done(0))
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    chosen, rc = pipeline.plan_gate(profile, tmp_path / "data", tmp_path / "out", {})
+    assert rc == 0 and bool(calls) == planned
+    if planned:
+        cmd, env = calls[0]
+        assert cmd[1:5] == ["-m", "brainseg_utils.plan", "--profile", profile]
+        assert cmd[cmd.index("--record") + 1] == str(tmp_path / "out" / "plan") and env["DATA_ROOT"] == str(
+            tmp_path / "data"
+        )
+        assert ("--gpus" in cmd) == gpu and (not gpu or cmd[cmd.index("--gpus") + 1] == "2")
+    assert chosen == (str(tmp_path / "out" / "plan" / "auto.yaml") if profile == "auto" else profile)
+
+
+def test_a_run_over_the_session_stops_before_it_starts_unless_allowed(plain, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(pipeline, "platform", lambda: "kaggle")
+    monkeypatch.setattr(pipeline, "cuda", lambda: True)
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, env: Done(1))  # the planner: does not fit
+    assert pipeline.plan_gate("full", tmp_path, tmp_path / "out", {}) == (None, 2)
+    err = capsys.readouterr().err
+    assert "NOT to fit" in err and "ALLOW_OVER_SESSION=1" in err and "PROFILE=auto" in err
+    assert pipeline.plan_gate("full", tmp_path, tmp_path / "out", {"ALLOW_OVER_SESSION": "True"}) == ("full", 0)
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, env: Done(2))  # the planner itself failed
+    assert pipeline.plan_gate("full", tmp_path, tmp_path / "out", {"ALLOW_OVER_SESSION": "1"}) == (None, 2)
+    assert "the planner failed" in capsys.readouterr().err

@@ -176,3 +176,54 @@ def test_notebook_cells_and_scaled_costs():
     assert t4["encoder"] == pytest.approx(ref["encoder"] * ratio)
     assert t4["unet_epoch_train"] == pytest.approx(ref["unet_train"] * ratio + COSTS["augment"])  # CPU side as here
     assert t4["sam_epoch_train"] == pytest.approx(ref["decoder_train"] * ratio)
+
+
+def t4_context(platform: str = "kaggle"):
+    from brainseg_utils.plan.planner import Context
+
+    costs = {**COSTS, "unet_epoch_train": 0.03, "unet_epoch_val": 0.005, "encoder": 0.2, "encoder_b1": 0.2,
+             "sam_epoch_train": 0.08, "sam_epoch_val": 0.03, "decoder_infer": 0.03}  # fmt: skip
+    return Context("full", "t4", True, "test", platform, "brats2020", 369, wl.typical_brats(), costs, {})
+
+
+@pytest.mark.parametrize("platform", ["kaggle", "colab"])
+def test_auto_picks_the_first_level_that_fits_and_names_its_cuts(platform):
+    from brainseg_utils.plan import auto
+
+    ctx = t4_context(platform)
+    plan = auto.choose(ctx)
+    assert plan["fits"] and plan["profile"] == "auto" and plan["level"] > 0
+    for level in range(plan["level"]):  # every larger setting does not fit
+        gb, room = auto.cache_budget(ctx, auto.LADDER[level], auto.free_disk(ctx))
+        assert not (room and ctx.plan(1, None, {**auto.LADDER[level], "SAM_CACHE_BUDGET_GB": gb})["fits"])
+    step = auto.LADDER[plan["level"]]
+    assert {c["parameter"]: c["chosen"] for c in plan["cuts"]} == step
+    w = plan["workload"]
+    assert w["cached_embeddings"] == w["train_slices"] + w["val_slices"]  # both models on the same slices
+    limit = 0.9 * PLATFORMS[platform].session_s
+    assert max(plan["notebooks"].values()) <= limit
+    assert platform == "kaggle" or plan["total_seconds"] <= limit  # a Colab VM carries every notebook
+
+
+def test_auto_sizes_the_cache_from_the_free_disk(monkeypatch):
+    from brainseg_utils.plan import auto
+
+    monkeypatch.setattr(auto, "free_disk", lambda ctx: 12e9)  # every train + val embedding: > 12 GB at any level
+    plan = auto.choose(t4_context())
+    assert not plan["fits"] and plan["level"] == len(auto.LADDER) - 1
+    assert any("does not fit the free disk" in r for r in plan["why_not"])
+    monkeypatch.setattr(auto, "free_disk", lambda ctx: 40e9)  # SLICE_STEP 2 needs ~33 GB + slices + 5 GB reserve
+    plan = auto.choose(t4_context())
+    assert plan["fits"] and plan["cache_fits_disk"] and plan["overrides"]["SLICE_STEP"] >= 3
+    assert plan["overrides"]["SAM_CACHE_BUDGET_GB"] * 1e9 >= plan["workload"]["cached_embeddings"] * 2 * 1024**2
+
+
+def test_record_writes_a_profile_the_pipeline_can_run(tmp_path):
+    from brainseg_utils.parameters import load_profile
+    from brainseg_utils.plan import auto
+
+    plan = auto.choose(t4_context())
+    cli.record(plan, tmp_path)
+    assert json.loads((tmp_path / "plan.json").read_text())["level"] == plan["level"]
+    assert load_profile(str(tmp_path / "auto.yaml")) == plan["overrides"]
+    assert "# cut SLICE_STEP" in (tmp_path / "auto.yaml").read_text() or plan["level"] < 2

@@ -4,6 +4,7 @@ measured reference GPU for a device that is not present) and the estimate."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -71,16 +72,63 @@ def first_case(configs):
     return root, name, labelled_cases(discover_cases(root))
 
 
-def make_plan(
+@dataclass
+class Context:
+    """What every setting of a plan shares: the data's shape, the device's unit costs, the platform."""
+
+    profile: str
+    device: str
+    estimate: bool
+    measured_on: str
+    platform: str
+    dataset: str
+    cases: int
+    shape: object
+    costs: dict
+    cells: dict
+
+    def plan(self, gpus: int = 1, latency_runs: int | None = None, overrides: dict | None = None) -> dict:
+        """The plan for the profile with ``overrides`` (NAME -> value) on top."""
+        configs = profile_configs(self.profile, **(overrides or {}))
+        w = workload(configs, self.cases, self.shape, self.cells)
+        runs = configs.evaluation.latency_runs if latency_runs is None else latency_runs
+        stages = all_stages(w, self.costs, gpus, runs)
+        verdict = judge(stages, PLATFORMS[self.platform], self.platform)
+        per_nb = notebook_seconds(stages)
+        return {
+            "device": self.device,
+            "estimate": self.estimate,
+            "measured_on": self.measured_on,
+            "platform": self.platform,
+            "profile": self.profile,
+            "overrides": dict(overrides or {}),
+            "dataset": self.dataset,
+            "cases": self.cases,
+            "gpus": gpus,
+            "workload": w.to_json(),
+            "costs": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.costs.items()},
+            "stages": [s.to_json() for s in stages],
+            "notebooks": per_nb,
+            "total_seconds": round(sum(per_nb.values()), 1),
+            "disk_bytes": int(sum(s.disk_bytes for s in stages)),
+            "limits": vars(PLATFORMS[self.platform]),
+            "fits": verdict.fits,
+            "why_not": verdict.reasons,
+            "suggestions": [] if verdict.fits else suggestions(w, self.costs, gpus, self.platform, runs),
+        }
+
+
+def context(
     profile: str,
     device: str | None = None,
     cases: int | None = None,
-    gpus: int = 1,
     platform: str | None = None,
     use_cache: bool = True,
-    latency_runs: int | None = None,
-) -> dict:
-    configs = profile_configs(profile)
+    overrides: dict | None = None,
+) -> Context:
+    """Finds the data, measures its shape and calibrates the device (or scales the reference for one that is
+    not here) for ``profile`` (+ ``overrides``)."""
+    configs = profile_configs(profile, **(overrides or {}))
     platform = platform or env.platform()
     here = present_device()
     device = device or here
@@ -101,28 +149,21 @@ def make_plan(
     costs = dict(calibration["costs"])
     if estimate:
         costs.update(scaled_costs(configs, costs, device))
-    w = workload(configs, n, shape, notebook_cells(ROOT / "notebooks"))
-    runs = configs.evaluation.latency_runs if latency_runs is None else latency_runs
-    stages = all_stages(w, costs, gpus, runs)
-    verdict = judge(stages, PLATFORMS[platform], platform)
-    per_nb = notebook_seconds(stages)
-    return {
-        "device": device,
-        "estimate": estimate,
-        "measured_on": calibration["measured_on"],
-        "platform": platform,
-        "profile": profile,
-        "dataset": dataset,
-        "cases": n,
-        "gpus": gpus,
-        "workload": w.to_json(),
-        "costs": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in costs.items()},
-        "stages": [s.to_json() for s in stages],
-        "notebooks": per_nb,
-        "total_seconds": round(sum(per_nb.values()), 1),
-        "disk_bytes": int(sum(s.disk_bytes for s in stages)),
-        "limits": vars(PLATFORMS[platform]),
-        "fits": verdict.fits,
-        "why_not": verdict.reasons,
-        "suggestions": [] if verdict.fits else suggestions(w, costs, gpus, platform, runs),
-    }
+    cells = notebook_cells(ROOT / "notebooks")
+    return Context(profile, device, estimate, calibration["measured_on"], platform, dataset, n, shape, costs, cells)
+
+
+def make_plan(
+    profile: str,
+    device: str | None = None,
+    cases: int | None = None,
+    gpus: int = 1,
+    platform: str | None = None,
+    use_cache: bool = True,
+    latency_runs: int | None = None,
+    overrides: dict | None = None,
+) -> dict:
+    """The plan of ``profile`` (+ ``overrides``) for the data found (or ``cases``) on ``device`` x ``gpus`` and
+    ``platform`` (defaults: the present device, the detected platform)."""
+    ctx = context(profile, device, cases, platform, use_cache, overrides)
+    return ctx.plan(gpus, latency_runs, overrides)

@@ -7,7 +7,10 @@ configs/ or a .yaml path), ``OUTPUT_DIR`` (default ``outputs``), ``SYNTHETIC_DIR
 
 Policy, the same as the notebooks' (``workflow.locate``): explicit data wins; else BraTS where the platform keeps
 it; else, locally, the synthetic dataset (generated once, reused); on Colab / Kaggle a missing dataset stops the
-run unless synthetic data is asked for. Profile: ``full`` for real BraTS on a GPU, ``quick`` otherwise.
+run unless synthetic data is asked for. Profile: ``full`` for real BraTS on a GPU (``auto`` on Colab / Kaggle:
+the largest full-profile setting the planner predicts to fit the session), ``quick`` otherwise. With
+``PROFILE=auto``, and on Colab / Kaggle with a GPU for any profile, the planner runs first
+(``OUTPUT_DIR/plan/``) and a run predicted not to fit stops before it starts unless ``ALLOW_OVER_SESSION=1``.
 Each notebook is executed by papermill into ``OUTPUT_DIR/notebooks/``; the first failure stops the run, naming
 the notebook and its executed copy. Nothing here passes a user string to a shell.
 """
@@ -22,9 +25,11 @@ from pathlib import Path
 
 from brainseg_utils.config import DataConfig
 from brainseg_utils.parameters import NOTEBOOKS, load_profile, profile_path
+from brainseg_utils.runtime.env import platform
 from brainseg_utils.workflow.locate import DataNotFoundError, choose_profile, locate_dataset, resolve_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
+HOSTED = ("kaggle", "colab")
 KERNEL = "brainseg"  # the kernel scripts/setup_env.sh registers for this interpreter
 
 
@@ -33,7 +38,9 @@ def choose(environ: dict) -> tuple[DataConfig, str]:
     explicit = {"DATA_ROOT": environ["DATA_ROOT"]} if environ.get("DATA_ROOT") else {}
     located = locate_dataset(DataConfig.from_params(**explicit))  # None: synthetic
     profile = environ.get("PROFILE") or choose_profile("synthetic" if located is None else "brats2020", cuda())
-    params = {k: v for k, v in load_profile(profile).items() if k in DataConfig.PARAMS}
+    if profile == "full" and not environ.get("PROFILE") and platform() in HOSTED:
+        profile = "auto"  # a hosted session has an end: the largest full-profile setting that fits it
+    params = {k: v for k, v in load_profile("full" if profile == "auto" else profile).items() if k in DataConfig.PARAMS}
     data = DataConfig.from_params(
         **params,
         DATA_ROOT=str(located) if located is not None else "synthetic",
@@ -79,12 +86,49 @@ def run_notebooks(profile: Path, data_root: Path, output_dir: Path, extra: list[
     return 0
 
 
+def truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def plan_gate(profile: str, data_root: Path, output_dir: Path, environ: dict) -> tuple[str | None, int]:
+    """Before any notebook: the planner (``python -m brainseg_utils.plan --record OUTPUT_DIR/plan``, a child
+    process) for ``PROFILE=auto`` and, on Colab / Kaggle with a GPU, for any profile. Returns (the profile to run:
+    ``auto.yaml`` for auto, else ``profile``; 0), or (None, 2) when the run does not fit the session and
+    ``ALLOW_OVER_SESSION`` is not set. Locally without auto nothing is planned (no session limit)."""
+    hosted = platform() in HOSTED
+    if profile != "auto" and not (hosted and cuda()):
+        return profile, 0
+    folder = output_dir / "plan"
+    cmd = [sys.executable, "-m", "brainseg_utils.plan", "--profile", profile, "--record", str(folder)]
+    if environ.get("NUM_GPUS", "auto") not in ("auto", ""):
+        cmd += ["--gpus", str(environ["NUM_GPUS"])]
+    elif cuda():
+        import torch
+
+        cmd += ["--gpus", str(max(1, torch.cuda.device_count()))]
+    print("planning the run (python -m brainseg_utils.plan): predicted time and disk per notebook", flush=True)
+    rc = subprocess.run(cmd, env={**os.environ, **environ, "DATA_ROOT": str(data_root)}).returncode
+    if rc not in (0, 1):
+        print(f"error: the planner failed (exit {rc}); set PROFILE to a named profile to run without it",
+              file=sys.stderr)  # fmt: skip
+        return None, 2
+    if rc == 1 and not truthy(environ.get("ALLOW_OVER_SESSION")):
+        msg = "the run is predicted NOT to fit this platform's session (above, with suggestions)"
+        print(f"error: {msg}. Change the settings, use PROFILE=auto, or set ALLOW_OVER_SESSION=1 to run anyway.",
+              file=sys.stderr)  # fmt: skip
+        return None, 2
+    if rc == 1:
+        print("ALLOW_OVER_SESSION is set: running although the plan says it does not fit", flush=True)
+    return (str(folder / "auto.yaml") if profile == "auto" else profile), 0
+
+
 def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ if environ is None else environ)
     try:
         data, profile = choose(environ)
-        path = profile_path(profile)
+        if profile != "auto":
+            profile_path(profile)  # a missing profile fails here, before any work
     except (DataNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -96,6 +140,10 @@ def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
     output_dir = Path(os.path.abspath(environ.get("OUTPUT_DIR") or "outputs"))  # absolute: notebooks use it as given
     # Recorded in metrics.json (with the git commit) so every results table names what produced it.
     os.environ["BRAINSEG_RUN_COMMAND"] = f"PROFILE={profile} bash run_all.sh" + "".join(f" {a}" for a in extra)
+    chosen, rc = plan_gate(profile, root, output_dir, environ)
+    if chosen is None:
+        return rc
+    path = profile_path(chosen)
     print(f"profile: {profile} ({path})  outputs: {output_dir}", flush=True)
     return run_notebooks(path, root, output_dir, extra)
 
