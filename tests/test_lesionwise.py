@@ -60,6 +60,22 @@ def test_matching_reaches_three_dilations_of_the_18_neighbourhood():
     assert lesion_wise_dice_hd95(_vol(CUBE_A, np.s_[22:23, 22:23, 22:23]), _vol(CUBE_A))["n_fp"] == 1
 
 
+def test_wider_dilation_and_the_image_around_the_masks():
+    far = _vol(CUBE_A, np.s_[24:25, 15:16, 15:16])  # 5 voxels beyond the face at x = 19
+    assert lesion_wise_dice_hd95(far, _vol(CUBE_A))["n_fp"] == 1
+    assert lesion_wise_dice_hd95(far, _vol(CUBE_A), dilation_iterations=5)["n_fp"] == 0
+    # the masks are cropped to their content (+ the dilation): a larger image around them changes nothing
+    pred = _vol(np.s_[11:21, 10:20, 10:20], np.s_[40:42, 30:32, 20:22], np.s_[22:23, 15:16, 15:16])
+    gt = _vol(CUBE_A, CUBE_B, np.s_[40:45, 2:7, 2:4])
+    big_p, big_g = np.zeros((90, 70, 50), bool), np.zeros((90, 70, 50), bool)
+    big_p[7:67, 11:51, 13:43], big_g[7:67, 11:51, 13:43] = pred, gt
+    sp = (1.0, 1.2, 2.0)
+    assert M.volume_metrics(big_p, big_g, sp) == pytest.approx(M.volume_metrics(pred, gt, sp))
+    assert lesion_wise_dice_hd95(big_p, big_g, sp, dilation_iterations=5) == pytest.approx(
+        lesion_wise_dice_hd95(pred, gt, sp, dilation_iterations=5)
+    )
+
+
 def test_truth_lesions_closer_than_the_dilation_are_one_lesion():
     a, b6, b7 = np.s_[10:15, 10:20, 10:20], np.s_[21:26, 10:20, 10:20], np.s_[22:27, 10:20, 10:20]
     gt = _vol(a, b6)  # a 6-voxel gap: the dilated cubes touch, one lesion

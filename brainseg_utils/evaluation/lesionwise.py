@@ -74,11 +74,22 @@ CONVENTIONS = {
 }
 
 
-def _volumes(pred, gt, spacing) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def _volumes(pred, gt, spacing, margin: int = DILATION_ITERATIONS) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Bool (H, W, D) masks cropped to the bounding box of ``pred | gt`` widened by ``margin`` (>= the dilations)
+    voxels: every component, dilation and distance fits inside, and the image border stays where it was."""
     p, g = as_pair(pred, gt)
     if p.ndim != 3:
         raise ValueError(f"lesion metrics need 3-D volumes, got masks of shape {p.shape}")
-    return p, g, as_spacing(spacing, 3)
+    spacing = as_spacing(spacing, 3)
+    both = p | g
+    if not both.any():
+        return p[:1, :1, :1], g[:1, :1, :1], spacing
+    box = []
+    for axis in range(3):
+        hits = np.flatnonzero(both.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(hits[0] - margin, 0), min(hits[-1] + 1 + margin, p.shape[axis])))
+    box = tuple(box)
+    return p[box], g[box], spacing
 
 
 def _grow(box: tuple[slice, ...], shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
@@ -165,7 +176,7 @@ def lesion_wise_dice_hd95(
     (above the threshold), "n_tp", "n_fn": of those, matched / missed, "n_fp": unmatched predicted
     components, "n_gt_ignored": GT lesions at or below ``min_lesion_mm3``}``.
     """
-    p, g, spacing = _volumes(pred, gt, spacing)
+    p, g, spacing = _volumes(pred, gt, spacing, margin=dilation_iterations)
     p_lab, n_pred = _components(p)
     return _lesion_wise(p_lab, n_pred, g, spacing, dilation_iterations, min_lesion_mm3)
 
