@@ -59,7 +59,7 @@ CASE_METRICS = ("lesion_dice", "lesion_hd95", NSD_COLUMN, "fp_ml")  # per-patien
 CONVENTIONS = {
     "lesion_dice": "BraTS 2023 lesion-wise Dice (official code github.com/rachitsaluja/BraTS-2023-Metrics "
     "metrics.py, BraTS-GLI parameters): 26-connected components; GT lesions combined by 3 dilations "
-    "(18-neighbourhood); predicted components touching a 3x-dilated GT lesion are its match; GT lesions "
+    "(18-neighbourhood); predicted components intersecting a 3x-dilated GT lesion are its match; GT lesions "
     f"<= {MIN_LESION_MM3:g} mm^3 ignored; mean over kept GT lesions + false-positive components "
     "(missed lesions and FPs score 0); 1 if nothing to average",
     "lesion_hd95": "BraTS 2023 lesion-wise HD95, mm: same lesions and matches as lesion_dice, each matched lesion's "
