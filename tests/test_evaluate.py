@@ -34,8 +34,12 @@ def _tables(n_cases: int, models=("unet", "sam_x_none")):
                 "iou": 0.5,
                 "precision": 0.5,
                 "recall": 0.5,
-                "hd95": 3.0,
+                "hd95": float(rng.uniform(2.0, 20.0)),
                 "tumour_ml": 1.0,
+                "lesion_dice": 0.6,
+                "lesion_hd95": 40.0,
+                "nsd_2mm": 0.7,
+                "fp_ml": 0.25,
             }
             for m in models
             for c in ids
@@ -63,6 +67,26 @@ def _tables(n_cases: int, models=("unet", "sam_x_none")):
     return per_case, per_slice
 
 
+def test_case_rows_carry_the_metrics_the_field_reports():
+    gt = np.zeros((40, 40, 20), bool)
+    gt[10:20, 10:20, 5:15] = True
+    pred = gt.copy()
+    pred[30:32, 30:32, 0:2] = True  # a spurious 8-voxel component
+    res = {"gt": gt, "pred": {"unet": pred, "sam_x_none": gt}, "spacing": (1.0, 1.0, 2.0)}
+    rows = {r["model"]: r for r in ev.case_rows("c0", res)}
+    assert rows["unet"]["lesion_dice"] == pytest.approx(0.5) and rows["unet"]["lesion_hd95"] == pytest.approx(187.0)
+    unet = rows["unet"]
+    assert (unet["n_gt_lesions"], unet["n_tp"], unet["n_fn"], unet["n_fp"]) == (1, 1, 0, 1)
+    assert unet["fp_ml"] == pytest.approx(8 * 2.0 / 1000) and unet["tumour_ml"] == pytest.approx(2.0)
+    # NSD: all 488 + 488 cube-surface voxels within 2 mm, the 8 stray ones not; HD95: 8 of 496 is under 5 %
+    assert unet["nsd_2mm"] == pytest.approx(976 / 984) and unet["hd95"] == 0.0
+    assert rows["sam_x_none"]["nsd_2mm"] == 1.0 and rows["sam_x_none"]["fp_ml"] == 0.0
+    assert rows["sam_x_none"]["lesion_dice"] == 1.0 and rows["sam_x_none"]["lesion_hd95"] == 0.0
+    assert {"dice", "iou", "precision", "recall", "hd95", "lesion_dice", "lesion_hd95", "nsd_2mm", "fp_ml"} <= set(
+        rows["unet"]
+    )
+
+
 def test_summary_statistics_by_hand():
     per_case = pd.DataFrame(
         {
@@ -72,8 +96,12 @@ def test_summary_statistics_by_hand():
             "iou": 0.5,
             "precision": 0.5,
             "recall": 0.5,
-            "hd95": 3.0,
+            "hd95": [3.0, 5.0, 100.0, 4.0, 6.0, 8.0],
             "tumour_ml": 1.0,
+            "lesion_dice": [0.5, 1.0, 0.0, 0.5, 0.5, 0.5],
+            "lesion_hd95": [187.0, 0.0, 374.0, 1.0, 1.0, 1.0],
+            "nsd_2mm": [0.9, 0.8, 0.7, 0.5, 0.5, 0.5],
+            "fp_ml": [0.0, 1.5, 0.3, 0.0, 0.0, 0.0],
         }
     )
     per_slice = pd.DataFrame(
@@ -93,6 +121,15 @@ def test_summary_statistics_by_hand():
     )
     s = statistics.summarise(per_case, per_slice)
     assert s["unet"]["per_case"]["dice"]["mean"] == pytest.approx(0.7)
+    # HD95 with one outlier: mean 36, median 5 [IQR 4, 52.5] (pandas' linear quantiles of 3, 5, 100)
+    assert s["unet"]["per_case"]["hd95"]["mean"] == pytest.approx(36.0)
+    assert s["unet"]["per_case"]["hd95"]["median"] == pytest.approx(5.0)
+    assert s["unet"]["per_case"]["hd95"]["iqr"] == pytest.approx([4.0, 52.5])
+    assert s["unet"]["per_case"]["lesion_dice"]["mean"] == pytest.approx(0.5)
+    assert s["unet"]["per_case"]["lesion_hd95"]["mean"] == pytest.approx(187.0)
+    assert s["unet"]["per_case"]["nsd_2mm"]["mean"] == pytest.approx(0.8)
+    assert s["unet"]["per_case"]["fp_ml"]["mean"] == pytest.approx(0.6)
+    assert "lesion_dice" not in s["unet"]["per_slice"]  # per patient only
     assert s["unet"]["per_slice"]["dice"]["mean"] == pytest.approx(0.65)
     assert s["unet"]["per_slice_tumour"]["dice"]["mean"] == pytest.approx(0.8)
     assert s["unet"]["false_positive_rate"]["value"] == pytest.approx(0.5)
@@ -206,11 +243,27 @@ def test_results_markdown_states_what_n_allows():
         "dataset": {"name": "synthetic", "n_test_cases": 2, "split_sha256": "f" * 64},
         "models": summary,
         "statistics": statistics.paired_tests(per_case),
-        "conventions": {"dice": "x"},
+        "conventions": {"dice": "x", "lesion_dice": "BraTS 2023 lesion-wise"},
         "latency_protocol": "y",
         "provenance": {"commit": "abc123", "dirty": False, "command": "bash run_all.sh"},
     }
     md = results_table.results_markdown(metrics)
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    for col in (
+        "HD95 mm mean",
+        "HD95 mm median [IQR]",
+        "lesion-wise Dice",
+        "lesion-wise HD95 mm",
+        "NSD 2 mm",
+        "FP volume mL",
+    ):
+        assert f"| {col} |" in header, col
+    unet_row = next(line for line in md.splitlines() if line.startswith("| unet |")).split(" | ")
+    hd = summary["unet"]["per_case"]["hd95"]
+    assert unet_row[8] == f"{hd['median']:.1f} [{hd['iqr'][0]:.1f}, {hd['iqr'][1]:.1f}]"
+    assert unet_row[9:13] == ["0.600", "40.0", "0.700", "0.25"]
+    assert len(unet_row) == len(header.split(" | "))
     assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "(CI n/a, n = 2)" in md
     assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md
+    assert "- lesion_dice: BraTS 2023 lesion-wise" in md
     assert "n/a (n = 2; min attainable p 0.5)" in md and "`bash run_all.sh` at commit `abc123`" in md

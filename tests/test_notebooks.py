@@ -291,6 +291,7 @@ def test_04_evaluate(nb_run, run02, run03):
     assert m["provenance"]["commit"] and m["provenance"]["command"]
     per_case = pd.read_csv(out / "results" / "per_case.csv")
     assert set(per_case.model) == names and len(per_case) == 5
+    assert {"lesion_dice", "lesion_hd95", "n_tp", "n_fn", "n_fp", "nsd_2mm", "fp_ml"} <= set(per_case.columns)
     md = (out / "results" / "results.md").read_text()
     assert "SYNTHETIC" in md and "ORACLE" in md
     case = m["dataset"]["test_cases"][0]

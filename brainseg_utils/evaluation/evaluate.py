@@ -6,7 +6,9 @@ Protocol (written into ``metrics.json`` and ``results.md``):
     (bilinear, pixel-centre aligned) to the native grid and thresholded at 0 (sigmoid 0.5); slices
     without brain are predicted empty. Slices are stacked back into a volume.
   * Per patient (the headline): Dice, IoU, precision, recall and HD95 on the 3-D volume against
-    the whole-tumour label, voxel spacing from the NIfTI header.
+    the whole-tumour label, voxel spacing from the NIfTI header; beside them the BraTS 2023 lesion-wise
+    Dice and HD95 (with lesion counts), the normalised surface Dice at 2 mm and the false-positive volume in mL
+    (``lesionwise``; conventions in ``metrics.CONVENTIONS``). HD95 is summarised as mean and median [IQR].
   * Per slice: the same metrics on each brain slice (2-D, in-plane spacing), averaged over
     tumour slices and over all brain slices; the false-positive rate is the share of tumour-free
     brain slices with any predicted pixel. Oracle-box variants cannot produce one (no box on a
@@ -62,7 +64,7 @@ def case_rows(case_id: str, result: dict) -> list[dict]:
             "model": name,
             "case_id": case_id,
             "tumour_ml": round(tumour_ml, 3),
-            **M.all_metrics(pred, gt, result["spacing"]),
+            **M.case_metrics(pred, gt, result["spacing"]),
         }
         for name, pred in result["pred"].items()
     ]

@@ -14,12 +14,28 @@ distance, the voxel spacing in mm. Conventions, also written into every result f
     ``compute_hausdorff_distance(percentile=95)``. 0 when both masks are empty; when exactly one
     is, the diagonal of the image grid in mm (``empty_hd95``): 373.13 mm for a 240 x 240 x 155
     BraTS volume at 1 mm (the BraTS penalty), 339.41 mm for one 240 x 240 slice of it.
+
+Per patient, beside these (``lesionwise``, re-exported here): the BraTS 2023 lesion-wise Dice and HD95
+(``lesion_wise_dice_hd95``), the normalised surface Dice at 2 mm (``normalized_surface_dice``) and the
+false-positive volume in mL (``false_positive_volume_ml``); ``volume_metrics`` gives all of them for one case.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from brainseg_utils.evaluation.lesionwise import CASE_METRICS as CASE_METRICS
+from brainseg_utils.evaluation.lesionwise import CONVENTIONS as _VOLUME_CONVENTIONS
+from brainseg_utils.evaluation.lesionwise import (  # noqa: F401  (re-exported: the metrics the field reports)
+    LESION_HD95_PENALTY,
+    NSD_COLUMN,
+    false_positive_volume_ml,
+    lesion_wise_dice_hd95,
+    normalized_surface_dice,
+    volume_metrics,
+)
+from brainseg_utils.evaluation.surfaces import as_pair as _pair
+from brainseg_utils.evaluation.surfaces import as_spacing, hd95_from, hd95_of, surface_distances
 
 HD95_EMPTY_PENALTY = 373.13  # mm: sqrt(240^2 + 240^2 + 155^2), a BraTS volume's diagonal
 METRICS = ("dice", "iou", "precision", "recall", "hd95")
@@ -32,14 +48,10 @@ CONVENTIONS = {
     f"0 if both empty; if exactly one is empty, the image grid's diagonal in mm: {HD95_EMPTY_PENALTY} "
     "for a 240x240x155 BraTS volume (per patient), 339.41 for a 240x240 slice (per slice)",
     "threshold": "sigmoid probability > 0.5",
+    "hd95_summary": "per-patient HD95 is summarised as mean and as median [IQR: 25th, 75th percentile]: "
+    "the penalty for an empty mask makes the mean fragile",
+    **_VOLUME_CONVENTIONS,
 }
-
-
-def _pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
-    p, g = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-    if p.shape != g.shape:
-        raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
-    return p, g
 
 
 def dice(pred, gt) -> float:
@@ -68,12 +80,6 @@ def recall(pred, gt) -> float:
     return float((p & g).sum() / g.sum())
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Mask voxels with at least one face-neighbour outside the mask (the image border counts as outside)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
-
-
 def empty_hd95(shape, spacing=None) -> float:
     """HD95 (mm) when exactly one mask is empty: the diagonal of the image grid, ``sqrt(sum((n_i * s_i)^2))``."""
     spacing = (1.0,) * len(shape) if spacing is None else spacing
@@ -83,22 +89,12 @@ def empty_hd95(shape, spacing=None) -> float:
 def hd95(pred, gt, spacing=None) -> float:
     """95th-percentile Hausdorff distance in mm (see module docstring for the conventions)."""
     p, g = _pair(pred, gt)
-    spacing = tuple(float(s) for s in (spacing if spacing is not None else (1.0,) * p.ndim))
-    if len(spacing) != p.ndim:
-        raise ValueError(f"spacing {spacing} has {len(spacing)} values for a {p.ndim}-D mask")
+    spacing = as_spacing(spacing, p.ndim)
     if not p.any() and not g.any():
         return 0.0
     if not p.any() or not g.any():
         return empty_hd95(p.shape, spacing)
-    # Crop to the joint bounding box (+1 voxel) first: distances inside it are unchanged.
-    idx = np.argwhere(p | g)
-    lo = np.maximum(idx.min(0) - 1, 0)
-    hi = idx.max(0) + 2
-    crop = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    sp, sg = _surface(p[crop]), _surface(g[crop])
-    d_pg = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
-    d_gp = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
-    return float(max(np.percentile(d_pg, 95), np.percentile(d_gp, 95)))
+    return hd95_of(p, g, spacing)
 
 
 def all_metrics(pred, gt, spacing=None) -> dict[str, float]:
@@ -110,6 +106,22 @@ def all_metrics(pred, gt, spacing=None) -> dict[str, float]:
         "recall": recall(pred, gt),
         "hd95": hd95(pred, gt, spacing),
     }
+
+
+def case_metrics(pred, gt, spacing=None) -> dict[str, float]:
+    """The per-patient row of one (H, W, D) volume: ``all_metrics`` and ``volume_metrics`` (lesion-wise Dice / HD95
+    and counts, NSD at 2 mm, false-positive mL), the surface distances computed once for HD95 and NSD."""
+    p, g = _pair(pred, gt)
+    spacing = as_spacing(spacing, p.ndim)
+    distances = surface_distances(p, g, spacing) if p.any() and g.any() else None
+    row = {
+        "dice": dice(p, g),
+        "iou": iou(p, g),
+        "precision": precision(p, g),
+        "recall": recall(p, g),
+        "hd95": hd95_from(*distances) if distances is not None else hd95(p, g, spacing),
+    }
+    return {**row, **volume_metrics(p, g, spacing, distances=distances)}
 
 
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

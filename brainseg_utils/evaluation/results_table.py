@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from brainseg_utils.evaluation.lesionwise import NSD_COLUMN, NSD_TOLERANCE_MM
 from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
 
 
@@ -14,6 +15,12 @@ def fmt_ci(stats: dict, n: int) -> str:
     if ci and None not in ci and np.isfinite(ci[0]):
         return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
     return f"{stats['mean']:.3f} (CI n/a, n = {n})"
+
+
+def fmt_median_iqr(stats: dict, digits: int = 1) -> str:
+    """ "12.3 [8.1, 20.4]": median [25th, 75th percentile] over patients."""
+    lo, hi = stats["iqr"]
+    return f"{stats['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def fmt_fp(fp: dict) -> str:
@@ -60,20 +67,26 @@ def results_markdown(metrics: dict) -> str:
         "Per-patient 3-D metrics (headline), per-slice Dice on tumour slices and on all brain slices, "
         "false-positive rate on tumour-free slices, batch-1 end-to-end latency, and what each model learnt from "
         "(train / val slices, training cases).",
+        "HD95 per patient as mean and as median [IQR]; BraTS 2023 lesion-wise Dice and HD95 (official rules), "
+        f"normalised surface Dice at {NSD_TOLERANCE_MM:g} mm and false-positive volume (mL of predicted "
+        "components sharing no voxel with the tumour) are per-patient means; every convention is listed below.",
         stats_line,
         f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
         "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).",
         "",
-        "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm | "
+        "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm mean | "
+        "HD95 mm median [IQR] | lesion-wise Dice | lesion-wise HD95 mm | NSD 2 mm | FP volume mL | "
         "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in metrics["models"].items():
         pc, lat = m["per_case"], m["latency_ms"]
         lines.append(
             f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
             f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
-            f"{pc['hd95']['mean']:.1f} | {m['per_slice_tumour']['dice']['mean']:.3f} | "
+            f"{pc['hd95']['mean']:.1f} | {fmt_median_iqr(pc['hd95'])} | {pc['lesion_dice']['mean']:.3f} | "
+            f"{pc['lesion_hd95']['mean']:.1f} | {pc[NSD_COLUMN]['mean']:.3f} | {pc['fp_ml']['mean']:.2f} | "
+            f"{m['per_slice_tumour']['dice']['mean']:.3f} | "
             f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
             f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
             f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "

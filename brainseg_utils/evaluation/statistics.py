@@ -20,26 +20,34 @@ def is_oracle(name: str) -> bool:
     return name.endswith("_box") and not name.endswith("_unet_box") or name.endswith("_box_zeroshot")
 
 
+def _case_stats(values: pd.Series, n: int, seed: int) -> dict:
+    """Mean, median, IQR ``[25th, 75th percentile]``, std and the bootstrap CI (null below MIN_PATIENTS_FOR_STATS)."""
+    stats = {
+        "mean": float(values.mean()),
+        "median": float(values.median()),
+        "iqr": [float(values.quantile(0.25)), float(values.quantile(0.75))],
+        "std": float(values.std(ddof=1)) if n > 1 else 0.0,
+    }
+    if n >= MIN_PATIENTS_FOR_STATS:
+        stats["ci95"] = list(M.bootstrap_ci(values, seed=seed))
+    else:
+        stats["ci95"], stats["ci95_note"] = None, _na(n)
+    return stats
+
+
 def summarise(per_case: pd.DataFrame, per_slice: pd.DataFrame, seed: int = 0) -> dict:
-    """Per model: per-case means (bootstrap CIs from ``MIN_PATIENTS_FOR_STATS`` patients on, else null
-    with ``ci95_note``), per-slice means (tumour / all), FP rate (null with a reason for oracle prompts)."""
+    """Per model: per-case mean, median and IQR of ``metrics.METRICS`` and ``metrics.CASE_METRICS`` (bootstrap CIs
+    from ``MIN_PATIENTS_FOR_STATS`` patients on, else null with ``ci95_note``), per-slice means of
+    ``metrics.METRICS`` (tumour / all), FP rate (null with a reason for oracle prompts)."""
     out = {}
     for name, pc in per_case.groupby("model", sort=False):
         ps = per_slice[per_slice.model == name]
         tum, free = ps[ps.has_tumour], ps[~ps.has_tumour]
         n = int(len(pc))
         entry = {"n_cases": n, "per_case": {}, "per_slice": {}, "per_slice_tumour": {}}
+        for m in M.METRICS + M.CASE_METRICS:
+            entry["per_case"][m] = _case_stats(pc[m], n, seed)
         for m in M.METRICS:
-            stats = {
-                "mean": float(pc[m].mean()),
-                "median": float(pc[m].median()),
-                "std": float(pc[m].std(ddof=1)) if n > 1 else 0.0,
-            }
-            if n >= MIN_PATIENTS_FOR_STATS:
-                stats["ci95"] = list(M.bootstrap_ci(pc[m], seed=seed))
-            else:
-                stats["ci95"], stats["ci95_note"] = None, _na(n)
-            entry["per_case"][m] = stats
             entry["per_slice"][m] = {"mean": float(ps[m].mean()), "n": int(len(ps))}
             entry["per_slice_tumour"][m] = {
                 "mean": float(tum[m].mean()) if len(tum) else float("nan"),
