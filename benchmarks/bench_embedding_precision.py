@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     atomic_write_json(args.out, out)
     for name, r in rows.items():
+        mib = r["bytes_per_slice"] / 2**20
         print(f"{name}: Dice vs float32 mean {r['dice_vs_float32_mean']} min {r['dice_vs_float32_min']}, "
-              f"max |logit diff| {r['max_abs_logit_diff']}, {r['bytes_per_slice'] / 2**20:.1f} MiB per slice")  # fmt: skip
+              f"max |logit diff| {r['max_abs_logit_diff']}, {mib:.1f} MiB per slice")  # fmt: skip
     return out
 
 

@@ -267,3 +267,25 @@ def test_results_markdown_states_what_n_allows():
     assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md
     assert "- lesion_dice: BraTS 2023 lesion-wise" in md
     assert "n/a (n = 2; min attainable p 0.5)" in md and "`bash run_all.sh` at commit `abc123`" in md
+
+
+def test_the_runs_settings_and_cuts_reach_the_results(tmp_path):
+    from brainseg_utils.evaluation.evaluate import run_settings
+    from brainseg_utils.evaluation.results_table import settings_lines
+    from brainseg_utils.runtime.io import atomic_write_json
+    from brainseg_utils.runtime.paths import RunDir
+
+    run = RunDir(tmp_path)
+    info = {"params": {"SLICE_STEP": 1, "TUMOUR_FREE_FRACTION": 0.3}}
+    plain = run_settings(run, info)
+    assert plain == {"slice_step": 1, "tumour_free_fraction": 0.3, "profile": None, "cuts": []}
+    assert settings_lines(plain) == []  # nothing was cut, nothing subsampled
+    cut = {"parameter": "SAM_EPOCHS", "full": 30, "chosen": 15, "cost": "fewer decoder epochs"}
+    plan = {"profile": "auto", "level": 2, "cuts": [cut], "platform": "kaggle", "device": "t4", "gpus": 2,
+            "estimate": True, "notebooks": {"02_train_unet": 100.0}, "fits": True}  # fmt: skip
+    atomic_write_json(run.plan, plan)
+    settings = run_settings(run, {"params": {"SLICE_STEP": 2}})
+    assert settings["cuts"] == [cut] and settings["planned_for"] == "kaggle on t4 x2 (estimate)"
+    text = "\n".join(settings_lines(settings))
+    assert "one tumour slice in 2 (SLICE_STEP 2), the same slices for both models" in text
+    assert "PROFILE=auto" in text and "- SAM_EPOCHS 30 -> 15: fewer decoder epochs" in text

@@ -227,3 +227,30 @@ def test_record_writes_a_profile_the_pipeline_can_run(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text())["level"] == plan["level"]
     assert load_profile(str(tmp_path / "auto.yaml")) == plan["overrides"]
     assert "# cut SLICE_STEP" in (tmp_path / "auto.yaml").read_text() or plan["level"] < 2
+
+
+def test_the_notebooks_plan_cell(tmp_path, monkeypatch, capsys):
+    from brainseg_utils.plan import auto
+    from brainseg_utils.plan.check import OverSessionError, plan_check
+    from brainseg_utils.runtime import env
+    from brainseg_utils.runtime.io import atomic_write_json
+    from brainseg_utils.runtime.paths import RunDir
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    run = RunDir(tmp_path)
+    assert plan_check(run, "02_train_unet", {}) is None  # a CPU without a recorded plan: only the hint
+    assert "python -m brainseg_utils.plan" in capsys.readouterr().out
+    plan = auto.choose(t4_context())
+    atomic_write_json(run.plan, plan)
+    assert plan_check(run, "03_finetune_sam", {})["level"] == plan["level"]
+    out = capsys.readouterr().out
+    assert "this notebook ~" in out and "fits the session" in out and "SLICE_STEP 1->" in out
+    over = {**plan, "fits": False, "why_not": ["03_finetune_sam needs 13.0 h"]}
+    atomic_write_json(run.plan, over)
+    monkeypatch.setattr(env, "platform", lambda: "kaggle")
+    with pytest.raises(OverSessionError, match="ALLOW_OVER_SESSION=1"):
+        plan_check(run, "03_finetune_sam", {}, environ={})
+    assert plan_check(run, "03_finetune_sam", {}, environ={"ALLOW_OVER_SESSION": "1"})["fits"] is False
+    assert "going on although" in capsys.readouterr().out
+    monkeypatch.setattr(env, "platform", lambda: "local")  # a plan made for Kaggle does not stop a local run
+    assert plan_check(run, "03_finetune_sam", {}, environ={}) is not None

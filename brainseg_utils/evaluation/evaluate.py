@@ -121,6 +121,32 @@ def _predict_cases(run, models: Models, cases: list, img_size, modalities, devic
     return pd.DataFrame(pc_rows), pd.DataFrame(ps_rows), volumes, sample
 
 
+def run_settings(run, info: dict) -> dict:
+    """What the run was sized to: the slice subsample both models shared (``SLICE_STEP``) and, when the planner
+    chose the settings (``PROFILE=auto``), its level, the cuts (each with its cost in quality) and the
+    predicted seconds per notebook (``run.plan``, written by run_all.sh)."""
+    params = info.get("params") or {}
+    out = {
+        "slice_step": params.get("SLICE_STEP"),
+        "tumour_free_fraction": params.get("TUMOUR_FREE_FRACTION"),
+        "profile": None,
+        "cuts": [],
+    }
+    path = run.plan
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        out.update(
+            profile=plan.get("profile"),
+            level=plan.get("level"),
+            cuts=plan.get("cuts", []),
+            planned_for=f"{plan.get('platform')} on {plan.get('device')} x{plan.get('gpus')}"
+            + (" (estimate)" if plan.get("estimate") else ""),
+            predicted_seconds=plan.get("notebooks"),
+            fits=plan.get("fits"),
+        )
+    return out
+
+
 def _protocol(latency_runs: int) -> dict:
     """The ``conventions`` and ``latency_protocol`` entries of metrics.json: every policy that changes a number."""
     return {
@@ -186,6 +212,7 @@ def run_evaluation(
         summary[name]["data"] = models.data.get(name)
         summary[name]["backend"] = backend_of(models, name)
     metrics = {
+        "settings": run_settings(run, info),
         "dataset": {
             "name": info["name"],
             "split_sha256": split["sha256"],

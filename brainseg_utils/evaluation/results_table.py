@@ -92,6 +92,7 @@ def results_markdown(metrics: dict) -> str:
             f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
             f"{fmt_p(metrics['statistics'].get(name))} |"
         )
+    lines += settings_lines(metrics.get("settings") or {})
     prov = metrics.get("provenance", {})
     backends = metrics.get("sam_backends") or {}
     if backends:
@@ -107,6 +108,22 @@ def results_markdown(metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def settings_lines(settings: dict) -> list[str]:
+    """What both models were trained on and what was cut to fit the session (``PROFILE=auto``)."""
+    out = []
+    step = settings.get("slice_step")
+    if step and step > 1:
+        out += ["", f"Training slices: one tumour slice in {step} (SLICE_STEP {step}), the same slices for both "
+                "models; the test patients are evaluated on every brain slice."]  # fmt: skip
+    if settings.get("cuts"):
+        out += ["", f"Cut to fit the session (PROFILE={settings.get('profile')}, planned for "
+                f"{settings.get('planned_for')}): "]  # fmt: skip
+        out += [f"- {c['parameter']} {c['full']} -> {c['chosen']}: {c['cost']}" for c in settings["cuts"]]
+    elif settings.get("profile") == "auto":
+        out += ["", f"PROFILE=auto: the full settings fit the session (planned for {settings.get('planned_for')})."]
+    return out
 
 
 PROMPT_LABEL = {

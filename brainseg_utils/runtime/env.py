@@ -237,3 +237,9 @@ def enter_project_root() -> str:
     root = project_root()
     os.chdir(root)
     return str(root)
+
+
+def allow_over_session(environ=None) -> bool:
+    """``ALLOW_OVER_SESSION`` is set (1, true, yes, on): run although the planner says the session ends first."""
+    value = (os.environ if environ is None else environ).get("ALLOW_OVER_SESSION", "")
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -32,6 +32,7 @@ class RunDir:
         <root>/predictions/<model>/  predicted volumes (NIfTI)
         <root>/demo/                 the demo's downloads; demo/examples/ its example inputs
         <root>/notebooks/            executed notebooks (run_all.sh)
+        <root>/plan/                 the planner's record (plan.json; auto.yaml for PROFILE=auto), run_all.sh
 
     Folder properties (``data``, ``unet``, ``sam_root``, ``results``, ...) and folder methods
     (``sam(variant)``, ``predictions(model)``) create the folder; file properties (``splits``,
@@ -150,6 +151,11 @@ class RunDir:
         if folder.is_dir():
             out.update({p.parent.name: p for p in sorted(folder.glob("sam_*/history.json"))})
         return out
+
+    @property
+    def plan(self) -> Path:
+        """The planner's record of this run (``python -m brainseg_utils.plan --record <root>/plan``)."""
+        return self._dir("plan") / "plan.json"
 
     # ------------------------------------------------------------------ results (notebook 04)
     @property

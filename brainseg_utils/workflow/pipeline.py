@@ -25,7 +25,7 @@ from pathlib import Path
 
 from brainseg_utils.config import DataConfig
 from brainseg_utils.parameters import NOTEBOOKS, load_profile, profile_path
-from brainseg_utils.runtime.env import platform
+from brainseg_utils.runtime.env import allow_over_session, platform
 from brainseg_utils.workflow.locate import DataNotFoundError, choose_profile, locate_dataset, resolve_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,10 +86,6 @@ def run_notebooks(profile: Path, data_root: Path, output_dir: Path, extra: list[
     return 0
 
 
-def truthy(value: str | None) -> bool:
-    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def plan_gate(profile: str, data_root: Path, output_dir: Path, environ: dict) -> tuple[str | None, int]:
     """Before any notebook: the planner (``python -m brainseg_utils.plan --record OUTPUT_DIR/plan``, a child
     process) for ``PROFILE=auto`` and, on Colab / Kaggle with a GPU, for any profile. Returns (the profile to run:
@@ -112,7 +108,7 @@ def plan_gate(profile: str, data_root: Path, output_dir: Path, environ: dict) ->
         print(f"error: the planner failed (exit {rc}); set PROFILE to a named profile to run without it",
               file=sys.stderr)  # fmt: skip
         return None, 2
-    if rc == 1 and not truthy(environ.get("ALLOW_OVER_SESSION")):
+    if rc == 1 and not allow_over_session(environ):
         msg = "the run is predicted NOT to fit this platform's session (above, with suggestions)"
         print(f"error: {msg}. Change the settings, use PROFILE=auto, or set ALLOW_OVER_SESSION=1 to run anyway.",
               file=sys.stderr)  # fmt: skip
