@@ -160,8 +160,13 @@ def build_embedding_cache(
     total = sum(len(b) for b in batches)
     bar = tqdm(total=total, desc=f"encoding slices ({backend.name})", disable=not (progress and dist.is_main))
     halving = memory.Halving(f"encoding ({backend.name})", distributed=dist.enabled)
-    for pos in batches:
+    for i, pos in enumerate(batches):
         images = torch.from_numpy(np.asarray(slices.images[chosen[pos]], dtype=np.float32)).to(device)
+        if (
+            i == 0 and images.device.type in memory.PRESIZE_DEVICES
+        ):  # before the first pass: does the batch fit the GPU?
+            with torch.no_grad():
+                halving.presize(lambda k, x=images: backend.encode(x[:k]), batch_size)
         emb[pos[0] : pos[-1] + 1] = halving.encode(backend.encode, images).float().cpu().numpy().astype(np.float16)
         emb.flush()
         flags[pos[0] : pos[-1] + 1] = 1  # only this process's rows; after the data is on disk

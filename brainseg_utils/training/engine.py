@@ -97,6 +97,7 @@ class _Run:
     ema: nn.Module | None
     history: list
     halving: memory.Halving
+    presized: bool = False  # the batch was checked against the free GPU memory (memory.Halving.presize)
     best: float = -math.inf
     best_epoch: int = -1
 
@@ -249,6 +250,20 @@ def _step(model: nn.Module, net: nn.Module, inputs, target, epoch: int, run: _Ru
     inputs, target = to_device(inputs, run.device, cfg.channels_last), target.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
     reset = lambda: run.optimizer.zero_grad(set_to_none=True)  # noqa: E731  (a failed attempt's gradients)
+    if (
+        not run.presized and run.device.type in memory.PRESIZE_DEVICES
+    ):  # before the first pass: does the batch fit the GPU?
+        run.presized = True
+
+        def probe(k: int) -> None:  # leaves no trace: gradients, BatchNorm statistics and random state restored
+            saved = [b.detach().clone() for b in net.buffers()]
+            with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+                _backward(net, memory.head(inputs, k), target[:k], epoch, run, 1)
+            for b, v in zip(net.buffers(), saved, strict=True):
+                b.copy_(v)
+            reset()
+
+        run.halving.presize(probe, len(target))
     loss = run.halving.run(lambda parts: _backward(net, inputs, target, epoch, run, parts), len(target), reset)
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
