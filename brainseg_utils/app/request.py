@@ -83,10 +83,11 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
     paths = []
     stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
     token = _token()  # unique names: see save_png
+    where = f"_z{z}" if up.volume.shape[2] > 1 else ""  # 0-based slice index, as in the file; none for 2-D
     for name, mask in masks.items():
         if mask is None:
             continue
-        png = folder / f"{stem}_z{z}_{name}_mask_{token}.png"
+        png = folder / f"{stem}{where}_{name}_mask_{token}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(png)
         paths.append(str(png))
         if up.kind == "nifti":
@@ -133,6 +134,7 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
         "files": files,
         "z": z,
         "depth": depth,
+        "name": up.name,
     }
 
 
