@@ -63,7 +63,7 @@ def test_predictor_outputs(predictor, tmp_path):
     pngs = sorted(p for p in out["files"] if p.endswith(".png"))
     assert len(pngs) == 2 and all(re.search(r"/s_(sam|unet)_mask_[0-9a-f]{8}\.png$", p) for p in pngs), pngs
     np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])) > 0, r["sam"])
-    none = R.segment(predictor, slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
+    none = R.segment(predictor, slice_png(tmp_path / "t.png"), None, "", "none", tmp_path)["res"]  # an example row
     assert none["sam"].shape == (80, 96) and none["box"] is None
 
 
@@ -82,6 +82,8 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     assert m[:, :, [0, 1, 2, 3, 5, 6, 7, 8, 9]].max() == 0
     with pytest.raises(UploadError, match="outside the volume"):
         R.segment(predictor, path, 10, "", "none", tmp_path)
+    with pytest.raises(UploadError, match=r"v.nii.gz has 10 slices: choose one \(0-based index, 0 to 9\)"):
+        R.segment(predictor, path, None, "", "none", tmp_path)
 
 
 # ----------------------------------------------------------------------------- page callbacks
