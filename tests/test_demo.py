@@ -61,9 +61,9 @@ def test_predictor_outputs(predictor, tmp_path):
     np.testing.assert_array_equal(r["box"], [40, 20, 70, 60])
     assert out["unet_overlay"].shape == (80, 96, 3) and out["unet_overlay"].dtype == np.uint8
     pngs = sorted(p for p in out["files"] if p.endswith(".png"))
-    assert len(pngs) == 2
+    assert len(pngs) == 2 and all(re.search(r"/s_(sam|unet)_mask_[0-9a-f]{8}\.png$", p) for p in pngs), pngs
     np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])) > 0, r["sam"])
-    none = R.segment(predictor, slice_png(tmp_path / "t.png"), 0, "", "none", tmp_path)["res"]
+    none = R.segment(predictor, slice_png(tmp_path / "t.png"), None, "", "none", tmp_path)["res"]  # an example row
     assert none["sam"].shape == (80, 96) and none["box"] is None
 
 
@@ -74,6 +74,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     path = nifti(tmp_path / "v.nii.gz", vol, aff)
     out = R.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
     nii = [p for p in out["files"] if re.search(r"_sam_mask_[0-9a-f]{8}\.nii\.gz$", p)][0]
+    assert any(re.search(r"/v_z4_sam_mask_[0-9a-f]{8}\.png$", p) for p in out["files"]), "0-based, as in the file"
     back = nib.load(nii)
     assert back.shape == (64, 64, 10) and np.allclose(back.affine, aff) and back.get_data_dtype() == np.uint8
     m = np.asarray(back.dataobj)
@@ -81,6 +82,69 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     assert m[:, :, [0, 1, 2, 3, 5, 6, 7, 8, 9]].max() == 0
     with pytest.raises(UploadError, match="outside the volume"):
         R.segment(predictor, path, 10, "", "none", tmp_path)
+    with pytest.raises(UploadError, match=r"v.nii.gz has 10 slices: choose one \(0-based index, 0 to 9\)"):
+        R.segment(predictor, path, None, "", "none", tmp_path)
+
+
+# ----------------------------------------------------------------------------- page callbacks
+def _value(update):
+    return update["value"] if isinstance(update, dict) else update
+
+
+def test_page_shows_the_examples_slice_in_one_convention(tmp_path):
+    show, _ = D._view_callbacks(tmp_path)
+    vol = np.zeros((64, 64, 20), np.int16)
+    vol[10:50, 10:50, :] = np.random.default_rng(0).normal(100, 10, (40, 40, 20)).astype(np.int16)
+    vol[20:34, 20:34, 13] = 300  # the brightest slice is 13; the example says 5
+    path = str(nifti(tmp_path / "ex.nii.gz", vol))
+    file, slider, view, box, *results = show(path, 5)
+    assert slider["value"] == 5 and slider["maximum"] == 19 and slider["visible"] and view and box == ""
+    assert results[2] == "ex.nii.gz, slice 5 (0-based index, as in the file: 0 to 19) · press Segment"
+    assert show(path)[1]["value"] == 13, "an upload (no example slice) starts on the brightest slice"
+    assert show(path, 99)[1]["value"] == 19
+    png = str(slice_png(tmp_path / "ex.png"))
+    _, slider, _, _, *results = show(png, None)
+    assert not slider["visible"] and results[2] == "ex.png (2-D image) · press Segment"
+    assert "slice (0-based index, as in the file)" == f"slice ({D.SLICE_CONVENTION})"
+
+
+def test_new_file_example_or_slice_clears_the_results(tmp_path):
+    show, on_slice = D._view_callbacks(tmp_path)
+    vol = np.zeros((32, 32, 6), np.int16)
+    vol[4:28, 4:28] = 100
+    path = str(nifti(tmp_path / "v.nii", vol))
+    unet, sam, info, masks = show(path)[4:]
+    assert (unet, sam, masks) == (None, None, None) and "press Segment" in info
+    view, unet, sam, info, masks = on_slice(path, 2)
+    assert view and (unet, sam, masks) == (None, None, None) and "slice 2 " in info
+    assert show(None)[4:] == D.CLEARED and on_slice(None, 3) == (None, *D.CLEARED)
+
+
+def test_bad_upload_is_a_warning_not_an_error(tmp_path, caplog):
+    show, on_slice = D._view_callbacks(tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_text("definitely not a picture" * 30)
+    with caplog.at_level("WARNING", logger=D.__name__), pytest.warns(UserWarning, match="expected a PNG"):
+        file, slider, view, box, unet, sam, info, masks = show(str(bad))
+    assert file is None and view is None and box == "" and (unet, sam, masks) == (None, None, None)
+    assert slider["interactive"] and slider["visible"] and slider["maximum"] == D.SLIDER_MAX_BEFORE_UPLOAD
+    assert info.startswith("**Not shown:** bad.png: expected a PNG, JPEG or TIFF image")
+    assert [r.getMessage()[:30] for r in caplog.records] == ["upload refused: bad.png: expec"]
+    assert all(r.exc_info is None for r in caplog.records), "one line, no traceback"
+
+
+def test_prompt_choices_in_plain_words():
+    import gradio as gr
+
+    from brainseg_utils.models.sam.prompts import PROMPTS
+
+    assert set(D.PROMPT_LABELS) == set(PROMPTS)
+    with gr.Blocks():
+        ui = D._layout("synthetic")
+    assert ui.prompt.choices == [(label, key) for key, label in D.PROMPT_LABELS.items()]
+    assert (
+        ui.prompt.value == "unet_box" and "No prompt (SAM decoder trained without prompts)" in D.PROMPT_LABELS.values()
+    )
 
 
 # ----------------------------------------------------------------------------- over HTTP
@@ -107,17 +171,22 @@ def test_http_png_nifti_and_box(served, predictor, tmp_path):
     got = {p["name"] if isinstance(p, dict) else p for p in files}
     sam_png = next(p for p in got if re.search(r"_sam_mask_[0-9a-f]{8}\.png$", str(p)))
     np.testing.assert_array_equal(np.asarray(Image.open(sam_png)) > 0, direct["res"]["sam"])
-    assert "U-Net:" in info and "SAM (box)" in info
+    assert "U-Net:" in info and "SAM, prompt 'Box you draw (two clicks on the slice)'" in info
+    assert "slice.png (2-D image)" in info and "slice 0" not in info
     vol = np.zeros((64, 64, 12), np.int16)
     vol[8:56, 8:56, :] = 100
     vol[20:34, 20:34, 7] = 500
     nii = nifti(tmp_path / "vol.nii.gz", vol)
     _, _, info, files = _call(served, nii, 7, "", "none")
     names = [str(p["name"] if isinstance(p, dict) else p) for p in files]
-    assert any(re.search(r"_unet_mask_[0-9a-f]{8}\.nii\.gz$", n) for n in names) and "slice 7 of 12" in info
+    assert (
+        any(re.search(r"_unet_mask_[0-9a-f]{8}\.nii\.gz$", n) for n in names)
+        and "vol.nii.gz, slice 7 (0-based index, as in the file: 0 to 11)" in info
+    )
 
 
-def test_server_survives_bad_uploads(served, tmp_path):
+def test_server_survives_bad_uploads(served, tmp_path, capfd, caplog):
+    """Refused requests reach the client as errors; the server logs one line each, no traceback."""
     from gradio_client.exceptions import AppError
 
     bad = tmp_path / "bad.png"
@@ -134,6 +203,10 @@ def test_server_survives_bad_uploads(served, tmp_path):
         _call(served, gz)
     unet_img, *_ = _call(served, slice_png(tmp_path / "fine.png"))
     assert unet_img is not None, "the next good request still works"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    refused = [r.getMessage() for r in caplog.records if r.name == D.__name__]
+    assert len(refused) == 3 and refused[0].startswith("segment refused: bad.png: expected a PNG"), refused
 
 
 # ----------------------------------------------------------------------------- concurrent users

@@ -106,15 +106,34 @@ def test_large_header_extension_refused_before_reading(tmp_path):
 
 
 def test_cap_counts_the_float32_working_copies(tmp_path):
-    """100 MiB of uint8 on disk passes a dims x on-disk-dtype cap of 512 MiB; loading it needs 9 bytes/voxel."""
+    """120 MiB of uint8 on disk passes a dims x on-disk-dtype cap of 512 MiB; loading it needs 5 bytes/voxel."""
     path = tmp_path / "big.nii"
-    path.write_bytes(_header_bytes((1024, 1024, 100), np.uint8))
+    path.write_bytes(_header_bytes((1024, 1024, 120), np.uint8))
     with pytest.raises(
         U.UploadError,
-        match=r"\(1024, 1024, 100\) x uint8 = 100 MiB on disk; loading needs 900 MiB "
-        r"\(float32 working copies included\), over the 512 MiB limit",
+        match=r"\(1024, 1024, 120\) x uint8 = 120 MiB on disk; loading needs 600 MiB "
+        r"\(float32 volume and working memory\), over the 512 MiB limit",
     ):
         U.load_upload(path)
+
+
+def test_upload_peak_is_at_most_5_bytes_per_voxel(tmp_path):
+    """A BraTS-sized uint8 NIfTI: load + normalise allocate the float32 volume and fixed-size chunks only (the
+    brain mask and the float32 copy of the brain values for the percentiles are gone), traced by tracemalloc."""
+    import tracemalloc
+
+    shape = (240, 240, 155)
+    path = nifti(tmp_path / "v.nii", _brainish(shape, np.uint8))
+    U.load_upload(nifti(tmp_path / "warm.nii", np.ones((20, 20, 2), np.uint8)))  # warm-up: lazy imports
+    tracemalloc.start()
+    try:
+        up = U.load_upload(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    voxels = int(np.prod(shape))
+    assert up.volume.shape == shape and up.volume.dtype == np.float32
+    assert peak / voxels <= U.WORKING_BYTES_PER_VOXEL == 5, f"{peak / voxels:.2f} bytes per voxel"
 
 
 def test_pair_header_complex_dtype_and_truncated_gzip(tmp_path):

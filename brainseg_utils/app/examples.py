@@ -13,7 +13,9 @@ from brainseg_utils.workflow.prepare import ensure_run_data, run_split
 
 
 def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list[list]:
-    """[file, slice] rows from the test split: FLAIR PNG slices and one NIfTI volume, under <run>/demo/examples.
+    """[file, slice] rows from the test split: FLAIR PNG slices (slice None) and one NIfTI volume with its
+    slice of largest tumour (0-based index, as in the file, like the PNGs' ``_z<index>`` names), under
+    <run>/demo/examples.
 
     The split is read with its hash checked against the one notebook 01 recorded (``prepare.run_split``)."""
     from PIL import Image
@@ -35,7 +37,7 @@ def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list
         png = folder / f"{cid}_flair_z{z}.png"
         if not png.exists():
             Image.fromarray((np.rot90(flair[:, :, z]) * 255).astype(np.uint8)).save(png)
-        rows.append([str(png), 0])
+        rows.append([str(png), None])  # a 2-D image: no slice number
     if split["test"]:
         case = cases[split["test"][0]]
         nii = folder / f"{case.case_id}_flair.nii.gz"

@@ -83,10 +83,11 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
     paths = []
     stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
     token = _token()  # unique names: see save_png
+    where = f"_z{z}" if up.volume.shape[2] > 1 else ""  # 0-based slice index, as in the file; none for 2-D
     for name, mask in masks.items():
         if mask is None:
             continue
-        png = folder / f"{stem}_z{z}_{name}_mask_{token}.png"
+        png = folder / f"{stem}{where}_{name}_mask_{token}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(png)
         paths.append(str(png))
         if up.kind == "nifti":
@@ -103,13 +104,17 @@ def display_slice(up: Upload, z: int) -> np.ndarray:
     return np.rot90(sl) if up.kind == "nifti" else sl
 
 
-def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str, workdir: Path) -> dict:
-    """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``."""
+def segment(predictor: Predictor, path: str, z: int | None, box_text: str, prompt: str, workdir: Path) -> dict:
+    """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``.
+
+    ``z``: the slice, 0-based as in the file; None only for a 2-D image."""
     if not path:
         raise UploadError("upload an image (PNG/JPG/TIFF) or a NIfTI volume first")
     up = cached_upload(path)
     depth = up.volume.shape[2]
-    z = int(z)
+    if z is None and depth > 1:
+        raise UploadError(f"{up.name} has {depth} slices: choose one (0-based index, 0 to {depth - 1})")
+    z = 0 if z is None else int(z)  # None: a 2-D image (an example row without a slice)
     if not 0 <= z < depth:
         raise UploadError(f"slice {z} is outside the volume (0 to {depth - 1})")
     sl = display_slice(up, z)
@@ -133,6 +138,7 @@ def segment(predictor: Predictor, path: str, z: int, box_text: str, prompt: str,
         "files": files,
         "z": z,
         "depth": depth,
+        "name": up.name,
     }
 
 

@@ -16,19 +16,21 @@ import nibabel as nib
 import numpy as np
 
 from brainseg_utils.data.brats import MODALITIES, Case
+from brainseg_utils.data.percentiles import nonzero_percentiles
 from brainseg_utils.data.validate import check_geometry, check_image, check_seg, read_voxels
 from brainseg_utils.runtime.io import atomic_write
 
-_CHUNK = 1 << 20  # voxels per step of the in-place rescale (bounded float64 temporaries)
+_CHUNK = 1 << 18  # voxels per step of the in-place rescale (bounded float64 temporaries)
 
 
 def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5, copy: bool = True) -> np.ndarray:
     """float32 in [0, 1]: clip brain voxels (!= 0) to their [lower, upper] percentiles, rescale; background 0.
 
-    ``copy=False`` with a writeable float32 array normalises it in place (the upload path): the peak
-    extra memory is a bool brain mask (0.25 x) and the brain values for the percentiles (<= 1 x the
-    float32 volume), plus fixed-size chunks; the arithmetic (float64 per chunk, one rounding to
-    float32) gives the same values as the copying path.
+    The percentiles are ``np.percentile``'s (method "linear") of the brain voxels as float32, bit for bit,
+    taken without copying them (``percentiles.nonzero_percentiles``). ``copy=False`` with a writeable,
+    contiguous float32 array normalises it in place (the upload path): no whole-volume temporary at all,
+    only fixed-size chunks (a few MiB); the arithmetic (float64 per chunk, one rounding to float32) gives
+    the same values as the copying path.
     """
     if (
         copy
@@ -38,16 +40,18 @@ def normalise_volume(vol: np.ndarray, lower_pct: float = 0.5, upper_pct: float =
     ):
         vol = np.array(vol, dtype=np.float32, copy=True)
     flat = vol.ravel(order="K")  # a view of a contiguous array (C or Fortran order)
-    brain = flat != 0
-    if not brain.any():
+    if not flat.any():
         return vol  # all zeros already
-    vals = flat[brain]
-    lo, hi = np.percentile(vals, [lower_pct, upper_pct], overwrite_input=True)
-    del vals
+    lo, hi = nonzero_percentiles(flat, [lower_pct, upper_pct])
     scale = max(float(hi - lo), 1e-6)
     for i in range(0, flat.size, _CHUNK):
-        v, b = flat[i : i + _CHUNK], brain[i : i + _CHUNK]
-        v[b] = np.clip((v[b] - lo) / scale, 0.0, 1.0)
+        v = flat[i : i + _CHUNK]
+        b = v != 0
+        t = v[b].astype(np.float64)  # == (v[b] - lo) / scale clipped, as float64, without more temporaries
+        t -= lo
+        t /= scale
+        np.clip(t, 0.0, 1.0, out=t)
+        v[b] = t
     return vol
 
 
