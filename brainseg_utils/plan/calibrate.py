@@ -104,7 +104,7 @@ def sam_costs(configs, channels: int, device: torch.device, measure_training: bo
     backend.encode(images[:1])
     first = time.perf_counter() - t
     one = timed(lambda: backend.encode(images[:1]))
-    encoder = timed(lambda: backend.encode(images[:batch]), repeats=2) / batch
+    encoder = timed(lambda: backend.encode(images[:batch])) / batch
     emb = backend.encode(images[:EVAL_BATCH])
     model = SamDecoderModel(backend, "box", size).to(device).eval()
     boxes = torch.tensor([[size * 0.3, size * 0.3, size * 0.6, size * 0.6]], device=device).expand(len(emb), 4)

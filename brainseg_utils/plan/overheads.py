@@ -131,8 +131,8 @@ def decoder_training(configs, backend, embeddings: torch.Tensor, device: torch.d
     size, batch = configs.data.img_size, configs.sam_train.batch_size
     model = SamDecoderModel(backend, "box", size)
     cfg = replace(configs.sam_train, device=str(device))
-    copies = embeddings.repeat(2 * batch // len(embeddings) + 1, 1, 1, 1)
-    train, val = _Embeddings(copies[: 2 * batch], size), _Embeddings(copies[:batch], size)
+    copies = embeddings.repeat(4 * batch // len(embeddings) + 1, 1, 1, 1)  # 4 steps: a decoder step is short
+    train, val = _Embeddings(copies[: 4 * batch], size), _Embeddings(copies[: 2 * batch], size)
     out = training_costs(model, train, val, cfg, params=model.trainable_parameters())
     return {"sam_epoch_train": out["train"], "sam_epoch_val": out["val"], "sam_epoch_fixed": out["epoch"]}
 
