@@ -8,9 +8,9 @@ Inference at the evaluation's batch: ``unet_infer`` (through the runtime evaluat
 ``unet_first``: its conversion and first call), ``encoder`` per image at the cache's batch, ``encoder_b1`` at
 batch 1 (latency, the demo), ``encoder_first`` (first-call compile), ``decoder_infer`` per image, ``sam_build``
 (weights and runtime). Data: ``read_case`` (load + normalise one case), ``audit_case`` (validate it),
-``metrics_slice`` (Dice, IoU, HD95 of one native slice), ``figure`` (one figure saved), ``disk_write`` (s per
-byte, flushed). Fixed: ``notebook_start`` / ``notebook_cell`` (papermill executing a generated notebook),
-``gradio_build`` (importing Gradio, building an app).
+``metrics_slice`` (Dice, IoU, HD95 of one native slice), ``figure`` (one figure saved), ``eda_figures``
+(notebook 01's case-reading figures), ``disk_write`` (s per byte, flushed). Fixed: ``notebook_start`` /
+``notebook_cell`` (papermill executing a generated notebook), ``gradio_build`` (importing Gradio, building an app).
 """
 
 from __future__ import annotations
@@ -183,9 +183,31 @@ def calibration_key(configs, device: torch.device, measure_training: bool = True
     }
 
 
+def eda_figures(cases: list) -> float:
+    """Notebook 01's two case-reading figures as it draws them (intensity histograms of 6 cases, overlays of 3),
+    on up to that many cases of the data found, scaled to 6 and 3 cases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from brainseg_utils.evaluation import figures as viz
+
+    hist, over = cases[:6], cases[:3]
+    t = time.perf_counter()
+    plt.close(viz.intensity_histograms(hist, "plan", n=len(hist)))
+    per_hist = (time.perf_counter() - t) / len(hist)
+    t = time.perf_counter()
+    plt.close(viz.example_overlays(over, "plan", n=len(over)))
+    per_over = (time.perf_counter() - t) / len(over)
+    return 6 * per_hist + 3 * per_over
+
+
 def calibrate(configs, case, device: torch.device, use_cache: bool = True, measure_training: bool = True) -> dict:
     """Unit costs for ``configs`` (``parameters.profile_configs``) on ``device``, reading ``case`` of the data.
     Cached in ``<cache dir>/plan/`` by device, torch, code commit and the settings that change a cost.
+    ``case``: a labelled case, or a list of them (the first is read and audited; up to 6 draw notebook 01's
+    figures).
 
     ``measure_training=False`` (a plan for a GPU that is not here) skips what the reference GPU's figures
     replace: U-Net and decoder training, the encoder and the decoder."""
@@ -193,12 +215,15 @@ def calibrate(configs, case, device: torch.device, use_cache: bool = True, measu
     path = default_cache_dir() / "plan" / f"calibration-{canonical_sha256(key)[:16]}.json"
     if use_cache and path.is_file():
         return json.loads(path.read_text())
+    cases = list(case) if isinstance(case, (list, tuple)) else [case]
+    case = cases[0]
     channels = len(configs.data.modalities)
     t0 = time.perf_counter()
     costs = {
         **unet_costs(configs, channels, device, measure_training),
         **sam_costs(configs, channels, device, measure_training),
         **data_costs(case, tuple(configs.data.modalities)),
+        "eda_figures": eda_figures(cases),
         **metric_and_figure_costs(),
         **ov.papermill_overhead(KERNEL),
         "gradio_build": ov.gradio_build(),

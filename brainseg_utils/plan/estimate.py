@@ -3,7 +3,8 @@ the cheapest changes that make a run fit.
 
 What each stage counts (``workload.Workload`` counts, ``calibrate`` costs, all in seconds):
   every notebook: start-up (papermill, the kernel, the imports) and papermill's save after each code cell
-  01  audit (cases x audit_case); slice cache (cases x read_case + its bytes written); figures (6, 10 cases read)
+  01  audit (cases x audit_case); slice cache (cases x read_case + its bytes written); figures (eda_figures:
+      histograms of 6 cases, overlays of 3; 3 more figures; the explorer reads a case)
   02  U-Net epochs (epochs x (train slices x unet_epoch_train + val slices x unet_epoch_val + unet_epoch_fixed),
       the per-image parts shared among GPUs); 2 figures
   03  the SAM backend built; embedding cache (cached slices x encoder + its bytes written); per prompt mode:
@@ -57,7 +58,7 @@ def stages_01(w: Workload, c: dict) -> list[Stage]:
         start_up("01_eda", w, c),
         Stage("audit", "01_eda", w.cases * c["audit_case"], 2_000 * w.cases, kept=True),
         Stage("slice cache", "01_eda", w.cases * c["read_case"] + cache_bytes * c["disk_write"], cache_bytes),
-        Stage("figures", "01_eda", 6 * c["figure"] + 10 * c["read_case"]),
+        Stage("figures", "01_eda", c.get("eda_figures", 9 * c["read_case"]) + 3 * c["figure"] + c["read_case"]),
     ]
 
 

@@ -145,7 +145,7 @@ def context(
     estimate = device != here
     if estimate and device == "cpu":
         raise ValueError("a CPU plan needs that CPU: run the planner there (--device cpu measures this machine)")
-    calibration = cal.calibrate(configs, labelled[0], torch_device, use_cache, measure_training=not estimate)
+    calibration = cal.calibrate(configs, labelled[:6], torch_device, use_cache, measure_training=not estimate)
     costs = dict(calibration["costs"])
     if estimate:
         costs.update(scaled_costs(configs, costs, device))
