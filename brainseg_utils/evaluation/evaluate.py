@@ -170,7 +170,7 @@ def _protocol(latency_runs: int) -> dict:
             "n/a for oracle-box variants (no box, no prediction)",
             "ci95": f"percentile bootstrap over patients, 2000 resamples; null below "
             f"{MIN_PATIENTS_FOR_STATS} test patients",
-            "test": f"two-sided Wilcoxon signed-rank on per-patient Dice vs unet; null below "
+            "test": f"main table: two-sided Wilcoxon signed-rank on per-patient Dice vs unet, unadjusted; null below "
             f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
             **PAIRED_CONVENTIONS,
             "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
