@@ -63,6 +63,9 @@ def test_evaluation_alone_builds_the_split_but_no_slice_cache(plain, synth_root,
     split, info = prepare.open_run_split(run, build_missing=True)
     assert not run.slices.exists() and run.audit_record.is_file()
     assert sorted(split["train"] + split["val"] + split["test"]) == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
+    # the synthetic root has a name_mapping.csv: the split is stratified by grade and says so
+    assert split["stratified"]["source"] == str(synth_root / "name_mapping.csv")
+    assert sum(sum(c.values()) for c in split["stratified"]["counts"].values()) == 5
     size, modalities = prepare.cache_geometry(info)
     cache, split2, _ = prepare.open_run_data(run, build_missing=True)  # 02/03 later in the same run folder
     assert split2 == split and cache.images.shape[-1] == size

@@ -172,3 +172,67 @@ def test_box_to_cache_follows_the_image_geometry():
     rows, cols = np.flatnonzero(small[0].max(1) > 0.5), np.flatnonzero(small[0].max(0) > 0.5)
     assert (cols[0], rows[0]) == (25, 25) and (cols[-1], rows[-1]) == (44, 34)
     assert slices.square_padding(100, 160) == (160, 30, 0) and slices.square_padding(7, 4) == (7, 0, 1)
+
+
+# ----------------------------------------------------------------------------- split stratified by grade
+def _name_mapping(folder, grades: dict, columns=("Grade", "BraTS_2019_subject_ID", "BraTS_2020_subject_ID")):
+    """A hand-made BraTS 2020 name_mapping.csv (the real one has more ID columns)."""
+    lines = [",".join(columns)] + [f"{g},NA,{cid}" for cid, g in grades.items()]
+    path = folder / "name_mapping.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unstratified_split_is_unchanged():
+    """Without name_mapping.csv the split is today's seeded permutation: the pinned hash must not move."""
+    ids = [f"BraTS20_Training_{i:03d}" for i in range(1, 21)]
+    split = make_split(ids, (0.7, 0.15, 0.15), seed=4)
+    assert split["test"] == ["BraTS20_Training_004", "BraTS20_Training_013", "BraTS20_Training_015"]
+    assert slices.split_sha256(split) == "9284872f6729a6a03859a5b87c4265643f0f6af6b6d2d59d3d49f2e5e54cffdc"
+    assert make_split(ids, (0.7, 0.15, 0.15), seed=4, strata={}) == split, "an empty mapping does not stratify"
+
+
+def test_stratified_split_keeps_the_grade_proportions(tmp_path):
+    ids = [f"BraTS20_Training_{i:03d}" for i in range(1, 41)]
+    grades = {cid: "LGG" if i % 4 == 0 else "HGG" for i, cid in enumerate(ids)}  # 30 HGG : 10 LGG
+    path = _name_mapping(tmp_path, grades)
+    split = write_split_once(tmp_path / "splits.json", ids, (0.7, 0.15, 0.15), seed=0, grades_from=path)
+    plain = make_split(ids, (0.7, 0.15, 0.15), seed=0)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [len(plain[k]) for k in ("train", "val", "test")]
+    assert [len(split[k]) for k in ("train", "val", "test")] == [28, 6, 6]
+    for k in ("train", "val", "test"):  # LGG share 1/4: 7 of 28, 1.5 of 6
+        lgg = sum(grades[c] == "LGG" for c in split[k])
+        assert abs(lgg - len(split[k]) / 4) <= 1, (k, lgg)
+    counts = split["stratified"]["counts"]
+    assert counts["train"] == {"HGG": 21, "LGG": 7} and counts["val"]["LGG"] + counts["test"]["LGG"] == 3
+    assert split["stratified"]["by"] == "grade (HGG / LGG)" and split["stratified"]["source"] == str(path)
+    assert split["sha256"] == slices.split_sha256(split) and slices.load_split(tmp_path / "splits.json") == split
+    again = write_split_once(tmp_path / "again.json", list(reversed(ids)), (0.7, 0.15, 0.15), 0, grades_from=path)
+    assert again == split, "deterministic"
+    assert make_split(ids, (0.7, 0.15, 0.15), seed=1, strata=grades) != {k: split[k] for k in ("train", "val", "test")}
+    assert write_split_once(tmp_path / "plain.json", ids, (0.7, 0.15, 0.15), seed=0)["stratified"] is None
+
+
+def test_stratified_split_of_369_brats_sized_cases():
+    ids = [f"BraTS20_Training_{i:03d}" for i in range(1, 370)]
+    lgg = set(np.random.default_rng(1).choice(ids, 76, replace=False))  # BraTS 2020: 293 HGG, 76 LGG
+    grades = {c: "LGG" if c in lgg else "HGG" for c in ids}
+    split = make_split(ids, (0.7, 0.15, 0.15), seed=0, strata=grades)
+    for k in ("train", "val", "test"):
+        assert abs(sum(c in lgg for c in split[k]) - len(split[k]) * 76 / 369) <= 1, k
+
+
+def test_name_mapping_errors_and_lookup(tmp_path):
+    from brainseg_utils.data.strata import find_name_mapping, read_grades
+
+    assert find_name_mapping(tmp_path) is None
+    (tmp_path / "data").mkdir()
+    path = _name_mapping(tmp_path / "data", {"BraTS20_Training_001": "HGG", "NA": "LGG"})
+    assert find_name_mapping(tmp_path, [tmp_path / "data" / "BraTS20_Training_001"]) == path, "the cases' folder"
+    assert read_grades(path) == {"BraTS20_Training_001": "HGG"}, "rows without a 2020 id are skipped"
+    bad = _name_mapping(tmp_path, {"BraTS20_Training_001": "GBM"})
+    with pytest.raises(ValueError, match=r"line 2 \(BraTS20_Training_001\): expected Grade in \('HGG', 'LGG'\)"):
+        read_grades(bad)
+    _name_mapping(tmp_path, {"BraTS20_Training_001": "HGG"}, columns=("Grade", "x", "BraTS_2019_subject_ID"))
+    with pytest.raises(ValueError, match="expected columns 'Grade' and 'BraTS_2020_subject_ID'"):
+        read_grades(bad)

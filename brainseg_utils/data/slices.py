@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg_utils.data.brats import Case
+from brainseg_utils.data.strata import read_grades, strata_counts, stratified_order
 from brainseg_utils.data.volumes import load_case
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint
 
@@ -271,12 +272,13 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def make_split(
-    case_ids: list[str], fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+    case_ids: list[str], fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0, strata=None
 ) -> dict[str, list[str]]:
     """Patient-level split: each case id lands in exactly one of train / val / test.
 
-    Deterministic for (sorted case ids, fractions, seed). With >= 3 cases every part gets at
-    least one case.
+    Deterministic for (sorted case ids, fractions, seed, strata). With >= 3 cases every part gets at
+    least one case. ``strata`` ({case id: grade}, from name_mapping.csv): each part keeps every grade's share
+    within about one case (``strata.stratified_order``), part sizes unchanged; None: the seeded permutation.
     """
     ids = sorted(set(case_ids))
     if len(ids) != len(case_ids):
@@ -285,7 +287,7 @@ def make_split(
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     if len(ids) < 3:
         raise ValueError(f"a train/val/test split needs >= 3 cases, got {len(ids)}")
-    order = np.random.default_rng(seed).permutation(len(ids))
+    order = np.random.default_rng(seed).permutation(len(ids)) if not strata else stratified_order(ids, strata, seed)
     n = len(ids)
     n_val = max(1, int(round(fractions[1] * n)))
     n_test = max(1, int(round(fractions[2] * n)))
@@ -306,10 +308,14 @@ def split_sha256(split: dict) -> str:
     return canonical_sha256({k: list(split[k]) for k in SPLIT_NAMES})
 
 
-def write_split_once(path: str | os.PathLike, case_ids: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict:
+def write_split_once(
+    path: str | os.PathLike, case_ids: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0, grades_from=None
+) -> dict:
     """Create ``splits.json`` if absent; otherwise load it and check it covers exactly ``case_ids``.
 
-    The file holds ``train``, ``val``, ``test``, ``seed``, ``fractions`` and ``sha256``. An
+    The file holds ``train``, ``val``, ``test``, ``seed``, ``fractions``, ``stratified`` and ``sha256``.
+    ``grades_from``: a name_mapping.csv (or None): the split is stratified by its HGG / LGG grades and
+    ``stratified`` records the file and the grade counts per part; null when not stratified. An
     existing split is never rewritten: a different case set is an error telling what to do.
     """
     path = Path(path)
@@ -324,8 +330,15 @@ def write_split_once(path: str | os.PathLike, case_ids: list[str], fractions=(0.
                 "(checkpoints trained on the old split then no longer match)"
             )
         return split
-    split = make_split(case_ids, tuple(fractions), seed)
-    split.update({"seed": seed, "fractions": list(fractions), "sha256": split_sha256(split)})
+    grades = (read_grades(grades_from) or None) if grades_from else None
+    split = make_split(case_ids, tuple(fractions), seed, grades)
+    stratified = grades and {
+        "by": "grade (HGG / LGG)",
+        "source": str(grades_from),
+        "counts": strata_counts(split, grades),
+    }
+    split.update({"seed": seed, "fractions": list(fractions), "stratified": stratified or None})
+    split["sha256"] = split_sha256(split)
     atomic_write_json(path, split)
     return split
 

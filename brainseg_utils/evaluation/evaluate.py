@@ -13,11 +13,14 @@ Protocol (written into ``metrics.json`` and ``results.md``):
     tumour slices and over all brain slices; the false-positive rate is the share of tumour-free
     brain slices with any predicted pixel. Oracle-box variants cannot produce one (no box on a
     tumour-free slice), so theirs is n/a, not 0.
-  * Statistics that n can carry: bootstrap 95% CIs (2,000 resamples of patients) and a paired
-    two-sided Wilcoxon signed-rank test of per-patient Dice between the U-Net and each SAM variant
-    are reported from ``MIN_PATIENTS_FOR_STATS`` (10) test patients on; below that they are null with
-    the reason (with 2 patients a "95% CI" is [min, max] and Wilcoxon can only return 0.5 or 1). The
-    smallest p the exact test can reach with n patients (2^(1-n)) and the number of tests are always
+  * Statistics that n can carry: bootstrap 95% CIs (2,000 resamples of patients) of each model's means, and
+    paired comparisons of each SAM variant with the U-Net on per-patient Dice, HD95 and lesion-wise Dice
+    (``statistics.paired_tests``): mean difference U-Net minus SAM with a BCa bootstrap 95% CI, two-sided
+    Wilcoxon signed-rank p, rank-biserial r and Cohen's d_z, Holm-adjusted p over the pre-declared
+    comparisons (U-Net vs ``sam_<b>_none`` and vs ``sam_<b>_unet_box``; oracle-box and zero-shot ones are
+    exploratory, unadjusted). All from ``MIN_PATIENTS_FOR_STATS`` (10) test patients on; below that they are
+    null with the reason (with 2 patients a "95% CI" is [min, max] and Wilcoxon can only return 0.5 or 1).
+    The smallest p the exact test can reach with n patients (2^(1-n)) and the number of tests are always
     given.
   * Models: ``unet``; ``sam_<backend>_none`` (no prompt); ``sam_<backend>_box`` (ground-truth box:
     an ORACLE prompt, slices without tumour get no box and are predicted empty);
@@ -49,7 +52,13 @@ from brainseg_utils.evaluation import metrics as M
 from brainseg_utils.evaluation.inference import Models, predict_case
 from brainseg_utils.evaluation.latency import measure_latency
 from brainseg_utils.evaluation.results_table import prompt_of, results_markdown
-from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS, is_oracle, paired_tests, summarise
+from brainseg_utils.evaluation.statistics import (
+    MIN_PATIENTS_FOR_STATS,
+    PAIRED_CONVENTIONS,
+    is_oracle,
+    paired_tests,
+    summarise,
+)
 from brainseg_utils.runtime.checkpoints import resolve_device
 from brainseg_utils.runtime.env import code_version
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json, atomic_write_text
@@ -161,8 +170,9 @@ def _protocol(latency_runs: int) -> dict:
             "n/a for oracle-box variants (no box, no prediction)",
             "ci95": f"percentile bootstrap over patients, 2000 resamples; null below "
             f"{MIN_PATIENTS_FOR_STATS} test patients",
-            "test": f"two-sided Wilcoxon signed-rank on per-patient Dice vs unet; null below "
+            "test": f"main table: two-sided Wilcoxon signed-rank on per-patient Dice vs unet, unadjusted; null below "
             f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
+            **PAIRED_CONVENTIONS,
             "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
             "(box decoders: tumour slices only, a box needs a tumour); train_cases: patients",
         },

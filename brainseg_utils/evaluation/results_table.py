@@ -72,7 +72,8 @@ def results_markdown(metrics: dict) -> str:
         "components sharing no voxel with the tumour) are per-patient means; every convention is listed below.",
         stats_line,
         f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
-        "(no multiple-comparison correction applied; the smallest p the exact test can reach is shown).",
+        "(unadjusted here; the smallest p the exact test can reach is shown; Holm-adjusted p, differences and "
+        "effect sizes: the paired comparisons below).",
         "",
         "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm mean | "
         "HD95 mm median [IQR] | lesion-wise Dice | lesion-wise HD95 mm | NSD 2 mm | FP volume mL | "
@@ -92,6 +93,7 @@ def results_markdown(metrics: dict) -> str:
             f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
             f"{fmt_p(metrics['statistics'].get(name))} |"
         )
+    lines += paired_lines(metrics["statistics"])
     lines += settings_lines(metrics.get("settings") or {})
     prov = metrics.get("provenance", {})
     backends = metrics.get("sam_backends") or {}
@@ -108,6 +110,56 @@ def results_markdown(metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+PAIRED_LABEL = {"dice": ("Dice", 3), "hd95": ("HD95 mm", 1), "lesion_dice": ("lesion-wise Dice", 3)}
+
+
+def fmt_diff(res: dict, digits: int) -> str:
+    """ "0.050 [0.020, 0.080]" (mean paired difference [BCa 95% CI]), or "0.050 (CI n/a, n = 3)"."""
+    if res.get("mean_difference") is None:
+        return f"n/a (n = {res['n']})"
+    ci, mean = res.get("ci95"), f"{res['mean_difference']:+.{digits}f}"
+    return f"{mean} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else f"{mean} (CI n/a, n = {res['n']})"
+
+
+def _fmt_num(value, spec: str, missing: str = "n/a") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def paired_lines(statistics: dict) -> list[str]:
+    """The "Paired comparisons with the U-Net" table: one row per SAM variant and metric (``paired_tests``);
+    no lines for a metrics.json written before paired differences existed."""
+    rows = [(name, t) for name, t in statistics.items() if t.get("paired")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Paired comparisons with the U-Net",
+        "",
+        "Difference = U-Net minus SAM variant, per patient (Dice > 0: the U-Net is better; HD95 > 0: the U-Net is "
+        "worse). Mean difference [BCa bootstrap 95% CI, patients resampled in pairs]; two-sided Wilcoxon "
+        "signed-rank p (zero differences dropped); Holm-adjusted p over the pre-declared comparisons of each "
+        "metric (U-Net vs `sam_<b>_none` and vs `sam_<b>_unet_box`); oracle-box and zero-shot rows are "
+        "exploratory, p unadjusted. Effect sizes: matched-pairs rank-biserial r (+1: every non-zero difference "
+        f"positive) and Cohen's d_z. CIs, p and effect sizes need >= {MIN_PATIENTS_FOR_STATS} patients.",
+        "",
+        "| SAM variant | comparison | metric | n | U-Net − SAM: mean [BCa 95% CI] | median | Wilcoxon p | Holm p | "
+        "rank-biserial r | Cohen's d_z |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in rows:
+        for metric, res in t["paired"].items():
+            label, digits = PAIRED_LABEL.get(metric, (metric, 3))
+            holm_p = _fmt_num(
+                res.get("p_holm"), ".3g", "— (exploratory)" if t["comparison"] != "pre-declared" else "n/a"
+            )
+            lines.append(
+                f"| {name} | {t['comparison']} | {label} | {res['n']} | {fmt_diff(res, digits)} | "
+                f"{_fmt_num(res.get('median_difference'), f'+.{digits}f')} | {_fmt_num(res.get('p_value'), '.3g')} | "
+                f"{holm_p} | {_fmt_num(res.get('rank_biserial'), '+.2f')} | {_fmt_num(res.get('cohen_dz'), '+.2f')} |"
+            )
+    return lines
 
 
 def settings_lines(settings: dict) -> list[str]:

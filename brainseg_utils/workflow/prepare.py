@@ -20,6 +20,7 @@ from pathlib import Path
 from brainseg_utils.config import DataConfig
 from brainseg_utils.data import brats, slices, validate
 from brainseg_utils.data.slices import SliceCache, load_split
+from brainseg_utils.data.strata import find_name_mapping
 from brainseg_utils.parameters import load_profile
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json, canonical_sha256, file_fingerprint
 from brainseg_utils.runtime.paths import RunDir
@@ -133,7 +134,10 @@ def build_slices(run: RunDir, good: list, cfg: DataConfig, progress: bool = True
 def write_split(run: RunDir, found: FoundCases, checked: AuditResult, cfg: DataConfig) -> tuple[dict, dict]:
     """(split, dataset info): the patient-level split written once (an existing one is kept and checked) and
     ``data/dataset.json``."""
-    split = slices.write_split_once(run.splits, [c.case_id for c in checked.good], cfg.split_fractions, cfg.seed)
+    grades = find_name_mapping(found.root, [c.folder for c in found.labelled])  # stratify by HGG / LGG when present
+    split = slices.write_split_once(
+        run.splits, [c.case_id for c in checked.good], cfg.split_fractions, cfg.seed, grades_from=grades
+    )
     info = dataset_info(found.name, found.root, checked.good, checked.skipped, found.n_unlabelled, split, cfg)
     atomic_write_json(run.dataset, info)
     return split, info
