@@ -63,12 +63,25 @@ def test_evaluation_alone_builds_the_split_but_no_slice_cache(plain, synth_root,
     split, info = prepare.open_run_split(run, build_missing=True)
     assert not run.slices.exists() and run.audit_record.is_file()
     assert sorted(split["train"] + split["val"] + split["test"]) == [f"BraTS20_Training_{i:03d}" for i in range(1, 6)]
-    # the synthetic root has a name_mapping.csv: the split is stratified by grade and says so
-    assert split["stratified"]["source"] == str(synth_root / "name_mapping.csv")
-    assert sum(sum(c.values()) for c in split["stratified"]["counts"].values()) == 5
+    # the generator writes a name_mapping.csv, but a synthetic split is not stratified (its "grade" means
+    # nothing clinically, and the default run's split must not move); real BraTS's is (below)
+    assert split["stratified"] is None
     size, modalities = prepare.cache_geometry(info)
     cache, split2, _ = prepare.open_run_data(run, build_missing=True)  # 02/03 later in the same run folder
     assert split2 == split and cache.images.shape[-1] == size
     assert tuple(SliceCache.open(run.slices).manifest["config"]["modalities"]) == modalities
     with pytest.raises(ValueError, match="re-run notebook 01"):
         prepare.cache_geometry({"params": {}})
+
+
+def test_a_brats_split_is_stratified_by_grade_and_says_so(plain, synth_root, tmp_path):
+    """The same cases in a BraTS-layout root that our generator did not write (no SYNTHETIC.json)."""
+    import shutil
+
+    root = tmp_path / "MICCAI_BraTS2020_TrainingData"
+    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns("SYNTHETIC.json"))
+    plain.setenv("DATA_ROOT", str(root))
+    split, info = prepare.open_run_split(RunDir(tmp_path / "run"), build_missing=True)
+    assert info["name"] == "brats2020"
+    assert split["stratified"]["source"] == str(root / "name_mapping.csv")
+    assert sum(sum(c.values()) for c in split["stratified"]["counts"].values()) == 5

@@ -134,7 +134,9 @@ def build_slices(run: RunDir, good: list, cfg: DataConfig, progress: bool = True
 def write_split(run: RunDir, found: FoundCases, checked: AuditResult, cfg: DataConfig) -> tuple[dict, dict]:
     """(split, dataset info): the patient-level split written once (an existing one is kept and checked) and
     ``data/dataset.json``."""
-    grades = find_name_mapping(found.root, [c.folder for c in found.labelled])  # stratify by HGG / LGG when present
+    # stratified by HGG / LGG when BraTS's name_mapping.csv is there; not for synthetic data: its generator's
+    # "grade" (enhancing tumour or not) means nothing clinically, and the default run's split must not move
+    grades = None if found.name == "synthetic" else find_name_mapping(found.root, [c.folder for c in found.labelled])
     split = slices.write_split_once(
         run.splits, [c.case_id for c in checked.good], cfg.split_fractions, cfg.seed, grades_from=grades
     )
