@@ -81,9 +81,9 @@ def results_table(metrics: dict, command: str | None = None) -> str:
     if seen:
         lines += [
             "",
-            f"{MARK} Pretrained on BraTS 2021/2023 volumes, which hold every BraTS 2020 training case: on BraTS these "
-            "rows may have seen the test patients ([pretraining](docs/models-and-training.md#pretraining-and-"
-            "contamination)); ViT-B rows (natural images only) are the primary SAM comparison.",
+            f"{MARK} Pretrained on BraTS 2021/2023 (which hold every BraTS 2020 case): on BraTS, may have seen the "
+            "test patients ([pretraining](docs/models-and-training.md#pretraining-and-contamination)). ViT-B rows "
+            "(natural images only) are the primary SAM comparison.",
         ]
     return "\n".join(lines)
 
