@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_evaluate import _tables
 
@@ -139,3 +140,16 @@ def test_docs_cite_every_pretraining_source():
     for name, p in pretraining.PRETRAINING.items():
         for source in p.sources:
             assert source.split(" ")[0] in docs, (name, source)
+
+
+def test_seed_profile_builds_a_256_px_tumour_only_cache(synth_root, tmp_path):
+    """240 x 240 slices are resized up to 256 (image and mask alike, masks stay binary; the round trip back to
+    the native grid is checked in test_inference) and no tumour-free slice is kept."""
+    from brainseg_utils.data.brats import discover_cases
+    from brainseg_utils.data.slices import build_cache
+    from brainseg_utils.parameters import profile_configs
+
+    cfg = profile_configs("seed").data.slice_config()
+    cache = build_cache(discover_cases(synth_root)[:2], tmp_path / "slices", cfg, progress=False)
+    assert cache.images.shape[-2:] == (256, 256) and cache.masks.shape[-2:] == (256, 256)
+    assert cache.index.has_tumour.all() and set(np.unique(cache.masks)) == {0, 1}
