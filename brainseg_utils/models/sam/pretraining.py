@@ -101,11 +101,15 @@ def section_lines(backends, dataset: str) -> list[str]:
     backends = list(backends)
     if not backends:
         return []
-    where = "these BraTS 2020 test patients" if dataset != "synthetic" else "BraTS 2020 test patients"
+    flag_text = (
+        "On BraTS 2020 its rows may have seen the test patients (not on this synthetic data)."
+        if dataset == "synthetic"
+        else "Its rows may have seen these BraTS 2020 test patients."
+    )
     lines = ["", "SAM pretraining (what each backend learnt from before this project; published sources):"]
     for b in backends:
         p = pretraining(b)
-        flag = f" {MARK} Its rows may have seen {where}." if p.may_have_seen_test else ""
+        flag = f" {MARK} {flag_text}" if p.may_have_seen_test else ""
         lines.append(f"- {b}: {p.data}. BraTS in it: {p.brats}.{flag} Sources: {'; '.join(p.sources)}")
     if PRIMARY_BACKEND in backends:
         lines.append(
