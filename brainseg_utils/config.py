@@ -10,8 +10,9 @@ Owns the validated configs every notebook builds from its papermill parameters c
 Each has ``from_params(**params)`` that takes the notebook's UPPER_CASE names (``UNET_EPOCHS``,
 ``SAM_EPOCHS``, ``SEED``, ...; ``TrainConfig.from_params`` first takes ``model="unet"`` or ``"sam"``)
 and raises on an unknown name, listing the options. The dataclass defaults ARE the full profile
-(the original project's hyper-parameters, ``configs/full.yaml``); every parameters cell starts from
-them and ``configs/quick.yaml`` overrides a few for a CPU (``tests/test_config.py`` checks all three).
+(``configs/full.yaml``: this project's defaults, which differ from the seed's protocol in the ways
+``evaluation/protocol.py`` lists); every parameters cell starts from them, ``configs/quick.yaml`` overrides a
+few for a CPU and ``configs/seed.yaml`` restores the seed's protocol (``tests/test_config.py`` checks them all).
 
 Imports stay light (no torch): notebook 01 and ``run_all.sh`` use this module before any model exists.
 """
@@ -26,6 +27,7 @@ from brainseg_utils.data.slices import SliceConfig
 from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig
 
 OVERFLOW = ("subsample", "encode")  # what SAM training does with slices beyond the embedding budget
+LR_SCHEDULES = ("cosine", "constant")  # the learning-rate schedule of train.fit (per epoch)
 
 
 def _from_params(cls, names: dict[str, str], params: dict, fixed: dict | None = None, what: str = ""):
@@ -120,11 +122,12 @@ DataConfig.PARAMS = _params_of(DataConfig)
 # ----------------------------------------------------------------------------- training (02, 03)
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters of ``train.fit`` (defaults: the original project's, the full profile)."""
+    """Training hyper-parameters of ``train.fit`` (defaults: the full profile)."""
 
     epochs: int = 30  # training epochs
     batch_size: int = 16  # slices per batch (per GPU)
-    lr: float = 1e-4  # AdamW learning rate (cosine-annealed to 0)
+    lr: float = 1e-4  # AdamW learning rate (the start of the schedule)
+    lr_schedule: str = "cosine"  # "cosine" (annealed to 0 over the epochs) or "constant" (the seed's)
     weight_decay: float = 1e-2  # AdamW weight decay
     grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
     amp: bool = True  # mixed precision on CUDA; bf16 SAM-decoder training on CPUs with native bf16
@@ -144,6 +147,7 @@ class TrainConfig:
         "UNET_EPOCHS": "epochs",
         "UNET_BATCH_SIZE": "batch_size",
         "UNET_LR": "lr",
+        "UNET_LR_SCHEDULE": "lr_schedule",
         "UNET_WEIGHT_DECAY": "weight_decay",
         "GRAD_CLIP": "grad_clip",
         "AMP": "amp",
@@ -173,6 +177,8 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule (UNET_LR_SCHEDULE) must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if isinstance(self.num_gpus, str) and self.num_gpus.strip().isdigit():  # papermill -r NUM_GPUS 2
@@ -200,18 +206,20 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- U-Net (02)
 @dataclass(frozen=True)
 class UNetConfig:
-    """U-Net architecture and augmentation of notebook 02 (the original project's)."""
+    """U-Net architecture and augmentation of notebook 02 (defaults: the full profile)."""
 
-    base_channels: int = 64  # width of the first level (64 gives about 31 M parameters)
+    base_channels: int = 64  # width of the first level (64: 31.0 M parameters, 28.9 M with bilinear upsampling)
     bilinear: bool = False  # bilinear upsampling instead of transposed convolutions
     dropout: float = 0.3  # dropout in the bottleneck
     aug_strength: float = 1.0  # scales augmentation probabilities (0 turns augmentation off)
+    mr_augment: bool = True  # MR-like intensity augmentation (bias field, gamma, blur); the seed had none
 
     PARAMS: ClassVar[dict[str, str]] = {
         "UNET_BASE_CHANNELS": "base_channels",
         "UNET_BILINEAR": "bilinear",
         "UNET_DROPOUT": "dropout",
         "UNET_AUG_STRENGTH": "aug_strength",
+        "UNET_MR_AUGMENT": "mr_augment",
     }
 
     def __post_init__(self) -> None:
@@ -224,7 +232,8 @@ class UNetConfig:
 
     @classmethod
     def from_params(cls, **params) -> UNetConfig:
-        """From notebook 02's ``UNET_BASE_CHANNELS`` / ``UNET_BILINEAR`` / ``UNET_DROPOUT`` / ``UNET_AUG_STRENGTH``."""
+        """From notebook 02's ``UNET_BASE_CHANNELS`` / ``UNET_BILINEAR`` / ``UNET_DROPOUT`` / ``UNET_AUG_STRENGTH`` /
+        ``UNET_MR_AUGMENT``."""
         return _from_params(cls, cls.PARAMS, params, what="U-Net")
 
     def build(self, in_channels: int = 1):
@@ -239,7 +248,7 @@ class UNetConfig:
         """The training augmentation pipeline (``transforms.train_augmentation``) at ``aug_strength``."""
         from brainseg_utils.data.transforms import train_augmentation
 
-        return train_augmentation(self.aug_strength)
+        return train_augmentation(self.aug_strength, self.mr_augment)
 
 
 # ----------------------------------------------------------------------------- SAM (03)

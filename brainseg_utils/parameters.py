@@ -76,9 +76,9 @@ NOTEBOOKS: dict[str, Notebook] = {
     ),
     "02_train_unet": Notebook(
         (
-            "OUTPUT_DIR", "UNET_EPOCHS", "UNET_BATCH_SIZE", "UNET_LR", "UNET_WEIGHT_DECAY", "UNET_BASE_CHANNELS",
-            "UNET_BILINEAR", "UNET_DROPOUT", "UNET_AUG_STRENGTH", "AMP", "CHANNELS_LAST", "UNET_EMA_DECAY",
-            "GRAD_CLIP", "NUM_WORKERS", "RESUME", "DEVICE", "NUM_GPUS", "SEED",
+            "OUTPUT_DIR", "UNET_EPOCHS", "UNET_BATCH_SIZE", "UNET_LR", "UNET_LR_SCHEDULE", "UNET_WEIGHT_DECAY",
+            "UNET_BASE_CHANNELS", "UNET_BILINEAR", "UNET_DROPOUT", "UNET_AUG_STRENGTH", "UNET_MR_AUGMENT", "AMP",
+            "CHANNELS_LAST", "UNET_EMA_DECAY", "GRAD_CLIP", "NUM_WORKERS", "RESUME", "DEVICE", "NUM_GPUS", "SEED",
         ),
         (RUN, UNET_TRAIN, UNET),
     ),
@@ -230,11 +230,12 @@ def profile_parameters() -> list[str]:
 
 
 def full_profile_yaml() -> str:
-    """The text of ``configs/full.yaml``: every profile parameter at its default (the original hyper-parameters)."""
+    """The text of ``configs/full.yaml``: every profile parameter at its default (the full profile)."""
     import yaml
 
     lines = [
-        "# Full profile: the original hyper-parameters, for a GPU and real BraTS 2020.",
+        "# Full profile: this project's defaults, for a GPU and real BraTS 2020. NOT the seed's protocol",
+        "# (configs/seed.yaml); every difference from the seed: docs/evaluation.md, deviations from the seed.",
         "# GENERATED from the defaults in brainseg_utils/config.py: edit those, then run",
         "#   python -m brainseg_utils.workflow.generate",
         "# (tests fail while this file is stale). Other profiles override some of these values.",

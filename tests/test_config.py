@@ -61,7 +61,7 @@ def notebook_parameters(path: Path) -> dict[str, object]:
 
 # ----------------------------------------------------------------------------- one source of defaults
 def test_defaults_are_the_full_profile():
-    """The original hyper-parameters (configs/full.yaml) are the dataclass defaults."""
+    """The full profile (configs/full.yaml) is the dataclass defaults."""
     d = parameter_defaults()
     assert d["IMG_SIZE"] == 240 and d["UNET_BASE_CHANNELS"] == 64 and d["UNET_EPOCHS"] == 30
     assert d["SAM_EPOCHS"] == 30 and d["UNET_LR"] == d["SAM_LR"] == 1e-4 and d["UNET_BATCH_SIZE"] == 16
@@ -224,8 +224,13 @@ def test_from_params_maps_notebook_names():
     assert data.synthetic_config().appearance == "fixed"
     look = DataConfig.from_params(SYNTHETIC_APPEARANCE="randomised", SYNTHETIC_CASES=3, SYNTHETIC_DEPTH=40, SEED=2)
     assert dataclasses.astuple(look.synthetic_config()) == (3, 2, 40, False, (), "randomised")
-    u = UNetConfig.from_params(UNET_BASE_CHANNELS=4, UNET_BILINEAR=True, UNET_DROPOUT=0.0, UNET_AUG_STRENGTH=0.5)
-    assert dataclasses.astuple(u) == (4, True, 0.0, 0.5)
+    u = UNetConfig.from_params(
+        UNET_BASE_CHANNELS=4, UNET_BILINEAR=True, UNET_DROPOUT=0.0, UNET_AUG_STRENGTH=0.5, UNET_MR_AUGMENT=False
+    )
+    assert dataclasses.astuple(u) == (4, True, 0.0, 0.5, False)
+    assert TrainConfig.from_params("unet", UNET_LR_SCHEDULE="constant").lr_schedule == "constant"
+    with pytest.raises(TypeError, match="UNET_LR_SCHEDULE"):  # the SAM decoders keep the cosine schedule
+        TrainConfig.from_params("sam", UNET_LR_SCHEDULE="constant")
     s = SamConfig.from_params(
         SAM_BACKEND="litemedsam", SAM_PROMPTS="none, box,none", SAM_OVERFLOW="subsample", SAM_BOX_JITTER_PX=0
     )
@@ -275,3 +280,24 @@ def test_unet_config_builds_the_model_and_augmentation():
     assert model.config == {"arch": "unet", "in_channels": 2, "base_channels": 4, "bilinear": True, "dropout": 0.1}
     aug = u.augmentation()
     assert all(t.p == 0 for t in aug.transforms)  # strength 0: augmentation off
+
+
+def test_train_config_refuses_an_unknown_schedule():
+    with pytest.raises(ValueError, match=r"UNET_LR_SCHEDULE\) must be one of \('cosine', 'constant'\), got 'step'"):
+        TrainConfig.from_params("unet", UNET_LR_SCHEDULE="step")
+
+
+def test_seed_profile_is_the_seeds_protocol():
+    """configs/seed.yaml: 256 px, tumour slices only, bilinear U-Net (28.9 M parameters at width 64), Adam at a
+    constant LR without clipping, weight averaging or MR-intensity augmentation; the rest as the full profile."""
+    from brainseg_utils.models.unet import count_parameters
+
+    c = P.profile_configs("seed")
+    assert (c.data.img_size, c.data.tumour_free_fraction, c.data.slice_step) == (256, 0.0, 1)
+    assert (c.unet.base_channels, c.unet.bilinear, c.unet.mr_augment) == (64, True, False)
+    t = c.unet_train
+    assert (t.weight_decay, t.grad_clip, t.lr_schedule, t.ema_decay) == (0.0, 0.0, "constant", 0.0)
+    assert (t.epochs, t.batch_size, t.lr) == (30, 16, 1e-4)  # the full profile's, unchanged
+    assert count_parameters(c.unet.build(in_channels=1))["total"] == 28_947_521  # the seed's "28.9 M"
+    assert count_parameters(P.profile_configs("full").unet.build(in_channels=1))["total"] == 31_036_481
+    assert not [t for t in c.unet.augmentation().transforms if type(t).__name__ in ("RandomBiasField", "RandomGamma")]

@@ -294,6 +294,14 @@ def test_04_evaluate(nb_run, run02, run03):
     assert {"lesion_dice", "lesion_hd95", "n_tp", "n_fn", "n_fp", "nsd_2mm", "fp_ml"} <= set(per_case.columns)
     md = (out / "results" / "results.md").read_text()
     assert "SYNTHETIC" in md and "ORACLE" in md
+    # issue 25: deviations from the seed read from what the run recorded; BraTS-pretrained SAM rows marked
+    proto = m["seed_protocol"]
+    assert proto["comparable_column"] == "Dice (tumour slices)" and proto["data_differs"] is True
+    assert proto["recorded"]["UNET_MR_AUGMENT"] is not None and proto["deviations"]  # notebook 02 recorded it
+    assert m["sam_backends"]["litemedsam"]["pretraining"]["may_have_seen_test"] is True
+    assert m["models"]["sam_litemedsam_box"]["pretraining_note"].startswith("†")
+    assert m["models"]["unet"]["pretraining_note"] == ""
+    assert "| sam_litemedsam_box † |" in md and "Deviations from the seed" in md and "SAM pretraining" in md
     case = m["dataset"]["test_cases"][0]
     src = nib.load(next((Path(nb_run.params["SYNTHETIC_DIR"]) / case).glob("*_flair.nii*")))
     for name in names:

@@ -355,6 +355,7 @@ def test_a_vit_b_run_reaches_evaluation_with_sam_checkpoint_alone(tmp_path, vit_
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
     models = inference.load_models(run, split, "cpu", str(src))  # 04's SAM_CHECKPOINT, as 03 was given it
     assert models.names() == ["unet", "sam_vit_b_none"]
+    assert models.unet_config == {"model": unet.config, "train": {}, "augmentation": None}  # for the seed protocol
     assert models.backends["vit_b"].provenance.endswith("(SAM_CHECKPOINT parameter; size and sha256 verified)")
     with pytest.raises(FileNotFoundError, match=r"trained vit_b decoders need .* set SAM_CHECKPOINT=vit_b=/path"):
         inference.load_models(run, split, "cpu", "")

@@ -323,3 +323,17 @@ def test_ema_off_keeps_old_checkpoints_resumable_and_changing_it_is_refused(tmp_
     with pytest.raises(ValueError, match=re.escape("train.ema_decay: stored '<absent>', requested 0.9")):
         fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg(ema_decay=0.9))
     assert len(fit(UNet(base_channels=4), tr, va, tmp_path, _toy_cfg())) == 2
+
+
+def test_constant_lr_schedule_keeps_the_lr_and_resumes(tmp_path):
+    """lr_schedule="constant" (the seed profile's): every epoch at lr; an extended run resumes with it. The cosine
+    default is not stored, so checkpoints written before the option resume; switching schedules is refused."""
+    tr, va = _toy_data()
+    fit(UNet(base_channels=4), tr, va, tmp_path / "c", _toy_cfg(epochs=1, lr_schedule="constant"))
+    hist = fit(UNet(base_channels=4), tr, va, tmp_path / "c", _toy_cfg(epochs=3, lr_schedule="constant"))
+    assert [h["lr"] for h in hist] == [1e-2, 1e-2, 1e-2]
+    assert torch.load(tmp_path / "c" / "last.pt", weights_only=True)["config"]["train"]["lr_schedule"] == "constant"
+    fit(UNet(base_channels=4), tr, va, tmp_path / "d", _toy_cfg(stop_after_epoch=1))
+    assert "lr_schedule" not in torch.load(tmp_path / "d" / "last.pt", weights_only=True)["config"]["train"]
+    with pytest.raises(ValueError, match=re.escape("train.lr_schedule: stored '<absent>', requested 'constant'")):
+        fit(UNet(base_channels=4), tr, va, tmp_path / "d", _toy_cfg(lr_schedule="constant"))

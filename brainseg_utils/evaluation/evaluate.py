@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -51,6 +52,7 @@ from brainseg_utils.data.volumes import save_mask
 from brainseg_utils.evaluation import metrics as M
 from brainseg_utils.evaluation.inference import Models, predict_case
 from brainseg_utils.evaluation.latency import measure_latency
+from brainseg_utils.evaluation.protocol import run_deviations
 from brainseg_utils.evaluation.results_table import prompt_of, results_markdown
 from brainseg_utils.evaluation.statistics import (
     MIN_PATIENTS_FOR_STATS,
@@ -59,6 +61,8 @@ from brainseg_utils.evaluation.statistics import (
     paired_tests,
     summarise,
 )
+from brainseg_utils.models.sam.pretraining import note as pretraining_note
+from brainseg_utils.models.sam.pretraining import pretraining
 from brainseg_utils.runtime.checkpoints import resolve_device
 from brainseg_utils.runtime.env import code_version
 from brainseg_utils.runtime.io import atomic_write, atomic_write_json, atomic_write_text
@@ -221,8 +225,10 @@ def run_evaluation(
         summary[name]["oracle"] = is_oracle(name)
         summary[name]["data"] = models.data.get(name)
         summary[name]["backend"] = backend_of(models, name)
+        summary[name]["pretraining_note"] = pretraining_note(summary[name]["backend"])
     metrics = {
         "settings": run_settings(run, info),
+        "seed_protocol": run_deviations(info.get("params"), models.unet_config, info["name"]),
         "dataset": {
             "name": info["name"],
             "split_sha256": split["sha256"],
@@ -233,7 +239,11 @@ def run_evaluation(
         },
         "models": summary,
         "sam_backends": {
-            b: {"checkpoint_sha256": getattr(m, "checkpoint_sha256", None), "why": getattr(m, "provenance", "")}
+            b: {
+                "checkpoint_sha256": getattr(m, "checkpoint_sha256", None),
+                "why": getattr(m, "provenance", ""),
+                "pretraining": asdict(pretraining(b)),
+            }
             for b, m in models.backends.items()
         },
         "statistics": paired_tests(per_case),

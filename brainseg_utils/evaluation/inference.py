@@ -95,13 +95,15 @@ def training_data(ckpt: dict) -> dict:
 class Models:
     """What evaluation runs: the U-Net and, per SAM backend, the trained decoders by prompt.
 
-    ``data`` maps every model name (see ``names``) to what it learnt from (``training_data``).
+    ``data`` maps every model name (see ``names``) to what it learnt from (``training_data``); ``unet_config`` is
+    the U-Net checkpoint's stored training and model config plus its recorded ``augmentation`` (``protocol``).
     """
 
     unet: UNet
     sam: dict[str, dict[str, SamDecoderModel]] = field(default_factory=dict)  # backend -> prompt -> decoder
     backends: dict = field(default_factory=dict)
     data: dict[str, dict] = field(default_factory=dict)
+    unet_config: dict = field(default_factory=dict)
 
     def names(self) -> list[str]:
         out = ["unet"]
@@ -126,7 +128,8 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoint: st
         hint = missing_hint("unet/best.pt")
         raise FileNotFoundError(f"{unet_path} not found: run notebooks/02_train_unet.ipynb first; {hint}")
     unet, ckpt = load_unet(unet_path, split_sha256, device)
-    models = Models(unet, data={"unet": training_data(ckpt)})
+    unet_config = {**ckpt.get("config", {}), "augmentation": ckpt.get("meta", {}).get("augmentation")}
+    models = Models(unet, data={"unet": training_data(ckpt)}, unet_config=unet_config)
     for best in run.sam_checkpoints().values():
         dec_ckpt = load_checkpoint(best, expect_arch="sam_decoder")
         cfg = dec_ckpt["config"]["model"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from brainseg_utils.evaluation.results_table import fmt_ci, fmt_data, fmt_fp
 from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
+from brainseg_utils.models.sam.pretraining import MARK, PRIMARY_BACKEND, pretraining
 from brainseg_utils.runtime.io import atomic_write_text
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -56,12 +57,14 @@ def results_table(metrics: dict, command: str | None = None) -> str:
         "Dice, tumour slices | FP rate, tumour-free slices | latency ms, median (p90) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(metrics["models"], key=lambda n: (n != "unet", n)):  # the U-Net first
-        m = metrics["models"][name]
+    backend = {n: m.get("backend") for n, m in metrics["models"].items()}
+    seen = {n for n, b in backend.items() if b is not None and pretraining(b).may_have_seen_test}
+    for name in sorted(metrics["models"], key=lambda n: (n != "unet", backend[n] != PRIMARY_BACKEND, n)):
+        m = metrics["models"][name]  # the U-Net first, then ViT-B (the primary SAM comparison), then the others
         lat = m["latency_ms"]
         p90 = f" ({lat['p90']:.0f})" if lat.get("p90") is not None else ""
         lines.append(
-            f"| `{name}` | {m['prompt']} | {fmt_data(m.get('data'))} | "
+            f"| `{name}`{' ' + MARK if name in seen else ''} | {m['prompt']} | {fmt_data(m.get('data'))} | "
             f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
             f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
             f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''}) |"
@@ -75,6 +78,13 @@ def results_table(metrics: dict, command: str | None = None) -> str:
         "diagonal (373.13 mm per patient, 339.41 mm per slice) when exactly one is empty; latency is the whole "
         "batch-1 pipeline per run (all conventions in `metrics.json`).",
     ]
+    if seen:
+        lines += [
+            "",
+            f"{MARK} Pretrained on BraTS 2021/2023 (which hold every BraTS 2020 case): on BraTS, may have seen the "
+            "test patients ([pretraining](docs/models-and-training.md#pretraining-and-contamination)). ViT-B rows "
+            "(natural images only) are the primary SAM comparison.",
+        ]
     return "\n".join(lines)
 
 

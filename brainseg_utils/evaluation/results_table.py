@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from brainseg_utils.evaluation import protocol
 from brainseg_utils.evaluation.lesionwise import NSD_COLUMN, NSD_TOLERANCE_MM
 from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
+from brainseg_utils.models.sam import pretraining
 
 
 def fmt_ci(stats: dict, n: int) -> str:
@@ -80,10 +82,11 @@ def results_markdown(metrics: dict) -> str:
         "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in metrics["models"].items():
+    for name, m in ordered_models(metrics):
         pc, lat = m["per_case"], m["latency_ms"]
         lines.append(
-            f"| {name} | {m['prompt']} | {fmt_data(m.get('data'))} | {fmt_ci(pc['dice'], m['n_cases'])} | "
+            f"| {name}{row_label(name, metrics)} | {m['prompt']} | {fmt_data(m.get('data'))} | "
+            f"{fmt_ci(pc['dice'], m['n_cases'])} | "
             f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
             f"{pc['hd95']['mean']:.1f} | {fmt_median_iqr(pc['hd95'])} | {pc['lesion_dice']['mean']:.3f} | "
             f"{pc['lesion_hd95']['mean']:.1f} | {pc[NSD_COLUMN]['mean']:.3f} | {pc['fp_ml']['mean']:.2f} | "
@@ -95,6 +98,7 @@ def results_markdown(metrics: dict) -> str:
         )
     lines += paired_lines(metrics["statistics"])
     lines += settings_lines(metrics.get("settings") or {})
+    lines += seed_and_pretraining_lines(metrics)
     prov = metrics.get("provenance", {})
     backends = metrics.get("sam_backends") or {}
     if backends:
@@ -176,6 +180,37 @@ def settings_lines(settings: dict) -> list[str]:
     elif settings.get("profile") == "auto":
         out += ["", f"PROFILE=auto: the full settings fit the session (planned for {settings.get('planned_for')})."]
     return out
+
+
+def _backends(metrics: dict) -> list[str]:
+    """The SAM backends with rows in ``metrics`` (the primary one first)."""
+    found = {m.get("backend") for m in metrics["models"].values()} - {None}
+    return sorted(found, key=lambda b: (b != pretraining.PRIMARY_BACKEND, b))
+
+
+def ordered_models(metrics: dict) -> list[tuple[str, dict]]:
+    """(name, entry) with the U-Net first, then the primary backend's (ViT-B: natural images only) SAM rows, then
+    the other backends' in their recorded order."""
+    rank = {b: i for i, b in enumerate(_backends(metrics))}
+    items = list(metrics["models"].items())
+    return sorted(items, key=lambda kv: -1 if kv[1].get("backend") is None else rank[kv[1]["backend"]])
+
+
+def row_label(name: str, metrics: dict) -> str:
+    """What follows a row's name: the pretraining mark (backend pretrained on BraTS) or "primary SAM"."""
+    backend = metrics["models"][name].get("backend")
+    if backend is None:
+        return ""
+    if pretraining.pretraining(backend).may_have_seen_test:
+        return f" {pretraining.MARK}"
+    return " (primary SAM)" if backend == pretraining.PRIMARY_BACKEND else ""
+
+
+def seed_and_pretraining_lines(metrics: dict) -> list[str]:
+    """The sections under the table: what each SAM backend was pretrained on (the mark's meaning) and how this
+    run deviates from the seed's protocol (``protocol.section_lines``)."""
+    lines = pretraining.section_lines(_backends(metrics), metrics["dataset"]["name"])
+    return lines + protocol.section_lines(metrics.get("seed_protocol"))
 
 
 PROMPT_LABEL = {

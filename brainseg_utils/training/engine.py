@@ -1,7 +1,7 @@
 """One training engine for both models (U-Net and the SAM mask decoder).
 
-``fit(model, train_ds, val_ds, out_dir, cfg)`` trains with AdamW + CosineAnnealingLR (stepped per
-epoch), gradient clipping, optional channels_last, and mixed precision on CUDA:
+``fit(model, train_ds, val_ds, out_dir, cfg)`` trains with AdamW + CosineAnnealingLR (or a constant LR: ``lr_schedule``;
+stepped per epoch), gradient clipping, optional channels_last, and mixed precision on CUDA:
   * bf16 (no GradScaler) on GPUs with native bf16 (compute capability >= 8: A100, L4, H100);
   * fp16 + GradScaler below that (T4, V100, P100). A bare ``torch.cuda.is_bf16_supported()``
     answers True on a T4 through emulation, so the decision uses the real capability;
@@ -23,9 +23,7 @@ may differ between the runs. Randomness is re-seeded from (seed, epoch) at the s
 run repeats the uninterrupted one; on CPU two runs with the same seed give bitwise-identical weights.
 
 Weight averaging (``ema_decay > 0``): ``training/ema.py``; validation, ``best.pt`` and ``last.pt``'s ``"model"`` use
-the averaged weights.
-
-Validation: ``training/validation.py`` (per-slice Dice, BraTS empty-mask convention).
+the averaged weights. Validation: ``training/validation.py`` (per-slice Dice, BraTS empty-mask convention).
 
 Checkpoints are plain dicts of tensors / numbers / strings / lists and load with
 ``torch.load(weights_only=True)`` (see ``checkpoints.py``, which owns the file format and device policy).
@@ -155,7 +153,8 @@ def _setup(model: nn.Module, out: Path, cfg: TrainConfig, loss_fn, meta: dict, p
     if not params:
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    not_stored = ("resume", "progress", "stop_after_epoch", "num_gpus") + (("ema_decay",) if not cfg.ema_decay else ())
+    at_default = tuple(k for k, v in {"ema_decay": 0.0, "lr_schedule": "cosine"}.items() if getattr(cfg, k) == v)
+    not_stored = ("resume", "progress", "stop_after_epoch", "num_gpus", *at_default)  # older checkpoints still resume
     run_config = {
         "train": {k: v for k, v in asdict(cfg).items() if k not in not_stored},
         "model": dict(getattr(model, "config", {"arch": type(model).__name__})),
@@ -171,7 +170,9 @@ def _setup(model: nn.Module, out: Path, cfg: TrainConfig, loss_fn, meta: dict, p
         loss_fn=loss_fn or FocalDiceLoss(),
         params=params,
         optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs),
+        scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        if cfg.lr_schedule == "constant"
+        else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         run_config=run_config,
         ema=averaged(model, cfg.ema_decay) if cfg.ema_decay else None,

@@ -117,7 +117,10 @@ def compare_configs(stored: dict, requested: dict, path: Path, out: Path) -> boo
 def extend_schedule(scheduler, optimizer, epochs: int) -> None:
     """Point a resumed cosine schedule at ``epochs``: T_max = epochs and each group's LR set to the new
     curve's value at the current epoch, lr(e) = eta_min + (base - eta_min) (1 + cos(pi e / epochs)) / 2;
-    the scheduler's recursive update then follows the new curve (same LRs as an uninterrupted run)."""
+    the scheduler's recursive update then follows the new curve (same LRs as an uninterrupted run). A constant
+    LR has nothing to extend."""
+    if not hasattr(scheduler, "T_max"):
+        return
     scheduler.T_max = epochs
     e = scheduler.last_epoch
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
