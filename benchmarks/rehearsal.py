@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", default=None, help="where the data goes (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     ap.add_argument("--sam-slices", type=int, default=32, help="slices encoded and trained on in the SAM stretch")
+    ap.add_argument("--data-only", action="store_true", help="only the data steps (no planner, no stretches)")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks" / "rehearsal.json"))
     args = ap.parse_args(argv)
     if not 3 <= args.cases <= BRATS_CASES:
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         measured, cases, cache = data_steps(configs, args.cases, work)
         split = make_split([c.case_id for c in cases], configs.data.split_fractions, configs.data.seed)
+        if args.data_only:
+            out = {**header(args, argv, device), "data_steps": data_summary(measured, args.cases),
+                   "stages": compare(measured, {"stages": []})}  # fmt: skip
+            return write(out, args)
         os.environ["DATA_ROOT"] = str(work / "data")  # the planner finds and measures the same cases
         t = time.perf_counter()
         plan = make_plan(args.profile, cases=args.cases, platform="local", use_cache=False)
@@ -166,27 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
         case_s = eval_stretch(configs, cases, split, backend, device)
         measured["prediction"] = {"seconds": w["test_cases"] * case_s, "how": "one whole test case x test cases",
                                   "per_case_s": case_s}  # fmt: skip
-        data_s = sum(measured[k]["seconds"] for k in ("generate", "audit", "slice cache"))
-        data_b = sum(measured[k]["disk_bytes"] for k in ("generate", "slice cache"))
         out = {
-            "command": "python benchmarks/rehearsal.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "what": "full-profile data steps on N BraTS-sized SYNTHETIC cases and short stretches of training and "
-            "evaluation at full sizes, next to the planner's prediction (fresh calibration, same machine)",
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-            "device": device_summary(),
-            "date": time.strftime("%Y-%m-%d"),
-            "cases": args.cases,
-            "profile": args.profile,
-            "data_steps": {
-                "seconds": round(data_s, 1),
-                "disk_bytes": data_b,
-                "seconds_per_case": round(data_s / args.cases, 3),
-                "disk_bytes_per_case": int(data_b / args.cases),
-                "extrapolated_to_369": {
-                    "seconds": round(data_s / args.cases * BRATS_CASES),
-                    "disk_bytes": int(data_b / args.cases * BRATS_CASES),
-                },
-            },  # fmt: skip
+            **header(args, argv, device),
+            "data_steps": data_summary(measured, args.cases),
             "decoder_per_image_s": {k: sam[k] for k in ("sam_epoch_train", "sam_epoch_val", "sam_epoch_fixed")},
             "stages": compare(measured, plan),
             "planner_seconds": round(plan_s, 1),
@@ -195,6 +182,39 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    return write(out, args)
+
+
+def header(args, argv, device) -> dict:
+    return {
+        "command": "python benchmarks/rehearsal.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "what": "full-profile data steps on N BraTS-sized SYNTHETIC cases and short stretches of training and "
+        "evaluation at full sizes, next to the planner's prediction (fresh calibration, same machine)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "device": device_summary(),
+        "date": time.strftime("%Y-%m-%d"),
+        "cases": args.cases,
+        "profile": args.profile,
+    }
+
+
+def data_summary(measured: dict, n: int) -> dict:
+    """Generation, audit and slice cache together: seconds and bytes, per case and extrapolated to 369 cases."""
+    data_s = sum(measured[k]["seconds"] for k in ("generate", "audit", "slice cache"))
+    data_b = sum(measured[k]["disk_bytes"] for k in ("generate", "slice cache"))
+    return {
+        "seconds": round(data_s, 1),
+        "disk_bytes": data_b,
+        "seconds_per_case": round(data_s / n, 3),
+        "disk_bytes_per_case": int(data_b / n),
+        "extrapolated_to_369": {
+            "seconds": round(data_s / n * BRATS_CASES),
+            "disk_bytes": int(data_b / n * BRATS_CASES),
+        },
+    }
+
+
+def write(out: dict, args) -> dict:
     atomic_write_json(Path(args.out), out)
     for name, row in out["stages"].items():
         print(f"{name:<16} measured {row['seconds']:>9.1f} s  predicted {row['predicted_s'] or 0:>9.1f} s")

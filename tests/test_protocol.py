@@ -103,7 +103,9 @@ def _metrics(backends: tuple[str, ...]) -> dict:
 
 
 def _rows(md: str) -> list[str]:
-    return [line for line in md.splitlines() if line.startswith(("| unet", "| sam_", "| `"))]
+    """Rows of the main results table (the paired-comparison section below it has rows of its own)."""
+    main = md.split("\n## ")[0]
+    return [line for line in main.splitlines() if line.startswith(("| unet", "| sam_", "| `"))]
 
 
 def test_results_mark_brats_pretrained_rows_and_put_vit_b_first():
