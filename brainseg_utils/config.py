@@ -262,6 +262,8 @@ class SamConfig:
     checkpoint: str = ""  # weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched; litemedsam: bundled
     prompts: tuple[str, ...] = ("box", "none")  # prompt modes to train, comma-separated (box, none): one decoder each
     box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side (MedSAM-style; never shrink)
+    # box decoder: tumour-free slices, and this share of tumour slices, get a box off the tumour and an empty target
+    box_negatives: float = 0.1
     cache_budget_gb: float = 16.0  # disk budget of the embedding cache (2 MiB per slice)
     # Full BraTS is ~38k train+val slices (~76 GB of embeddings): beyond the budget the rest are encoded on
     # the fly, so the decoders see every slice the U-Net sees (a subsample would be stated in every table).
@@ -273,6 +275,7 @@ class SamConfig:
         "SAM_CHECKPOINT": "checkpoint",
         "SAM_PROMPTS": "prompts",
         "SAM_BOX_JITTER_PX": "box_jitter_px",
+        "SAM_BOX_NEGATIVES": "box_negatives",
         "SAM_CACHE_BUDGET_GB": "cache_budget_gb",
         "SAM_OVERFLOW": "overflow",
         "SAM_ENCODE_BATCH": "encode_batch",
@@ -290,6 +293,8 @@ class SamConfig:
             raise ValueError(f"SAM_OVERFLOW must be one of {OVERFLOW}, got {self.overflow!r}")
         if self.box_jitter_px < 0:
             raise ValueError(f"SAM_BOX_JITTER_PX must be >= 0, got {self.box_jitter_px}")
+        if not 0 <= self.box_negatives < 1:
+            raise ValueError(f"SAM_BOX_NEGATIVES must be in [0, 1), got {self.box_negatives}")
         if not self.cache_budget_gb >= 0:
             raise ValueError(f"SAM_CACHE_BUDGET_GB must be >= 0, got {self.cache_budget_gb}")
         if self.encode_batch < 1:

@@ -24,8 +24,9 @@ Protocol (written into ``metrics.json`` and ``results.md``):
     given.
   * Models: ``unet``; ``sam_<backend>_none`` (no prompt); ``sam_<backend>_box`` (ground-truth box:
     an ORACLE prompt, slices without tumour get no box and are predicted empty);
-    ``sam_<backend>_unet_box`` (box-trained decoder prompted with the box of the U-Net's
-    prediction; slices where the U-Net predicts nothing are predicted empty);
+    ``unet_clean`` (the U-Net's mask without 3-D components below a volume chosen on the validation cases);
+    ``sam_<backend>_unet_box`` (box-trained decoder prompted with one box per connected component of the
+    cleaned U-Net mask on each slice, masks united; slices where it has nothing are predicted empty);
     ``sam_<backend>_box_zeroshot`` (the pretrained decoder, not fine-tuned, with the oracle box:
     how MRI-like the data looks to the model, and what fine-tuning added).
     Each records what it learnt from: ``data.{train_slices, val_slices, train_cases, val_cases}``.
@@ -50,6 +51,7 @@ import pandas as pd
 from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.volumes import save_mask
 from brainseg_utils.evaluation import metrics as M
+from brainseg_utils.evaluation.cascade import cleanup_for
 from brainseg_utils.evaluation.inference import Models, predict_case
 from brainseg_utils.evaluation.latency import measure_latency
 from brainseg_utils.evaluation.protocol import run_deviations
@@ -200,12 +202,15 @@ def run_evaluation(
     progress: bool = True,
     max_cases: int = 0,
     command: str | None = None,
+    cleanup: bool = True,
 ) -> tuple[dict, dict]:
     """Evaluate on the test split and write every result file.
 
     Returns ``(metrics, volumes)``: the dict written to ``metrics.json`` and, per test case,
     ``{"gt", "pred": {model: bool (H, W, D)}, "flair"}`` for figures (not written).
     ``command``: how the run was started, recorded with the git commit (default: ``$BRAINSEG_RUN_COMMAND``).
+    ``cleanup``: also report ``unet_clean`` and prompt the cascade with the cleaned U-Net mask (``cascade``; the
+    threshold is chosen on the validation cases, or read from ``unet/cleanup.json``).
     """
     root = Path(info["root"])
     by_id = {c.case_id: c for c in discover_cases(root)}
@@ -214,13 +219,18 @@ def run_evaluation(
         raise FileNotFoundError(f"test cases {missing[:5]} from splits.json are not under {root}")
     test_ids = split["test"][:max_cases] if max_cases else split["test"]
     device = resolve_device(str(device)) if isinstance(device, str) else device
+    if cleanup and models.cleanup is None:  # the U-Net's 3-D clean-up, its threshold chosen on validation cases
+        models.cleanup = cleanup_for(
+            run, models.unet, run.unet_best, split, root, img_size, modalities, device, progress
+        )
+        models.data["unet_clean"] = {**models.data.get("unet", {}), "note": "the U-Net's model; 3-D clean-up added"}
     per_case, per_slice, volumes, sample = _predict_cases(
         run, models, [by_id[c] for c in test_ids], img_size, modalities, device, export, progress
     )
     summary = summarise(per_case, per_slice)
     latency = measure_latency(models, *sample, device, latency_runs)
     for name in summary:
-        summary[name]["latency_ms"] = latency[name]
+        summary[name]["latency_ms"] = latency.get(name)  # unet_clean: a whole-volume step, no batch-1 latency
         summary[name]["prompt"] = prompt_of(name)
         summary[name]["oracle"] = is_oracle(name)
         summary[name]["data"] = models.data.get(name)
@@ -238,6 +248,7 @@ def run_evaluation(
             "note": "synthetic data: not comparable with BraTS results" if info["name"] == "synthetic" else "",
         },
         "models": summary,
+        "cleanup": None if models.cleanup is None else models.cleanup.record(),
         "sam_backends": {
             b: {
                 "checkpoint_sha256": getattr(m, "checkpoint_sha256", None),

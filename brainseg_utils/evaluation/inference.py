@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from brainseg_utils.data.brats import Case
 from brainseg_utils.data.slices import resize_slice, square_padding
 from brainseg_utils.data.volumes import load_case
+from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume, to_cache_size
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.sam.discovery import backend_for_decoder
 from brainseg_utils.models.sam.prompts import mask_to_box
@@ -104,9 +105,10 @@ class Models:
     backends: dict = field(default_factory=dict)
     data: dict[str, dict] = field(default_factory=dict)
     unet_config: dict = field(default_factory=dict)
+    cleanup: object = None  # cascade.Cleanup: the U-Net's 3-D clean-up (set by evaluation, chosen on validation)
 
     def names(self) -> list[str]:
-        out = ["unet"]
+        out = ["unet"] + (["unet_clean"] if self.cleanup is not None else [])
         for b, decs in self.sam.items():
             if "none" in decs:
                 out.append(f"sam_{b}_none")
@@ -203,7 +205,13 @@ def predict_case(
 
     unet_logits = _batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
     preds["unet"] = place(to_native(unet_logits, h, w))
-    unet_small = (unet_logits > 0).numpy()
+    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
+    unet_small = (unet_logits > 0).numpy()  # what the cascade's boxes come from: the U-Net's mask ...
+    if models.cleanup is not None:  # ... after the 3-D clean-up, resized like the cache's masks
+        preds["unet_clean"] = clean_volume(preds["unet"], spacing, models.cleanup.min_volume_mm3)
+        unet_small = (
+            np.stack([to_cache_size(preds["unet_clean"][..., z], img_size) for z in zs]) if len(zs) else unet_small
+        )
 
     for bname, decoders in models.sam.items():
         preds.update(
@@ -219,7 +227,6 @@ def predict_case(
                 lambda p: place(to_native(p, h, w)),
             )
         )
-    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     k = int(gt_small.reshape(len(zs), -1).sum(1).argmax()) if len(zs) else None  # largest tumour slice
     return {
         "gt": wt,
@@ -237,7 +244,9 @@ def predict_case(
 def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish) -> dict:
     """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
     (n, L, L) low-resolution logits to a native-grid volume. Each slice is encoded at most once;
-    slices without a prompt (box variants) get a large negative logit, i.e. an empty mask."""
+    slices without a prompt (box variants) get a large negative logit, i.e. an empty mask. The oracle variants
+    get the ground-truth box (one around the whole tumour); ``unet_box`` one box per connected component of
+    ``unet_small`` (the cleaned U-Net mask), masks united."""
     n = len(x)
     need = np.zeros(n, bool)
     if "none" in decoders:
@@ -279,5 +288,8 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
     for key, name, source in jobs:
         if key in decoders:
             rows = np.flatnonzero(source.reshape(n, -1).any(1))
-            out[name] = run(decoders[key], rows, [mask_to_box(source[r]) for r in rows])
+            boxes = (
+                boxes_for_masks(source[rows]) if name.endswith("_unet_box") else [mask_to_box(source[r]) for r in rows]
+            )
+            out[name] = run(decoders[key], rows, list(boxes))
     return out

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import torch
 
+from brainseg_utils.evaluation.cascade import component_boxes
 from brainseg_utils.evaluation.inference import Models, to_native
-from brainseg_utils.models.sam.prompts import mask_to_box
 
 
 def time_runs(fn, device: torch.device, n_runs: int = 20, warmup: int = 3) -> list[float]:
@@ -51,9 +51,9 @@ def pipelines(models: Models, x: torch.Tensor, box: torch.Tensor, native_hw: tup
             return to_native(dec.low_res_logits(backend.encode(x), bx)[:, 0], h, w)[0]
 
         def cascade(dec, backend=backend):
-            small = (unet(x)[0, 0] > 0).cpu().numpy()  # device -> host, then the box
-            b = mask_to_box(small)
-            if b is None:  # the U-Net found nothing: SAM is not run
+            small = (unet(x)[0, 0] > 0).cpu().numpy()  # device -> host, then a box per component
+            b = component_boxes(small)
+            if np.isnan(b).all():  # the U-Net found nothing: SAM is not run
                 return np.zeros((h, w), bool)
             return sam(dec, torch.from_numpy(b)[None].to(dev), backend)
 

@@ -208,16 +208,38 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
+def negative_box(mask: np.ndarray, brain: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray | None:
+    """A random XYXY box on tumour-free tissue: centred on a brain pixel, sides of 8 .. S/4 px, not touching any
+    tumour pixel of ``mask`` (S, S); None when ``tries`` draws all touch the tumour (or there is no brain)."""
+    size = mask.shape[-1]
+    free = np.flatnonzero((np.asarray(brain) > 0) & ~(np.asarray(mask) > 0))
+    if len(free) == 0:
+        return None
+    hi = max(9, size // 4)
+    for _ in range(tries):
+        cy, cx = divmod(int(free[rng.integers(len(free))]), size)
+        hw, hh = rng.integers(8, hi + 1, 2) // 2
+        x0, y0, x1, y1 = max(cx - hw, 0), max(cy - hh, 0), min(cx + hw, size - 1), min(cy + hh, size - 1)
+        if not np.asarray(mask)[y0 : y1 + 1, x0 : x1 + 1].any():
+            return np.array([x0, y0, x1, y1], np.float32)
+    return None
+
+
 class EmbeddingDataset(Dataset):
     """Decoder-training items over cached embeddings.
 
     Item: ``({"embeddings": float32 (256, 64, 64), "boxes": float32 (4,) XYXY in the slice frame,
     NaN for no prompt}, mask float32 (1, S, S))``.
 
-    ``prompt="box"`` keeps tumour slices only (a box needs a tumour) and enlarges each side of the
-    ground-truth box by 0..``jitter_px`` pixels (``sam.jitter_box``) with a seed per (seed, epoch, row);
-    ``jitter_px=0`` gives the exact box (evaluation). ``prompt="none"`` keeps every slice.
-    Rows missing from the cache are dropped, or encoded on the fly when ``backend`` is given.
+    ``prompt="box"``: tumour slices with the ground-truth box, each side enlarged by 0..``jitter_px`` pixels
+    (``sam.jitter_box``) with a seed per (seed, epoch, row); ``jitter_px=0`` gives the exact box. With
+    ``negatives`` > 0 (training), tumour-free slices are kept too and get a box on tumour-free tissue
+    (``negative_box``), and each tumour slice gets one with probability ``negatives``; such items have an empty
+    target: the decoder learns that a box around something that is not tumour (what a cascade's spurious U-Net
+    component gives it) asks for an empty mask. With ``boxes`` ({row: (K, 4)}, evaluation of the cascade),
+    every row in it is kept and carries its K boxes (NaN rows unused; see ``SamDecoderModel``).
+    ``prompt="none"`` keeps every slice. Rows missing from the cache are dropped, or encoded on the fly when
+    ``backend`` is given.
     """
 
     def __init__(
@@ -229,11 +251,19 @@ class EmbeddingDataset(Dataset):
         jitter_px: int = 5,
         seed: int = 0,
         backend: SamBackend | None = None,
+        negatives: float = 0.0,
+        boxes: dict[int, np.ndarray] | None = None,
     ):
         if prompt not in ("none", "box"):
             raise ValueError(f"prompt must be 'none' or 'box', got {prompt!r}")
+        if not 0.0 <= negatives < 1.0:
+            raise ValueError(f"negatives must be in [0, 1), got {negatives}")
+        if boxes is not None and prompt != "box":
+            raise ValueError("boxes are given only with prompt 'box'")
         rows = np.asarray(rows, dtype=np.int64)
-        if prompt == "box":  # a box needs a tumour in the cached mask
+        if boxes is not None:
+            rows = np.array([r for r in rows if int(r) in boxes], dtype=np.int64)
+        elif prompt == "box" and negatives == 0:  # a ground-truth box needs a tumour in the cached mask
             rows = rows[slices.index["has_tumour"].to_numpy()[rows]]
             rows = rows[[bool(np.asarray(slices.masks[r]).any()) for r in rows]]
         if backend is None:
@@ -242,6 +272,7 @@ class EmbeddingDataset(Dataset):
             raise ValueError(f"no slices left for prompt {prompt!r} (cache holds {len(emb_cache.rows)} rows)")
         self.emb_cache, self.slices, self.rows, self.prompt = emb_cache, slices, rows, prompt
         self.jitter_px, self.seed, self.backend, self.epoch = int(jitter_px), seed, backend, 0
+        self.negatives, self.boxes = float(negatives), boxes
         self.size = slices.images.shape[-1]
 
     def set_epoch(self, epoch: int) -> None:
@@ -257,15 +288,28 @@ class EmbeddingDataset(Dataset):
         device = next((p.device for p in self.backend.model.parameters()), torch.device("cpu"))  # maybe a GPU
         return self.backend.encode(image.to(device))[0].float().cpu()
 
+    def box_and_target(self, row: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The prompt of ``row`` and the mask the decoder should answer it with."""
+        if self.boxes is not None:
+            return np.asarray(self.boxes[row], np.float32), mask
+        rng = np.random.default_rng([self.seed, self.epoch, row])
+        box = mask_to_box(mask)
+        if self.negatives > 0 and (box is None or rng.random() < self.negatives):
+            neg = negative_box(mask, np.asarray(self.slices.images[row]).any(0), rng)
+            if neg is not None:
+                return neg, np.zeros_like(mask)
+            if box is None:  # no tumour-free tissue to put a box on: a box over the whole slice, empty target
+                return np.array([0, 0, self.size - 1, self.size - 1], np.float32), mask
+        if self.jitter_px > 0:
+            box = jitter_box(box, self.size, rng, self.jitter_px)
+        return box, mask
+
     def __getitem__(self, i: int):
         row = int(self.rows[i])
         mask = np.asarray(self.slices.masks[row])
         box = np.full(4, np.nan, np.float32)
         if self.prompt == "box":
-            box = mask_to_box(mask)
-            if self.jitter_px > 0:
-                rng = np.random.default_rng([self.seed, self.epoch, row])
-                box = jitter_box(box, self.size, rng, self.jitter_px)
+            box, mask = self.box_and_target(row, mask)
         return (
             {"embeddings": self.embedding(row), "boxes": torch.from_numpy(box)},
             torch.from_numpy(mask[None].astype(np.float32)),

@@ -27,6 +27,21 @@ from brainseg_utils.training.embeddings import EmbeddingCache, EmbeddingDataset,
 from brainseg_utils.training.engine import evaluate_dataset, fit_processes
 
 
+def unet_validation_boxes(run, cache: SliceCache, split: dict, info: dict, rows, device="cpu") -> dict | None:
+    """{row: (K, 4)} cascade boxes for the validation ``rows`` from notebook 02's U-Net (its whole-volume
+    predictions of the validation cases, 3-D cleaned with the threshold chosen there); None without a U-Net."""
+    from brainseg_utils.evaluation import cascade
+    from brainseg_utils.evaluation.inference import load_unet
+
+    if not run.unet_best.exists():
+        return None
+    dev = resolve_device(device)
+    unet, _ = load_unet(run.unet_best, split["sha256"], dev)
+    size, modalities = int(cache.images.shape[-1]), tuple(cache.manifest["config"]["modalities"])
+    clean = cascade.cleanup_for(run, unet, run.unet_best, split, info["root"], size, modalities, dev, predictions=True)
+    return cascade.validation_boxes(clean.val_predictions, cache, rows)
+
+
 @dataclass
 class TrainingEmbeddings:
     """The embedding cache for training plus how it covers the requested slices."""
@@ -90,15 +105,29 @@ def finetune_variant(
     cfg: TrainConfig,
     jitter_px: int = 5,
     seed: int = 0,
+    negatives: float = 0.1,
 ) -> tuple[list[dict], dict]:
-    """Zero-shot score, then decoder training for one prompt mode. Returns (history, zero-shot record)."""
+    """Zero-shot score, then decoder training for one prompt mode. Returns (history, zero-shot record).
+
+    Box mode: trained with ``negatives`` (tumour-free slices and, with that probability, tumour slices get a box
+    on tumour-free tissue and an empty target); validated, and its checkpoint selected, on the validation slices
+    prompted as the automatic cascade prompts them (``unet_validation_boxes``: the cleaned U-Net mask's
+    component boxes) when notebook 02's U-Net is there, else on oracle ground-truth boxes (said, and recorded)."""
     variant = f"sam_{backend.name}_{prompt}"
     on_the_fly = backend if emb.overflow == "encode" else None
     train_rows, val_rows = cache.rows_for(split["train"]), cache.rows_for(split["val"])
+    neg = negatives if prompt == "box" else 0.0
     train_ds = EmbeddingDataset(
-        emb.cache, cache, train_rows, prompt, jitter_px=jitter_px, seed=seed, backend=on_the_fly
+        emb.cache, cache, train_rows, prompt, jitter_px=jitter_px, seed=seed, backend=on_the_fly, negatives=neg
     )
-    val_ds = EmbeddingDataset(emb.cache, cache, val_rows, prompt, jitter_px=0, backend=on_the_fly)
+    val_boxes = unet_validation_boxes(run, cache, split, info, val_rows, cfg.device) if prompt == "box" else None
+    val_ds = EmbeddingDataset(emb.cache, cache, val_rows, prompt, jitter_px=0, backend=on_the_fly, boxes=val_boxes)
+    selection = {
+        "none": "no prompt",
+        "box": "oracle ground-truth boxes (no U-Net checkpoint yet: run notebook 02 first for cascade selection)",
+    }[prompt]
+    if val_boxes is not None:
+        selection = "U-Net boxes: one per component of the cleaned U-Net mask (the automatic cascade)"
     model = SamDecoderModel(backend, prompt, int(cache.images.shape[-1]))
     zs = evaluate_dataset(model, val_ds, cfg.batch_size, cfg.device, cfg.amp)
     zero_shot = {
@@ -106,15 +135,16 @@ def finetune_variant(
         "val_dice_tumour": zs["dice_tumour"],
         "val_loss": zs["loss"],
         "prompt": prompt,
-        "oracle_box": prompt == "box",
+        "oracle_box": prompt == "box" and val_boxes is None,
+        "validation_prompt": selection,
         "n_val_slices": len(val_ds),
     }
     atomic_write_json(run.sam(variant) / "zero_shot.json", {"dataset": info["name"], **zero_shot})
     print(
         f"\n{variant}: {len(train_ds)} training / {len(val_ds)} validation slices"
-        + (" (tumour slices: a box needs a tumour)" if prompt == "box" else "")
         + f"; zero-shot validation Dice {zs['dice']:.4f}"
-        + (" (oracle ground-truth box)" if prompt == "box" else "")
+        + (f"\n  validated and selected with {selection}" if prompt == "box" else "")
+        + (f"\n  trained with negative boxes (tumour-free slices; {neg:.0%} of tumour slices)" if neg > 0 else "")
     )
     if emb.policy:
         print(emb.policy)
@@ -130,6 +160,8 @@ def finetune_variant(
         checkpoint_sha256=backend.checkpoint_sha256,
         prompt=prompt,
         box_jitter_px=jitter_px,
+        box_negatives=neg,
+        selection=selection,
     )
     history = fit_processes(  # cfg.num_gpus > 1: DDP processes; one device: exactly train.fit
         model, train_ds, val_ds, run.sam(variant), cfg, meta=meta, params=model.trainable_parameters()

@@ -55,9 +55,9 @@ class SamDecoderModel(nn.Module):
     """Prompt encoder (frozen) + mask decoder (trainable) over cached image embeddings.
 
     ``forward(embeddings (B, 256, 64, 64), boxes (B, 4) XYXY in the slice frame, NaN rows or None
-    for "no prompt") -> logits (B, 1, S, S)``. Only the decoder is in ``trainable_parameters()``;
-    the image encoder is not part of this module (embeddings come from the cache), so checkpoints
-    stay small.
+    for "no prompt", or (B, K, 4) for up to K boxes per slice, united) -> logits (B, 1, S, S)``. Only the
+    decoder is in ``trainable_parameters()``; the image encoder is not part of this module (embeddings come from
+    the cache), so checkpoints stay small.
     """
 
     def __init__(self, backend: SamBackend, prompt: str, img_size: int):
@@ -104,9 +104,17 @@ class SamDecoderModel(nn.Module):
 
     low_res_size = 256  # side of the decoder's logits (4 x the 64 x 64 embedding grid)
 
+    EMPTY_LOGIT = -1e4  # a slice without any box: an empty mask (finite: bilinear weights x -inf would be NaN)
+
     def low_res_logits(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder logits (B, 1, 256, 256) covering the whole square slice (evaluation maps them straight
-        to the native grid with ``inference.to_native``: one interpolation)."""
+        to the native grid with ``inference.to_native``: one interpolation).
+
+        ``boxes`` (B, 4): one box (or NaN row: no prompt) per slice. ``boxes`` (B, K, 4): up to K boxes per slice,
+        NaN rows unused (the U-Net cascade's one box per component): the decoder runs once per box and the
+        masks are united (element-wise max of the logits); a slice with no box gets ``EMPTY_LOGIT``."""
+        if boxes is not None and boxes.dim() == 3:
+            return self._multi_box_logits(embeddings, boxes)
         b = embeddings.shape[0]
         sparse, dense = self.prompts(boxes, b, embeddings.device)
         image_pe = self.prompt_encoder.get_dense_pe()
@@ -118,6 +126,16 @@ class SamDecoderModel(nn.Module):
             dense.to(embeddings.dtype),
         )
         return low
+
+    def _multi_box_logits(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        valid = ~torch.isnan(boxes).any(-1)  # (B, K)
+        size = (boxes.shape[0], 1, self.low_res_size, self.low_res_size)
+        out = embeddings.new_full(size, self.EMPTY_LOGIT, dtype=torch.float32)
+        for k in range(boxes.shape[1]):  # slot k of every slice that has a k-th box, as one batch
+            rows = valid[:, k].nonzero()[:, 0]
+            if len(rows):
+                out[rows] = torch.maximum(out[rows], self.low_res_logits(embeddings[rows], boxes[rows, k]).float())
+        return out
 
     def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, 1, S, S) at the slice-cache size (what training compares with the cached masks)."""
