@@ -80,8 +80,8 @@ def test_every_backend_has_its_pretraining_with_sources():
         pretraining.pretraining("sam2")
 
 
-def _metrics(backends: tuple[str, ...]) -> dict:
-    names = ("unet", *(f"sam_{b}_{p}" for b in backends for p in ("box", "none")))
+def _metrics(backends: tuple[str, ...], prompts: tuple[str, ...] = ("box", "none")) -> dict:
+    names = ("unet", *(f"sam_{b}_{p}" for b in backends for p in prompts))
     per_case, per_slice = _tables(2, names)
     summary = statistics.summarise(per_case, per_slice)
     for name in summary:
@@ -103,38 +103,75 @@ def _metrics(backends: tuple[str, ...]) -> dict:
 
 
 def _rows(md: str) -> list[str]:
-    """Rows of the main results table (the paired-comparison section below it has rows of its own)."""
+    """Rows of the main results table (the upper-bounds and paired-comparison sections below it have rows of their
+    own)."""
     main = md.split("\n## ")[0]
     return [line for line in main.splitlines() if line.startswith(("| unet", "| sam_", "| `"))]
 
 
+UPPER = "\n## Upper bounds (oracle prompts)\n"
+README_UPPER = "**Upper bounds (oracle ground-truth box; not a comparison)**"
+
+
+def _upper_rows(md: str) -> list[str]:
+    """Rows of the results.md upper-bounds table (oracle prompts): between its heading and the next section."""
+    return _rows(md.split(UPPER, 1)[1].split("\n## ")[0])
+
+
 def test_results_mark_brats_pretrained_rows_and_put_vit_b_first():
-    metrics = _metrics(("litemedsam", "medsam", "vit_b"))
+    metrics = _metrics(("litemedsam", "medsam", "vit_b"), ("box", "none", "unet_box", "box_zeroshot"))
     md = results_table.results_markdown(metrics)
-    rows = _rows(md)
-    assert [r.split(" | ")[0] for r in rows] == [
+    assert [r.split(" | ")[0] for r in _rows(md)] == [
         "| unet",
-        "| sam_vit_b_box (primary SAM)",
         "| sam_vit_b_none (primary SAM)",
-        "| sam_litemedsam_box †",
+        "| sam_vit_b_unet_box (primary SAM)",
         "| sam_litemedsam_none †",
-        "| sam_medsam_box †",
+        "| sam_litemedsam_unet_box †",
         "| sam_medsam_none †",
-    ]
+        "| sam_medsam_unet_box †",
+    ], "the main table: fully automatic rows only"
+    assert md.index("\n| unet |") < md.index(UPPER) < md.index("## Paired comparisons with the U-Net")
+    assert "ground-truth box, which no automatic pipeline has" in md and "not comparisons with the U-Net" in md
+    upper = _upper_rows(md)
+    assert [r.split(" | ")[0] for r in upper] == [
+        "| sam_vit_b_box (primary SAM)",
+        "| sam_vit_b_box_zeroshot (primary SAM)",
+        "| sam_litemedsam_box †",
+        "| sam_litemedsam_box_zeroshot †",
+        "| sam_medsam_box †",
+        "| sam_medsam_box_zeroshot †",
+    ], "the upper bounds: every oracle row, marked as in the main table"
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert md.count(header) == 2 and all(len(r.split(" | ")) == len(header.split(" | ")) for r in upper)
+    assert all("| n/a (oracle) |" in r for r in upper) and "n/a (oracle)" not in "\n".join(_rows(md))
     assert "SAM pretraining" in md and "- vit_b: SA-1B" in md and "BraTS in it: no." in md
     assert "- litemedsam: " in md and "† Its rows may have seen these BraTS 2020 test patients" in md
     assert "Primary SAM comparison: the vit_b rows" in md
     readme = report.results_table(metrics)
-    names = [r.split(" | ")[0] for r in _rows(readme)]
-    assert names[:3] == ["| `unet`", "| `sam_vit_b_box`", "| `sam_vit_b_none`"]
-    assert all(n.endswith("†") for n in names[3:]) and "† Pretrained on BraTS 2021/2023 (which hold" in readme
+    main, upper_readme = readme.split(README_UPPER)
+    names = [r.split(" | ")[0] for r in _rows(main)]
+    assert names == ["| `unet`", "| `sam_vit_b_none`", "| `sam_vit_b_unet_box`"] + [
+        f"| `sam_{b}_{p}` †" for b in ("litemedsam", "medsam") for p in ("none", "unet_box")
+    ]
+    oracle = [r.split(" | ")[0] for r in _rows(upper_readme)]
+    assert oracle == ["| `sam_vit_b_box`", "| `sam_vit_b_box_zeroshot`"] + [
+        f"| `sam_{b}_{p}` †" for b in ("litemedsam", "medsam") for p in ("box", "box_zeroshot")
+    ]
+    assert "† Pretrained on BraTS 2021/2023 (which hold" in readme
 
 
 def test_without_vit_b_every_sam_row_is_marked_and_the_gap_is_said():
     md = results_table.results_markdown(_metrics(("litemedsam",)))
-    assert all(r.split(" | ")[0].endswith("†") for r in _rows(md) if r.startswith("| sam_"))
+    assert all(r.split(" | ")[0].endswith("†") for r in _rows(md) + _upper_rows(md) if r.startswith("| sam_"))
     assert "No vit_b rows in this run" in md and "primary SAM" not in md
     assert "†" not in report.results_table(_metrics(("vit_b",)))
+
+
+def test_without_oracle_rows_there_is_no_upper_bounds_section():
+    metrics = _metrics(("vit_b",), ("none", "unet_box"))
+    assert UPPER not in results_table.results_markdown(metrics)
+    assert "upper bounds below" not in results_table.results_markdown(metrics)
+    assert README_UPPER not in report.results_table(metrics)
 
 
 def test_docs_cite_every_pretraining_source():

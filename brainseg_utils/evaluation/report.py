@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from brainseg_utils.evaluation.results_table import fmt_ci, fmt_data, fmt_fp
-from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
+from brainseg_utils.evaluation.results_table import CLEAN, LATENCY_NA, cleanup_convention, fmt_ci, fmt_data, fmt_fp
+from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS, is_oracle
 from brainseg_utils.models.sam.pretraining import MARK, PRIMARY_BACKEND, pretraining
 from brainseg_utils.runtime.io import atomic_write_text
 
@@ -22,7 +22,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def results_table(metrics: dict, command: str | None = None) -> str:
-    """The README block: dataset label, n and what it allows, one row per model, conventions, provenance.
+    """The README block: dataset label, n and what it allows, one row per fully automatic model, the oracle-box rows
+    in a second table (upper bounds, not comparisons), conventions, provenance.
 
     ``command`` overrides the command recorded in ``metrics["provenance"]``.
     """
@@ -53,31 +54,30 @@ def results_table(metrics: dict, command: str | None = None) -> str:
         f"{n} test patients, split sha256 `{ds['split_sha256'][:16]}…`. Produced by {made}; "
         f"full tables in `outputs/results/results.md`. {stats}",
         "",
-        "| model | prompt | trained on (train / val slices, cases) | Dice per patient | HD95 mm | "
-        "Dice, tumour slices | FP rate, tumour-free slices | latency ms, median (p90) |",
-        "|---|---|---|---|---|---|---|---|",
+        *README_HEAD,
     ]
     backend = {n: m.get("backend") for n, m in metrics["models"].items()}
     seen = {n for n, b in backend.items() if b is not None and pretraining(b).may_have_seen_test}
-    for name in sorted(metrics["models"], key=lambda n: (n != "unet", backend[n] != PRIMARY_BACKEND, n)):
-        m = metrics["models"][name]  # the U-Net first, then ViT-B (the primary SAM comparison), then the others
-        lat = m["latency_ms"]
-        p90 = f" ({lat['p90']:.0f})" if lat.get("p90") is not None else ""
-        lines.append(
-            f"| `{name}`{' ' + MARK if name in seen else ''} | {m['prompt']} | {fmt_data(m.get('data'))} | "
-            f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
-            f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-            f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''}) |"
-        )
+    # the U-Net first, then unet_clean, then ViT-B (the primary SAM comparison), then the others
+    order = sorted(
+        metrics["models"], key=lambda n: (n != "unet", backend[n] is not None, backend[n] != PRIMARY_BACKEND, n)
+    )
+    lines += [_row(name, metrics, n, name in seen) for name in order if not is_oracle(name)]
+    oracle = [name for name in order if is_oracle(name)]
+    if oracle:
+        lines += ["", "**Upper bounds (oracle ground-truth box; not a comparison)**", "", *README_HEAD]
+        lines += [_row(name, metrics, n, name in seen) for name in oracle]
     lines += [
         "",
-        "`box` gives SAM the ground-truth box: an oracle upper bound, not a fair comparison (and no false "
-        "positive is possible with it: n/a). `unet_box` takes the box from the U-Net's prediction; `none` has no "
-        "prompt. Box decoders train and select their checkpoint on tumour slices only (a box needs a tumour). "
+        "`box` gives SAM the ground-truth box: an oracle upper bound (the second table), not a fair comparison "
+        "(no false positive is possible with it: n/a). `unet_box` takes the box from the U-Net's prediction; `none` "
+        "has no prompt. Box decoders train and select their checkpoint on tumour slices only (a box needs a tumour). "
         "Dice is 1 when prediction and truth are both empty and 0 when exactly one is; HD95 is the image "
         "diagonal (373.13 mm per patient, 339.41 mm per slice) when exactly one is empty; latency is the whole "
         "batch-1 pipeline per run (all conventions in `metrics.json`).",
     ]
+    if CLEAN in metrics["models"]:
+        lines += ["", f"`{CLEAN}` is {cleanup_convention(metrics.get('cleanup'))}."]
     if seen:
         lines += [
             "",
@@ -86,6 +86,29 @@ def results_table(metrics: dict, command: str | None = None) -> str:
             "(natural images only) are the primary SAM comparison.",
         ]
     return "\n".join(lines)
+
+
+README_HEAD = (
+    "| model | prompt | trained on (train / val slices, cases) | Dice per patient | HD95 mm | "
+    "Dice, tumour slices | FP rate, tumour-free slices | latency ms, median (p90) |",
+    "|---|---|---|---|---|---|---|---|",
+)
+
+
+def _row(name: str, metrics: dict, n: int, marked: bool) -> str:
+    """One README row; ``marked``: the backend was pretrained on BraTS (the † footnote)."""
+    m = metrics["models"][name]
+    lat = m.get("latency_ms")
+    if not lat or lat.get("median") is None:
+        latency = LATENCY_NA.get(name, "n/a")
+    else:
+        p90 = f" ({lat['p90']:.0f})" if lat.get("p90") is not None else ""
+        latency = f"{lat['median']:.0f}{p90} ({lat['device']}{', ' + lat['runtime'] if lat.get('runtime') else ''})"
+    return (
+        f"| `{name}`{' ' + MARK if marked else ''} | {m['prompt']} | {fmt_data(m.get('data'))} | "
+        f"{fmt_ci(m['per_case']['dice'], m.get('n_cases', n))} | {m['per_case']['hd95']['mean']:.1f} | "
+        f"{m['per_slice_tumour']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | {latency} |"
+    )
 
 
 def update_readme(readme: str | Path, metrics: dict, command: str | None = None) -> None:

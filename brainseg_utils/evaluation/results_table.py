@@ -7,7 +7,7 @@ import numpy as np
 
 from brainseg_utils.evaluation import protocol
 from brainseg_utils.evaluation.lesionwise import NSD_COLUMN, NSD_TOLERANCE_MM
-from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS
+from brainseg_utils.evaluation.statistics import MIN_PATIENTS_FOR_STATS, is_oracle
 from brainseg_utils.models.sam import pretraining
 
 
@@ -62,6 +62,8 @@ def results_markdown(metrics: dict) -> str:
         if n < MIN_PATIENTS_FOR_STATS
         else "Dice: mean [bootstrap 95% CI over patients]."
     )
+    automatic, oracle = split_models(metrics)
+    scope = ["This table holds the fully automatic models; the oracle-prompted SAM rows are the upper bounds below."]
     lines = [
         f"# Results: {label}",
         "",
@@ -76,26 +78,22 @@ def results_markdown(metrics: dict) -> str:
         f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
         "(unadjusted here; the smallest p the exact test can reach is shown; Holm-adjusted p, differences and "
         "effect sizes: the paired comparisons below).",
+        *(scope if oracle else []),
         "",
-        "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm mean | "
-        "HD95 mm median [IQR] | lesion-wise Dice | lesion-wise HD95 mm | NSD 2 mm | FP volume mL | "
-        "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
-    for name, m in ordered_models(metrics):
-        pc, lat = m["per_case"], m["latency_ms"]
-        lines.append(
-            f"| {name}{row_label(name, metrics)} | {m['prompt']} | {fmt_data(m.get('data'))} | "
-            f"{fmt_ci(pc['dice'], m['n_cases'])} | "
-            f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
-            f"{pc['hd95']['mean']:.1f} | {fmt_median_iqr(pc['hd95'])} | {pc['lesion_dice']['mean']:.3f} | "
-            f"{pc['lesion_hd95']['mean']:.1f} | {pc[NSD_COLUMN]['mean']:.3f} | {pc['fp_ml']['mean']:.2f} | "
-            f"{m['per_slice_tumour']['dice']['mean']:.3f} | "
-            f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-            f"{lat['median']:.1f} ({lat['p90']:.1f}) {lat['device']}"
-            f"{', ' + lat['runtime'] if lat.get('runtime') else ''} | "
-            f"{fmt_p(metrics['statistics'].get(name))} |"
-        )
+    lines += [model_row(name, m, metrics) for name, m in automatic]
+    if oracle:
+        lines += [
+            "",
+            "## Upper bounds (oracle prompts)",
+            "",
+            "These rows prompt SAM with the ground-truth box, which no automatic pipeline has: they bound what a "
+            "perfect box would give and are not comparisons with the U-Net.",
+            "",
+            *TABLE_HEAD,
+        ]
+        lines += [model_row(name, m, metrics) for name, m in oracle]
     lines += paired_lines(metrics["statistics"])
     lines += settings_lines(metrics.get("settings") or {})
     lines += seed_and_pretraining_lines(metrics)
@@ -106,14 +104,74 @@ def results_markdown(metrics: dict) -> str:
         lines += [f"- {b}: {v.get('why') or 'sha256 ' + str(v.get('checkpoint_sha256'))}" for b, v in backends.items()]
     lines += ["", "Conventions:"] + [f"- {k}: {v}" for k, v in metrics["conventions"].items()]
     lines += [
-        "- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net; "
-        "unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
+        "- box = ground-truth box: an ORACLE prompt, not a fair comparison with the U-Net (those rows are the upper "
+        "bounds, in their own table); unet_box = box of the U-Net's prediction (fully automatic); none = no prompt.",
+    ]
+    if CLEAN in metrics["models"] or metrics.get("cleanup"):
+        lines.append(f"- {CLEAN} = {cleanup_convention(metrics.get('cleanup'))}")
+    lines += [
         f"- latency: {metrics['latency_protocol']}",
         f"- produced by `{prov.get('command', '?')}` at commit `{prov.get('commit', '?')}`"
         + (" (with uncommitted changes)" if prov.get("dirty") else ""),
         "",
     ]
     return "\n".join(lines)
+
+
+TABLE_HEAD = (
+    "| model | prompt | trained on | Dice (patient) | IoU | precision | recall | HD95 mm mean | "
+    "HD95 mm median [IQR] | lesion-wise Dice | lesion-wise HD95 mm | NSD 2 mm | FP volume mL | "
+    "Dice (tumour slices) | Dice (all slices) | FP rate | latency ms median (p90) | p (Wilcoxon vs U-Net) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+)
+CLEAN = "unet_clean"  # the U-Net's mask after the 3-D connected-component clean-up (a whole-volume step)
+LATENCY_NA = {CLEAN: "n/a (whole-volume step)"}  # why a model has no batch-1 latency
+
+
+def model_row(name: str, m: dict, metrics: dict) -> str:
+    """One row of the results table (main or upper bounds)."""
+    pc = m["per_case"]
+    return (
+        f"| {name}{row_label(name, metrics)} | {m['prompt']} | {fmt_data(m.get('data'))} | "
+        f"{fmt_ci(pc['dice'], m['n_cases'])} | "
+        f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
+        f"{pc['hd95']['mean']:.1f} | {fmt_median_iqr(pc['hd95'])} | {pc['lesion_dice']['mean']:.3f} | "
+        f"{pc['lesion_hd95']['mean']:.1f} | {pc[NSD_COLUMN]['mean']:.3f} | {pc['fp_ml']['mean']:.2f} | "
+        f"{m['per_slice_tumour']['dice']['mean']:.3f} | "
+        f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
+        f"{fmt_latency(name, m.get('latency_ms'))} | {fmt_p(metrics['statistics'].get(name))} |"
+    )
+
+
+def fmt_latency(name: str, lat: dict | None) -> str:
+    """ "5.0 (6.0) cpu, onnxruntime", or "n/a (whole-volume step)" for a model without a batch-1 latency."""
+    if not lat or lat.get("median") is None:
+        return LATENCY_NA.get(name, "n/a")
+    p90 = f" ({lat['p90']:.1f})" if lat.get("p90") is not None else ""
+    return f"{lat['median']:.1f}{p90} {lat.get('device', '')}{', ' + lat['runtime'] if lat.get('runtime') else ''}"
+
+
+def cleanup_convention(cleanup: dict | None) -> str:
+    """What ``unet_clean`` is: the threshold and where it was chosen (``metrics["cleanup"]``; absent in old runs)."""
+    if not cleanup or cleanup.get("min_volume_mm3") is None:
+        return (
+            "the U-Net's mask with 3-D connected components smaller than a volume threshold removed (the threshold "
+            "chosen on the validation cases, never the test split; not recorded in this metrics.json)"
+        )
+    x = f"{cleanup['min_volume_mm3']:g} mm³"
+    on = cleanup.get("chosen_on") or "validation cases"
+    n_val = f"{cleanup['n_val_cases']} " if cleanup.get("n_val_cases") is not None else ""
+    line = (
+        f"the U-Net's mask with 3-D connected components smaller than {x} removed ({x} chosen on the "
+        f"{n_val}{on}, never the test split"
+    )
+    cands = cleanup.get("candidates") or {}
+    if cands:
+        tried = ", ".join(
+            f"{float(k):g} mm³ {_fmt_num(v, '.3f')}" for k, v in sorted(cands.items(), key=lambda kv: float(kv[0]))
+        )
+        line += f"; validation mean Dice per candidate: {tried}"
+    return line + ")"
 
 
 PAIRED_LABEL = {"dice": ("Dice", 3), "hd95": ("HD95 mm", 1), "lesion_dice": ("lesion-wise Dice", 3)}
@@ -189,11 +247,23 @@ def _backends(metrics: dict) -> list[str]:
 
 
 def ordered_models(metrics: dict) -> list[tuple[str, dict]]:
-    """(name, entry) with the U-Net first, then the primary backend's (ViT-B: natural images only) SAM rows, then
-    the other backends' in their recorded order."""
+    """(name, entry) with the U-Net first, then ``unet_clean`` (and any other model without a backend), then the
+    primary backend's (ViT-B: natural images only) SAM rows, then the other backends' in their recorded order."""
     rank = {b: i for i, b in enumerate(_backends(metrics))}
     items = list(metrics["models"].items())
-    return sorted(items, key=lambda kv: -1 if kv[1].get("backend") is None else rank[kv[1]["backend"]])
+
+    def key(kv):
+        name, m = kv
+        return (-2 if name == "unet" else -1) if m.get("backend") is None else rank[m["backend"]]
+
+    return sorted(items, key=key)
+
+
+def split_models(metrics: dict) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(fully automatic rows, oracle-prompted rows), each in ``ordered_models`` order: the main table and the upper
+    bounds (``statistics.is_oracle``: ground-truth box, fine-tuned or zero-shot)."""
+    ordered = ordered_models(metrics)
+    return [kv for kv in ordered if not is_oracle(kv[0])], [kv for kv in ordered if is_oracle(kv[0])]
 
 
 def row_label(name: str, metrics: dict) -> str:
@@ -223,7 +293,7 @@ PROMPT_LABEL = {
 
 
 def prompt_of(name: str) -> str:
-    if name == "unet":
+    if name in ("unet", CLEAN):
         return PROMPT_LABEL["unet"]
     for suffix in ("unet_box", "box_zeroshot", "none", "box"):
         if name.endswith(f"_{suffix}"):
