@@ -1,3 +1,5 @@
+import time
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -185,6 +187,8 @@ def test_latency_protocol_counts_runs():
 
 
 class _Counting(torch.nn.Module):
+    low_res_size, precision = 256, "fp32"  # as a SamDecoderModel / SamBackend
+
     def __init__(self, log, size=32):
         super().__init__()
         self.log, self.size = log, size
@@ -290,3 +294,30 @@ def test_the_runs_settings_and_cuts_reach_the_results(tmp_path):
     text = "\n".join(settings_lines(settings))
     assert "one tumour slice in 2 (SLICE_STEP 2), the same slices for both models" in text
     assert "PROFILE=auto" in text and "- SAM_EPOCHS 30 -> 15: fewer decoder epochs" in text
+
+
+def test_per_volume_time_and_memory_for_each_automatic_model():
+    from brainseg_utils.evaluation.cascade import Cleanup
+    from brainseg_utils.evaluation.inference import Models
+
+    log = []
+    fake = _Counting(log)
+    models = Models(fake, sam={"f": {"none": fake, "box": fake, "box_zeroshot": fake}}, backends={"f": fake})
+    models.cleanup = Cleanup(5.0, {}, 1, "u", "s")
+    x = np.random.rand(6, 1, 32, 32).astype(np.float32)
+    res = latency.measure_volume(models, x, (48, 40), (1.0, 1.0, 1.0), "cpu", batch=4)
+    assert set(res) == {"unet", "unet_clean", "sam_f_none", "sam_f_unet_box"}  # oracle variants cost what box costs
+    assert all(r["slices"] == 6 and r["seconds"] > 0 for r in res.values())
+    log.clear()
+    out = latency.volume_pipelines(models, torch.from_numpy(x), (48, 40), (1.0, 1.0, 1.0), batch=4)["sam_f_none"]()
+    assert out.shape == (48, 40, 6) and log == ["encode", "encode", "decode", "decode"]  # 6 slices in batches of 4
+    assert latency.precision_of(models, "unet") == "fp32"
+    assert latency.precision_of(models, "sam_f_unet_box") == "U-Net fp32, encoder fp32, decoder fp32"
+
+
+def test_peak_memory_sees_an_allocation():
+    with latency.PeakMemory(torch.device("cpu")) as mem:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        time.sleep(0.05)
+        del block
+    assert mem.mb is not None and 150 < mem.mb < 400

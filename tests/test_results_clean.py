@@ -80,7 +80,9 @@ def test_unet_clean_without_recorded_cleanup_and_with_a_test():
     assert "- unet_clean = the U-Net's mask with 3-D connected components smaller than a volume threshold" in md
     assert "never the test split; not recorded in this metrics.json" in md
     clean = next(r for r in _main_rows(md) if r.startswith("| unet_clean |"))
-    assert clean.endswith("| n/a (whole-volume step) | n/a (n = 2; min attainable p 0.5) |"), "its test when run"
+    # paired tests compare the U-Net with SAM variants only: the cleaned U-Net gets none, even when per_case has it
+    assert clean.endswith("| n/a (whole-volume step) |  |")
+    assert "unet_clean" not in _metrics(stats_for_clean=True)["statistics"]
     assert "None" not in md and "None" not in report.results_table(_metrics(cleanup=None))
 
 
@@ -90,3 +92,20 @@ def test_no_cleanup_line_without_unet_clean():
     assert "unet_clean" not in results_table.results_markdown(metrics)
     assert "unet_clean" not in report.results_table(metrics)
     assert results_table.prompt_of("unet_clean") == "-"
+
+
+def test_speed_and_memory_section_lists_automatic_models_per_volume():
+    metrics = _metrics()
+    vol = {"seconds": 1.234, "slices": 130, "peak_mb": 85.4, "memory": "resident set above the start"}
+    for name in ("unet", "unet_clean", "sam_vit_b_none", "sam_vit_b_unet_box"):
+        metrics["models"][name]["volume"] = dict(vol)
+    metrics["models"]["sam_vit_b_none"]["latency_ms"]["precision"] = "encoder fp16, decoder fp32"
+    metrics["models"]["unet"]["volume"]["peak_mb"] = None
+    md = results_table.results_markdown(metrics)
+    section = md.split("## Speed and memory")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows] == ["| unet", "| unet_clean", "| sam_vit_b_none", "| sam_vit_b_unet_box"]
+    assert "| sam_vit_b_none | encoder fp16, decoder fp32 | cpu, ? | 5.0 (6.0) | 1.23 (130) | 85 (resident set" in md
+    assert "| unet_clean | fp32 | as the U-Net | n/a (whole-volume step) | 1.23 (130) |" in md
+    assert rows[0].endswith("| n/a |") and "None" not in md
+    assert "## Speed and memory" not in results_table.results_markdown(_metrics())  # no per-volume record

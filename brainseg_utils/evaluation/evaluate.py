@@ -53,7 +53,7 @@ from brainseg_utils.data.volumes import save_mask
 from brainseg_utils.evaluation import metrics as M
 from brainseg_utils.evaluation.cascade import cleanup_for
 from brainseg_utils.evaluation.inference import Models, predict_case
-from brainseg_utils.evaluation.latency import measure_latency
+from brainseg_utils.evaluation.latency import measure_latency, measure_volume
 from brainseg_utils.evaluation.protocol import run_deviations
 from brainseg_utils.evaluation.results_table import prompt_of, results_markdown
 from brainseg_utils.evaluation.statistics import (
@@ -132,7 +132,8 @@ def _predict_cases(run, models: Models, cases: list, img_size, modalities, devic
             for name, pred in res["pred"].items():
                 export_prediction(pred, case.images["flair"], run.predictions(name) / f"{cid}_pred.nii.gz")
         volumes[cid] = {"gt": res["gt"], "pred": res["pred"], "flair": res["flair"]}
-        sample = sample or (res["sample"], res["sample_box"], res["gt"].shape[:2])
+        if sample is None:  # the first test case: its largest-tumour slice (batch 1) and whole volume
+            sample = (res["sample"], res["sample_box"], res["gt"].shape[:2], res["x"], res["spacing"])
     return pd.DataFrame(pc_rows), pd.DataFrame(ps_rows), volumes, sample
 
 
@@ -185,7 +186,10 @@ def _protocol(latency_runs: int) -> dict:
         "latency_protocol": f"batch 1 on a real test slice, {latency_runs} timed runs after 3 warm-up runs, "
         "torch.cuda.synchronize on GPU; each run = the variant's whole pipeline (slice in -> "
         "native-grid mask on the host; unet_box includes the U-Net, the copy to host and the box); "
-        "median and p90 of those totals; SAM encoder / decoder split timed separately",
+        "median and p90 of those totals; SAM encoder / decoder split timed separately; each model's arithmetic in "
+        "latency_ms.precision (the U-Net fp32 everywhere, SAM encoders fp32 on a CPU and fp16 autocast on CUDA); "
+        "per volume (models.<name>.volume): one test volume's brain slices at evaluation's batch of 8, one run "
+        "after the batch-1 warm-up, with the peak memory it added (CUDA: max_memory_allocated; CPU: resident set)",
     }
 
 
@@ -228,9 +232,11 @@ def run_evaluation(
         run, models, [by_id[c] for c in test_ids], img_size, modalities, device, export, progress
     )
     summary = summarise(per_case, per_slice)
-    latency = measure_latency(models, *sample, device, latency_runs)
+    latency = measure_latency(models, *sample[:3], device, latency_runs)
+    per_volume = measure_volume(models, sample[3].numpy(), sample[2], sample[4], device)
     for name in summary:
         summary[name]["latency_ms"] = latency.get(name)  # unet_clean: a whole-volume step, no batch-1 latency
+        summary[name]["volume"] = per_volume.get(name)  # oracle variants: not timed (they cost what box costs)
         summary[name]["prompt"] = prompt_of(name)
         summary[name]["oracle"] = is_oracle(name)
         summary[name]["data"] = models.data.get(name)

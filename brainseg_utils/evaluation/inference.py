@@ -235,6 +235,7 @@ def predict_case(
         "affine": vol["affine"],
         "spacing": spacing,
         "flair": image[0],
+        "x": x,  # the brain slices at cache size (n, C, S, S): what the per-volume timing runs on
         "sample": None if k is None else x[k].numpy(),
         "sample_box": None if k is None else mask_to_box(gt_small[k]),
     }

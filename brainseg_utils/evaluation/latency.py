@@ -67,6 +67,16 @@ def pipelines(models: Models, x: torch.Tensor, box: torch.Tensor, native_hw: tup
     return out
 
 
+def precision_of(models: Models, name: str) -> str:
+    """The arithmetic a variant runs in: the U-Net fp32 everywhere; SAM's decoder fp32, its encoder fp32 on a CPU
+    and the backend's autocast dtype on CUDA (``SamBackend.precision``)."""
+    bname = next((b for b in sorted(models.sam, key=len, reverse=True) if name.startswith(f"sam_{b}_")), None)
+    if bname is None:
+        return "fp32"
+    sam = f"encoder {models.backends[bname].precision}, decoder fp32"
+    return f"U-Net fp32, {sam}" if name.endswith("_unet_box") else sam
+
+
 @torch.no_grad()
 def measure_latency(
     models: Models,
@@ -96,6 +106,7 @@ def measure_latency(
             **_stats(time_runs(fn, device, n_runs, warmup)),
             "device": dev_name,
             "runtime": runtime,
+            "precision": precision_of(models, name),
             "note": "whole pipeline per run, end to end",
         }
     for bname, decoders in models.sam.items():  # the encoder / decoder split (extra columns)
@@ -107,4 +118,117 @@ def measure_latency(
             dec_ms = _stats(time_runs(lambda d=dec, bx=bx, e=emb: d.low_res_logits(e, bx), device, n_runs, warmup))
             for name in [f"sam_{bname}_{prompt}"] + ([f"sam_{bname}_unet_box"] if prompt == "box" else []):
                 res[name].update(encoder_ms=enc, decoder_ms=dec_ms)
+    return res
+
+
+class PeakMemory:
+    """Peak memory a block adds: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before; on a
+    CPU the process's resident set (``/proc/self/statm``) sampled every 2 ms by a thread, peak minus start (None
+    where /proc is missing). ``mb`` after the block."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb, self._peak, self._stop = device, None, 0, False
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * 4096
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _sample(self) -> None:
+        while not self._stop:
+            self._peak = max(self._peak, self._rss() or 0)
+            time.sleep(0.002)
+
+    def __enter__(self):
+        import threading
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._start = self._rss()
+            self._peak = self._start or 0
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+        else:
+            self._stop = True
+            self._thread.join()
+            self._peak = max(self._peak, self._rss() or 0)
+            self.mb = None if self._start is None else max(self._peak - self._start, 0) / 2**20
+        return False
+
+
+def volume_pipelines(models: Models, x: torch.Tensor, native_hw, spacing, batch: int = 8) -> dict:
+    """One callable per automatic model: a whole volume's brain slices ``x`` (n, C, S, S) on the device -> boolean
+    native-grid masks (h, w, n) on the host, at evaluation's batch size (oracle variants cost what ``box`` costs)."""
+    from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume, to_cache_size
+    from brainseg_utils.evaluation.inference import _batched
+
+    h, w = native_hw
+    n = len(x)
+
+    def unet_logits():
+        return _batched(lambda a, b: models.unet(x[a:b])[:, 0].float().cpu(), n, batch)
+
+    def unet():
+        return np.moveaxis(to_native(unet_logits(), h, w), 0, -1)
+
+    out = {"unet": unet}
+    if models.cleanup is not None:
+        out["unet_clean"] = lambda: clean_volume(unet(), spacing, models.cleanup.min_volume_mm3)
+    for bname, decoders in models.sam.items():
+        backend = models.backends[bname]
+
+        def sam(dec, rows, boxes, backend=backend):
+            emb = _batched(lambda a, b: backend.encode(x[rows[a:b]]).float(), len(rows), batch)
+            low = _batched(
+                lambda a, b: dec.low_res_logits(emb[a:b], None if boxes is None else boxes[a:b])[:, 0].float().cpu(),
+                len(rows),
+                batch,
+            )
+            full = torch.full((n, dec.low_res_size, dec.low_res_size), -1e4)  # no prompt: empty
+            if len(rows):
+                full[torch.as_tensor(rows)] = low
+            return np.moveaxis(to_native(full, h, w), 0, -1)
+
+        def cascade(dec):
+            masks = unet()
+            if models.cleanup is not None:
+                masks = clean_volume(masks, spacing, models.cleanup.min_volume_mm3)
+                small = np.stack([to_cache_size(masks[..., k], x.shape[-1]) for k in range(n)])
+            else:
+                small = (unet_logits() > 0).numpy()
+            rows = np.flatnonzero(small.reshape(n, -1).any(1))
+            boxes = torch.from_numpy(boxes_for_masks(small[rows])).to(x.device)
+            return sam(dec, rows, boxes)
+
+        if "none" in decoders:
+            out[f"sam_{bname}_none"] = lambda d=decoders["none"]: sam(d, np.arange(n), None)
+        if "box" in decoders:
+            out[f"sam_{bname}_unet_box"] = lambda d=decoders["box"]: cascade(d)
+    return out
+
+
+@torch.no_grad()
+def measure_volume(models: Models, x: np.ndarray, native_hw, spacing, device, batch: int = 8) -> dict:
+    """Seconds and peak added memory per automatic model for one whole test volume (its brain slices ``x``
+    (n, C, S, S)), one run each after the batch-1 warm-up: ``{name: {"seconds", "slices", "peak_mb", "memory"}}``."""
+    device = torch.device(device)
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+    what = "CUDA max_memory_allocated above the start" if device.type == "cuda" else "resident set above the start"
+    res = {}
+    for name, fn in volume_pipelines(models, xt, native_hw, spacing, batch).items():
+        with PeakMemory(device) as mem:
+            t = time_runs(fn, device, n_runs=1, warmup=0)[0] / 1000.0
+        res[name] = {"seconds": round(t, 3), "slices": len(x), "peak_mb": mem.mb, "memory": what}
     return res

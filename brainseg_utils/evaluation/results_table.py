@@ -94,6 +94,7 @@ def results_markdown(metrics: dict) -> str:
             *TABLE_HEAD,
         ]
         lines += [model_row(name, m, metrics) for name, m in oracle]
+    lines += speed_lines(automatic)
     lines += paired_lines(metrics["statistics"])
     lines += settings_lines(metrics.get("settings") or {})
     lines += seed_and_pretraining_lines(metrics)
@@ -116,6 +117,35 @@ def results_markdown(metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def speed_lines(models: list[tuple[str, dict]]) -> list[str]:
+    """ "## Speed and memory": per automatic model its arithmetic, batch-1 latency and one whole test volume's time
+    and added peak memory (runs without a per-volume record: nothing)."""
+    rows = [(name, m) for name, m in models if m.get("volume")]
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Speed and memory",
+        "",
+        "Batch 1 = one slice end to end; per volume = every brain slice of one test volume at evaluation's batch of 8 "
+        "(one run after the warm-up), with the peak memory it added. Each model runs in the precision shown.",
+        "",
+        "| model | precision | device, runtime | batch-1 latency ms median (p90) | per volume s (slices) | "
+        "peak memory added MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in rows:
+        lat, vol = m.get("latency_ms") or {}, m["volume"]
+        mem = "n/a" if vol.get("peak_mb") is None else f"{vol['peak_mb']:.0f} ({vol.get('memory', '')})"
+        where = f"{lat['device']}, {lat.get('runtime', '?')}" if lat.get("device") else "as the U-Net"
+        batch1 = f"{lat['median']:.1f} ({lat['p90']:.1f})" if lat.get("median") is not None else LATENCY_NA.get(name)
+        precision = lat.get("precision") or ("fp32" if name == CLEAN else "n/a")
+        out.append(
+            f"| {name} | {precision} | {where} | {batch1 or 'n/a'} | {vol['seconds']:.2f} ({vol['slices']}) | {mem} |"
+        )
+    return out
 
 
 TABLE_HEAD = (

@@ -231,7 +231,7 @@ def paired_tests(per_case: pd.DataFrame, reference: str = "unet", metrics=PAIRED
     """
     metrics = [m for m in metrics if m in per_case.columns]
     wide = {m: per_case.pivot(index="case_id", columns="model", values=m) for m in metrics}
-    others = [name for name in per_case["model"].unique() if name != reference]
+    others = [name for name in per_case["model"].unique() if name != reference and name.startswith("sam_")]
     family = [name for name in others if comparison_kind(name) == "pre-declared"]
     out = {}
     for name in others:
