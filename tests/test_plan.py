@@ -75,6 +75,9 @@ def test_stage_arithmetic_by_hand():
     # (3 + 5) runs x (U-Net twice, 4 SAM variants x (batch-1 encoder + decoder), the split: encoder + 3 decoders)
     latency = stages[("04_evaluate", "latency")].seconds
     assert latency == pytest.approx(8 * (2 * 0.02 + 4 * (0.6 + 0.01) + 0.6 + 3 * 0.01))
+    assert stages[("04_evaluate", "per-volume timing")].seconds == pytest.approx(70 * 0.02 + 70 * 0.5 + 190 * 0.01)
+    # the box decoder's selection: the U-Net on the 2 validation cases' 70 brain slices, each read once
+    assert stages[("03_finetune_sam", "U-Net on validation cases")].seconds == pytest.approx(2 * (2.0 + 70 * 0.02))
     assert stages[("05_demo", "models loaded")].seconds == pytest.approx(2.0 + 1.0 + 3.0)
     assert stages[("05_demo", "examples")].seconds == pytest.approx(3 * (2.0 + 0.02 + 0.6 + 0.01) + 0.5)
     assert stages[("05_demo", "Gradio app")].seconds == 4.0
@@ -85,9 +88,11 @@ def test_stage_arithmetic_by_hand():
 
 
 def test_box_decoders_train_on_tumour_slices_and_a_subsample_stops_at_the_cache():
-    w = small_workload(cached_embeddings=40, overflow="subsample")
+    w = small_workload(cached_embeddings=40, overflow="subsample", box_negatives=0.0)
     assert w.sam_train_slices("none") == pytest.approx(40 * 84 / 98)  # the cached share of the training slices
     assert w.sam_train_slices("box") == pytest.approx(40 * 84 / 98 * 5 / 7)  # of which those with tumour
+    w.box_negatives = 0.1  # negative boxes: tumour-free slices train the box decoder too
+    assert w.sam_train_slices("box") == pytest.approx(40 * 84 / 98)
     w = small_workload(cached_embeddings=40, overflow="encode")
     assert w.sam_train_slices("none") == 84 and w.encoded_on_the_fly("none") == pytest.approx(84 * 58 / 98)
 

@@ -86,9 +86,11 @@ def stages_03(w: Workload, c: dict, gpus: int) -> list[Stage]:
             cache_bytes,
         ),
     ]
+    if "box" in w.prompts:  # the box decoder is selected with U-Net boxes: the U-Net on every validation case
+        unet_val = w.val_cases * (c["read_case"] + w.brain_slices_per_case * c["unet_infer"])
+        out.append(Stage("U-Net on validation cases", "03_finetune_sam", unet_val))
     for prompt in w.prompts:
-        share = w.tumour_slices_per_case / w.slices_per_case if prompt == "box" else 1.0
-        val = w.val_slices * share * c["sam_epoch_val"]
+        val = w.val_slices * c["sam_epoch_val"]  # box: every validation slice, prompted with the U-Net's boxes
         train = w.sam_train_slices(prompt) * c["sam_epoch_train"] + w.encoded_on_the_fly(prompt) * c["encoder"]
         seconds = val + w.sam_epochs * ((train + val) / gpus + c["sam_epoch_fixed"])
         out.append(Stage(f"decoder epochs ({prompt})", "03_finetune_sam", seconds, 2 * 16e6, kept=True))
@@ -130,6 +132,7 @@ def stages_04(w: Workload, c: dict, latency_runs: int) -> list[Stage]:
         Stage("prediction", "04_evaluate", w.test_cases * per_case + volumes * c["disk_write"], volumes, kept=True),
         Stage("metrics", "04_evaluate", w.test_cases * n_var * (w.brain_slices_per_case + depth) * c["metrics_slice"]),
         Stage("latency", "04_evaluate", (3 + latency_runs) * (pipeline + (split if n_var > 1 else 0.0))),
+        Stage("per-volume timing", "04_evaluate", slices),  # one test volume through every automatic model
         Stage("figures", "04_evaluate", 4 * c["figure"] + c["read_case"]),
     ]
 

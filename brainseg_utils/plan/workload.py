@@ -75,6 +75,7 @@ class Workload:
     case: dict
     embedding_bytes: int = EMBEDDING_BYTES  # one cached SAM embedding
     cells: dict = field(default_factory=dict)  # code cells per notebook (papermill saves after each)
+    box_negatives: float = 0.0  # > 0: the box decoder also trains on tumour-free slices (negative boxes)
 
     @property
     def train_slices(self) -> float:
@@ -85,8 +86,10 @@ class Workload:
         return self.val_cases * self.slices_per_case
 
     def sam_train_slices(self, prompt: str) -> float:
-        """Slices one decoder trains on per epoch: box prompts need a tumour; a subsample stops at the cache."""
-        share = self.tumour_slices_per_case / self.slices_per_case if prompt == "box" else 1.0
+        """Slices one decoder trains on per epoch: box prompts need a tumour unless negative boxes are on; a
+        subsample stops at the cache."""
+        tumour_only = prompt == "box" and not self.box_negatives
+        share = self.tumour_slices_per_case / self.slices_per_case if tumour_only else 1.0
         n = self.train_slices
         if self.overflow == "subsample":  # the cache holds a seeded subsample of train + val slices
             n = min(n, self.cached_embeddings * self.train_slices / max(1.0, self.train_slices + self.val_slices))
@@ -149,4 +152,5 @@ def workload(configs, cases: int, shape: CaseShape, cells: dict | None = None) -
         image_bytes=(len(data.modalities) * 2 + 1) * data.img_size**2,
         case=asdict(shape),
         cells=dict(cells or {}),
+        box_negatives=float(configs.sam.box_negatives),
     )
