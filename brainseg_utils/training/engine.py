@@ -20,7 +20,7 @@ files a killed run left behind are removed when ``fit`` starts.
 
 Resume (``resume="auto"`` continues from ``last.pt``; or a checkpoint path): see ``training/resume.py`` for what
 may differ between the runs. Randomness is re-seeded from (seed, epoch) at the start of every epoch, so a resumed
-run repeats the uninterrupted one; on CPU two runs with the same seed give bitwise-identical weights.
+run repeats the uninterrupted one (same seed: bitwise-identical weights on the same CPU type and thread count).
 
 Weight averaging (``ema_decay > 0``): ``training/ema.py``; validation, ``best.pt`` and ``last.pt``'s ``"model"`` use
 the averaged weights. Validation: ``training/validation.py`` (per-slice Dice, BraTS empty-mask convention).

@@ -13,7 +13,7 @@ and model config with the requested one:
     differing keys; start fresh with ``resume="never"`` (notebook ``RESUME="never"``) or another
     output folder.
 Randomness is re-seeded from (seed, epoch) at the start of every epoch, so a resumed run repeats
-the uninterrupted one; on CPU two runs with the same seed give bitwise-identical weights.
+the uninterrupted one (same seed: bitwise-identical weights on the same CPU type and thread count).
 """
 
 from __future__ import annotations
