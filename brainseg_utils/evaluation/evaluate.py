@@ -181,7 +181,8 @@ def _protocol(latency_runs: int) -> dict:
             f"{MIN_PATIENTS_FOR_STATS} test patients; min attainable p = 2^(1-n)",
             **PAIRED_CONVENTIONS,
             "data": "train_slices / val_slices: slices each model was trained / checkpoint-selected on "
-            "(box decoders: tumour slices only, a box needs a tumour); train_cases: patients",
+            "(box decoders: every slice, tumour-free ones with boxes off the tumour, selected on validation slices "
+            "with the U-Net's boxes; older runs: tumour slices only); train_cases: patients",
         },
         "latency_protocol": f"batch 1 on a real test slice, {latency_runs} timed runs after 3 warm-up runs, "
         "torch.cuda.synchronize on GPU; each run = the variant's whole pipeline (slice in -> "
