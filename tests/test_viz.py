@@ -70,19 +70,7 @@ def test_training_curves_figure():
     np.testing.assert_allclose(loss_ax.lines[0].get_ydata(), [1, 0.5, 1 / 3])
 
 
-def _per_case():
-    return pd.DataFrame(
-        {
-            "model": ["unet", "unet", "sam_x_none", "sam_x_none"],
-            "case_id": ["a", "b", "a", "b"],
-            "dice": [0.9, 0.5, 0.7, 0.3],
-        }
-    )
-
-
-def test_dice_figures_name_the_dataset():
-    fig = viz.dice_distribution(_per_case(), "brats2020")
-    assert isinstance(fig, Figure) and "(brats2020 data" in titles(fig)
+def test_dice_vs_size_names_the_dataset():
     rng = np.random.default_rng(0)
     per_slice = pd.DataFrame(
         {
@@ -94,29 +82,6 @@ def test_dice_figures_name_the_dataset():
     )
     fig = viz.dice_vs_size(per_slice, "synthetic")
     assert isinstance(fig, Figure) and "(synthetic data" in titles(fig)
-
-
-def test_comparison_grid_ranks_cases():
-    gt = np.zeros((8, 8, 4), bool)
-    gt[2:5, 2:5, 1] = True
-    vol = {
-        "gt": gt,
-        "flair": np.random.default_rng(0).random((8, 8, 4)).astype(np.float32),
-        "pred": {"unet": gt, "sam_x_none": np.zeros_like(gt)},
-    }
-    per_case = pd.DataFrame(
-        {
-            "model": ["unet"] * 3 + ["sam_x_none"] * 3,
-            "case_id": ["a", "b", "c"] * 2,
-            "dice": [0.5, 0.9, 0.1, 0.7, 0.3, 0.2],
-        }
-    )
-    fig = viz.comparison_grid({"a": vol, "b": vol, "c": vol}, per_case, "synthetic")
-    text = titles(fig)
-    assert isinstance(fig, Figure) and "(synthetic data" in text
-    assert "best: b" in text and "median: a" in text and "worst: c" in text  # ranked by U-Net Dice
-    assert len(fig.axes) == 3 * 4  # rows best/median/worst; columns flair, truth, two models
-    assert "sam_x_none\npatient Dice 0.300" in text  # each model's own Dice on that patient
 
 
 def test_example_overlays_and_explorer_from_cases(synth_root):

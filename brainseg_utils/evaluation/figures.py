@@ -1,5 +1,7 @@
 """Figures: overlays, EDA distributions, and the ipywidgets slice explorer (with a static fallback).
 
+Notebook 04's same-slice comparison of every model and its per-patient lines are in ``comparison``.
+
 Every figure title carries the dataset name ("synthetic" or "brats2020") so a synthetic
 number is never mistaken for a BraTS one. Display convention: axial slice ``vol[:, :, z]``
 rotated 90 degrees (``np.rot90``) so anterior is up, as in common BraTS viewers.
@@ -292,56 +294,6 @@ def training_curves(histories: dict[str, list[dict]], dataset: str, title: str =
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{title} ({dataset} data)")
-    fig.tight_layout()
-    return fig
-
-
-def comparison_grid(volumes: dict, per_case: pd.DataFrame, dataset: str, rank_by: str = "unet"):
-    """Rows: best, median and worst test case by ``rank_by`` per-patient Dice; columns: FLAIR | ground
-    truth | every model, at the slice with the largest true tumour area."""
-    pc = per_case[per_case.model == rank_by].sort_values("dice", ascending=False).reset_index(drop=True)
-    picks = {}
-    for label, i in (("best", 0), ("median", len(pc) // 2), ("worst", len(pc) - 1)):
-        picks.setdefault(i, label)  # with fewer than 3 test cases a case appears once
-    rows = [(label, pc.case_id[i], pc.dice[i]) for i, label in picks.items()]
-    models = list(next(iter(volumes.values()))["pred"])
-    fig, axes = plt.subplots(
-        len(rows), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.8 * len(rows)), squeeze=False
-    )
-    for r, (label, cid, d) in enumerate(rows):
-        v = volumes[cid]
-        z = best_slice(v["gt"].astype(np.uint8))
-        flair = v["flair"][:, :, z]
-        axes[r, 0].imshow(_display(flair), cmap="gray")
-        axes[r, 0].set_title(f"{label}: {cid[-3:]} z={z}\n{rank_by} Dice {d:.3f}", fontsize=8)
-        axes[r, 1].imshow(_display(flair), cmap="gray")
-        axes[r, 1].imshow(_display(mask_overlay(v["gt"][:, :, z], (0.1, 0.9, 0.2))))
-        axes[r, 1].set_title("ground truth (WT)", fontsize=8)
-        for c, name in enumerate(models):
-            ax = axes[r, 2 + c]
-            ax.imshow(_display(flair), cmap="gray")
-            ax.imshow(_display(mask_overlay(v["pred"][name][:, :, z], (1.0, 0.3, 0.1))))
-            case_d = per_case[(per_case.model == name) & (per_case.case_id == cid)].dice.iloc[0]
-            ax.set_title(f"{name}\npatient Dice {case_d:.3f}", fontsize=8)
-        for ax in axes[r]:
-            ax.axis("off")
-    fig.suptitle(f"Test cases ranked by {rank_by} Dice ({dataset} data; box = oracle ground-truth box)")
-    fig.tight_layout()
-    return fig
-
-
-def dice_distribution(per_case: pd.DataFrame, dataset: str):
-    """Per-patient Dice per model: box plot with every patient as a point."""
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(1.8 * per_case.model.nunique() + 3, 4.5))
-    sns.boxplot(data=per_case, x="model", y="dice", ax=ax, color="white", fliersize=0)
-    sns.stripplot(data=per_case, x="model", y="dice", ax=ax, hue="model", legend=False, size=6, alpha=0.8)
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("per-patient Dice (3-D, whole tumour)")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=20)
-    ax.set_title(f"Per-patient Dice on the test split ({dataset} data; box = oracle prompt)")
     fig.tight_layout()
     return fig
 
