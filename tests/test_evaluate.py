@@ -321,3 +321,19 @@ def test_peak_memory_sees_an_allocation():
         time.sleep(0.05)
         del block
     assert mem.mb is not None and 150 < mem.mb < 400
+
+
+def test_speed_table_reads_every_model_and_tolerates_missing_records():
+    metrics = {
+        "models": {
+            "unet": {"latency_ms": {"median": 5.0, "p90": 6.0, "device": "cpu", "precision": "fp32"},
+                     "volume": {"seconds": 1.5, "slices": 58, "peak_mb": 0.0}},
+            "unet_clean": {"latency_ms": None, "volume": {"seconds": 1.6, "slices": 58, "peak_mb": None}},
+            "sam_x_box": {"latency_ms": {"median": 9.0, "p90": 9.5, "device": "cpu", "encoder_ms": {"median": 7.0}}},
+        }
+    }  # fmt: skip
+    t = latency.speed_table(metrics)
+    assert list(t.index) == ["unet", "unet_clean", "sam_x_box"]
+    assert t.loc["unet", "median ms"] == 5.0 and t.loc["unet", "per volume s"] == 1.5
+    assert pd.isna(t.loc["unet_clean", "median ms"]) and t.loc["unet_clean", "per volume s"] == 1.6
+    assert t.loc["sam_x_box", "encoder ms"] == 7.0 and pd.isna(t.loc["sam_x_box", "per volume s"])

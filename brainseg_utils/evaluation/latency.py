@@ -232,3 +232,26 @@ def measure_volume(models: Models, x: np.ndarray, native_hw, spacing, device, ba
             t = time_runs(fn, device, n_runs=1, warmup=0)[0] / 1000.0
         res[name] = {"seconds": round(t, 3), "slices": len(x), "peak_mb": mem.mb, "memory": what}
     return res
+
+
+def speed_table(metrics: dict):
+    """Per model (metrics.json's ``models``): batch-1 median / p90 ms, the SAM encoder / decoder split, precision,
+    one whole volume's seconds and slices and the peak memory it added; None where a model has no such record
+    (``unet_clean``: no batch-1 latency; oracle variants: no per-volume run)."""
+    import pandas as pd
+
+    rows = {}
+    for name, m in metrics["models"].items():
+        lat, vol = m.get("latency_ms") or {}, m.get("volume") or {}
+        rows[name] = {
+            "median ms": lat.get("median"),
+            "p90 ms": lat.get("p90"),
+            "encoder ms": (lat.get("encoder_ms") or {}).get("median"),
+            "decoder ms": (lat.get("decoder_ms") or {}).get("median"),
+            "precision": lat.get("precision"),
+            "per volume s": vol.get("seconds"),
+            "volume slices": vol.get("slices"),
+            "peak MB added": vol.get("peak_mb"),
+            "device": lat.get("device"),
+        }
+    return pd.DataFrame(rows).T
