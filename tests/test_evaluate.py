@@ -296,27 +296,44 @@ def test_the_runs_settings_and_cuts_reach_the_results(tmp_path):
     assert "PROFILE=auto" in text and "- SAM_EPOCHS 30 -> 15: fewer decoder epochs" in text
 
 
-def test_per_volume_time_and_memory_for_each_automatic_model():
-    from brainseg_utils.evaluation.cascade import Cleanup
-    from brainseg_utils.evaluation.inference import Models
+def test_per_volume_costs_are_assembled_from_the_stages_by_hand():
+    rec = {
+        "unet": {"seconds": 1.0, "peak_mb": 10.0},
+        "clean": {"seconds": 0.5, "peak_mb": None},
+        "encode vit_b": {"seconds": 8.0, "peak_mb": 300.0, "slices": 40},
+        "sam_vit_b_none": {"seconds": 2.0, "peak_mb": 20.0, "slices": 40},
+        "sam_vit_b_unet_box": {"seconds": 1.0, "peak_mb": 25.0, "slices": 10},
+        "sam_vit_b_box_zeroshot": {"seconds": 1.5, "peak_mb": 5.0, "slices": 20},
+    }
+    c = latency.volume_costs(rec, 58, "rss")
+    assert c["unet"] == {"seconds": 1.0, "slices": 58, "peak_mb": 10.0, "memory": "rss"}
+    assert c["unet_clean"]["seconds"] == 1.5 and c["unet_clean"]["peak_mb"] == 10.0
+    assert c["sam_vit_b_none"]["seconds"] == 10.0 and c["sam_vit_b_none"]["peak_mb"] == 300.0  # all 40 encoded
+    assert c["sam_vit_b_unet_box"]["seconds"] == 1.0 + 0.5 + 8.0 * 10 / 40 + 1.0  # U-Net, clean-up, its encoder share
+    assert c["sam_vit_b_box_zeroshot"]["seconds"] == 8.0 * 20 / 40 + 1.5
+
+
+def test_predict_case_records_each_stage(synth_root):
+    from brainseg_utils.evaluation.inference import Models, predict_case
+    from brainseg_utils.evaluation.stopwatch import Stages
 
     log = []
-    fake = _Counting(log)
-    models = Models(fake, sam={"f": {"none": fake, "box": fake, "box_zeroshot": fake}}, backends={"f": fake})
-    models.cleanup = Cleanup(5.0, {}, 1, "u", "s")
-    x = np.random.rand(6, 1, 32, 32).astype(np.float32)
-    res = latency.measure_volume(models, x, (48, 40), (1.0, 1.0, 1.0), "cpu", batch=4)
-    assert set(res) == {"unet", "unet_clean", "sam_f_none", "sam_f_unet_box"}  # oracle variants cost what box costs
-    assert all(r["slices"] == 6 and r["seconds"] > 0 for r in res.values())
-    log.clear()
-    out = latency.volume_pipelines(models, torch.from_numpy(x), (48, 40), (1.0, 1.0, 1.0), batch=4)["sam_f_none"]()
-    assert out.shape == (48, 40, 6) and log == ["encode", "encode", "decode", "decode"]  # 6 slices in batches of 4
-    assert latency.precision_of(models, "unet") == "fp32"
-    assert latency.precision_of(models, "sam_f_unet_box") == "U-Net fp32, encoder fp32, decoder fp32"
+    fake = _Counting(log, size=64)
+    models = Models(fake, sam={"f": {"none": fake, "box": fake}}, backends={"f": fake})
+    stages = Stages()
+    res = predict_case(models, discover_cases(synth_root)[0], 64, ("flair",), stages=stages)
+    n = len(res["brain_z"])
+    assert set(stages.record) == {"unet", "encode f", "sam_f_none", "sam_f_box", "sam_f_unet_box"}
+    assert stages.record["encode f"]["slices"] == n and stages.record["sam_f_none"]["slices"] == n
+    assert all(r["seconds"] >= 0 and r["peak_mb"] is not None for r in stages.record.values())
+    costs = latency.volume_costs(stages.record, n)
+    assert set(costs) >= {"unet", "sam_f_none", "sam_f_unet_box"} and costs["sam_f_none"]["slices"] == n
 
 
 def test_peak_memory_sees_an_allocation():
-    with latency.PeakMemory(torch.device("cpu")) as mem:
+    from brainseg_utils.evaluation.stopwatch import PeakMemory
+
+    with PeakMemory(torch.device("cpu")) as mem:
         block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
         time.sleep(0.05)
         del block

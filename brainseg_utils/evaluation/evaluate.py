@@ -53,7 +53,7 @@ from brainseg_utils.data.volumes import save_mask
 from brainseg_utils.evaluation import metrics as M
 from brainseg_utils.evaluation.cascade import cleanup_for
 from brainseg_utils.evaluation.inference import Models, predict_case
-from brainseg_utils.evaluation.latency import measure_latency, measure_volume
+from brainseg_utils.evaluation.latency import measure_latency, volume_costs
 from brainseg_utils.evaluation.protocol import run_deviations
 from brainseg_utils.evaluation.results_table import prompt_of, results_markdown
 from brainseg_utils.evaluation.statistics import (
@@ -63,6 +63,7 @@ from brainseg_utils.evaluation.statistics import (
     paired_tests,
     summarise,
 )
+from brainseg_utils.evaluation.stopwatch import Stages
 from brainseg_utils.models.sam.pretraining import note as pretraining_note
 from brainseg_utils.models.sam.pretraining import pretraining
 from brainseg_utils.runtime.checkpoints import resolve_device
@@ -125,16 +126,17 @@ def _predict_cases(run, models: Models, cases: list, img_size, modalities, devic
     pc_rows, ps_rows, volumes, sample = [], [], {}, None
     for case in tqdm(cases, desc="test cases", disable=not progress):
         cid = case.case_id
-        res = predict_case(models, case, img_size, modalities, device)
+        stages = Stages()  # the last case's stages give the per-volume costs (the first pays one-off conversions)
+        res = predict_case(models, case, img_size, modalities, device, stages=stages)
         pc_rows += case_rows(cid, res)
         ps_rows += slice_rows(cid, res)
         if export:
             for name, pred in res["pred"].items():
                 export_prediction(pred, case.images["flair"], run.predictions(name) / f"{cid}_pred.nii.gz")
         volumes[cid] = {"gt": res["gt"], "pred": res["pred"], "flair": res["flair"]}
-        if sample is None:  # the first test case: its largest-tumour slice (batch 1) and whole volume
-            sample = (res["sample"], res["sample_box"], res["gt"].shape[:2], res["x"], res["spacing"])
-    return pd.DataFrame(pc_rows), pd.DataFrame(ps_rows), volumes, sample
+        sample = sample or (res["sample"], res["sample_box"], res["gt"].shape[:2])
+    per_volume = {"record": stages.record, "slices": len(res["brain_z"])} if cases else {"record": {}, "slices": 0}
+    return pd.DataFrame(pc_rows), pd.DataFrame(ps_rows), volumes, (*sample, per_volume)
 
 
 def run_settings(run, info: dict) -> dict:
@@ -189,8 +191,10 @@ def _protocol(latency_runs: int) -> dict:
         "native-grid mask on the host; unet_box includes the U-Net, the copy to host and the box); "
         "median and p90 of those totals; SAM encoder / decoder split timed separately; each model's arithmetic in "
         "latency_ms.precision (the U-Net fp32 everywhere, SAM encoders fp32 on a CPU and fp16 autocast on CUDA); "
-        "per volume (models.<name>.volume): one test volume's brain slices at evaluation's batch of 8, one run "
-        "after the batch-1 warm-up, with the peak memory it added (CUDA: max_memory_allocated; CPU: resident set)",
+        "per volume (models.<name>.volume): the stages of the last test volume's own prediction (every brain slice at "
+        "batch 8; a SAM variant's share of the shared encoder pass = its slices / slices encoded; unet_box adds the "
+        "U-Net and the clean-up) and the largest peak memory those stages added (CUDA: max_memory_allocated; CPU: "
+        "resident set, so memory an earlier stage freed and reused shows ~0)",
     }
 
 
@@ -234,7 +238,8 @@ def run_evaluation(
     )
     summary = summarise(per_case, per_slice)
     latency = measure_latency(models, *sample[:3], device, latency_runs)
-    per_volume = measure_volume(models, sample[3].numpy(), sample[2], sample[4], device)
+    memory = "CUDA max_memory_allocated above the start" if device.type == "cuda" else "resident set above the start"
+    per_volume = volume_costs(sample[3]["record"], sample[3]["slices"], memory)
     for name in summary:
         summary[name]["latency_ms"] = latency.get(name)  # unet_clean: a whole-volume step, no batch-1 latency
         summary[name]["volume"] = per_volume.get(name)  # oracle variants: not timed (they cost what box costs)

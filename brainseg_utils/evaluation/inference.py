@@ -15,6 +15,7 @@ Owns what evaluation and the demo share (neither imports the training engine):
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from brainseg_utils.data.brats import Case
 from brainseg_utils.data.slices import resize_slice, square_padding
 from brainseg_utils.data.volumes import load_case
 from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume, to_cache_size
+from brainseg_utils.evaluation.stopwatch import Stages
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.sam.discovery import backend_for_decoder
 from brainseg_utils.models.sam.prompts import mask_to_box
@@ -179,7 +181,13 @@ def _batched(fn, n: int, batch: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_case(
-    models: Models, case: Case, img_size: int, modalities: tuple[str, ...], device="cpu", batch: int = 8
+    models: Models,
+    case: Case,
+    img_size: int,
+    modalities: tuple[str, ...],
+    device="cpu",
+    batch: int = 8,
+    stages: Stages | None = None,
 ) -> dict:
     """Predicted whole-tumour volumes of every model for one case, plus the truth and geometry.
 
@@ -203,15 +211,17 @@ def predict_case(
         out[:, :, zs] = np.moveaxis(p_native, 0, -1)
         return out
 
-    unet_logits = _batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
-    preds["unet"] = place(to_native(unet_logits, h, w))
+    stage = stages or (lambda *a, **k: nullcontext())  # time and memory of each stage, when asked
+    with stage("unet", device):
+        unet_logits = _batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
+        preds["unet"] = place(to_native(unet_logits, h, w))
     spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     unet_small = (unet_logits > 0).numpy()  # what the cascade's boxes come from: the U-Net's mask ...
     if models.cleanup is not None:  # ... after the 3-D clean-up, resized like the cache's masks
-        preds["unet_clean"] = clean_volume(preds["unet"], spacing, models.cleanup.min_volume_mm3)
-        unet_small = (
-            np.stack([to_cache_size(preds["unet_clean"][..., z], img_size) for z in zs]) if len(zs) else unet_small
-        )
+        with stage("clean", device):
+            preds["unet_clean"] = clean_volume(preds["unet"], spacing, models.cleanup.min_volume_mm3)
+            small = [to_cache_size(preds["unet_clean"][..., z], img_size) for z in zs]
+            unet_small = np.stack(small) if len(zs) else unet_small
 
     for bname, decoders in models.sam.items():
         preds.update(
@@ -225,6 +235,7 @@ def predict_case(
                 device,
                 batch,
                 lambda p: place(to_native(p, h, w)),
+                stage,
             )
         )
     k = int(gt_small.reshape(len(zs), -1).sum(1).argmax()) if len(zs) else None  # largest tumour slice
@@ -235,14 +246,13 @@ def predict_case(
         "affine": vol["affine"],
         "spacing": spacing,
         "flair": image[0],
-        "x": x,  # the brain slices at cache size (n, C, S, S): what the per-volume timing runs on
         "sample": None if k is None else x[k].numpy(),
         "sample_box": None if k is None else mask_to_box(gt_small[k]),
     }
 
 
 @torch.no_grad()
-def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish) -> dict:
+def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish, stage) -> dict:
     """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
     (n, L, L) low-resolution logits to a native-grid volume. Each slice is encoded at most once;
     slices without a prompt (box variants) get a large negative logit, i.e. an empty mask. The oracle variants
@@ -255,7 +265,8 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
     if "box" in decoders:
         need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
     idx = np.flatnonzero(need)
-    emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
+    with stage(f"encode {bname}", device, slices=len(idx)):
+        emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
     pos = {int(i): k for k, i in enumerate(idx)}
 
     def run(dec, rows, boxes):
@@ -280,7 +291,8 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
 
     out = {}
     if "none" in decoders:
-        out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
+        with stage(f"sam_{bname}_none", device, slices=n):
+            out[f"sam_{bname}_none"] = run(decoders["none"], np.arange(n), None)
     jobs = [
         ("box", f"sam_{bname}_box", gt_small),
         ("box", f"sam_{bname}_unet_box", unet_small),
@@ -292,5 +304,6 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
             boxes = (
                 boxes_for_masks(source[rows]) if name.endswith("_unet_box") else [mask_to_box(source[r]) for r in rows]
             )
-            out[name] = run(decoders[key], rows, list(boxes))
+            with stage(name, device, slices=len(rows)):
+                out[name] = run(decoders[key], rows, list(boxes))
     return out

@@ -121,117 +121,35 @@ def measure_latency(
     return res
 
 
-class PeakMemory:
-    """Peak memory a block adds: on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before; on a
-    CPU the process's resident set (``/proc/self/statm``) sampled every 2 ms by a thread, peak minus start (None
-    where /proc is missing). ``mb`` after the block."""
+def volume_costs(record: dict, n_slices: int, memory: str = "") -> dict:
+    """Per model, one whole volume's cost from the stages of its real prediction (``stopwatch.Stages.record`` of
+    ``inference.predict_case``): ``{name: {"seconds", "slices", "peak_mb", "memory"}}``. A SAM variant's share of its
+    backend's encoder pass is the encoder's time x (slices it decodes / slices encoded); ``unet_box`` adds the U-Net
+    and the clean-up; peak memory is the largest of its stages' added peaks (None when none was measured)."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.mb, self._peak, self._stop = device, None, 0, False
+    def total(*names, encoder=None, rows=0):
+        parts = [record[k] for k in names if k in record]
+        seconds = sum(p["seconds"] for p in parts)
+        if encoder in record and record[encoder].get("slices"):
+            enc = record[encoder]
+            seconds += enc["seconds"] * rows / enc["slices"]
+            parts.append(enc)
+        peaks = [p["peak_mb"] for p in parts if p.get("peak_mb") is not None]
+        peak = max(peaks) if peaks else None
+        return {"seconds": round(seconds, 3), "slices": n_slices, "peak_mb": peak, "memory": memory}
 
-    @staticmethod
-    def _rss() -> int | None:
-        try:
-            with open("/proc/self/statm") as fh:
-                return int(fh.read().split()[1]) * 4096
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _sample(self) -> None:
-        while not self._stop:
-            self._peak = max(self._peak, self._rss() or 0)
-            time.sleep(0.002)
-
-    def __enter__(self):
-        import threading
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._start = self._rss()
-            self._peak = self._start or 0
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-        else:
-            self._stop = True
-            self._thread.join()
-            self._peak = max(self._peak, self._rss() or 0)
-            self.mb = None if self._start is None else max(self._peak - self._start, 0) / 2**20
-        return False
-
-
-def volume_pipelines(models: Models, x: torch.Tensor, native_hw, spacing, batch: int = 8) -> dict:
-    """One callable per automatic model: a whole volume's brain slices ``x`` (n, C, S, S) on the device -> boolean
-    native-grid masks (h, w, n) on the host, at evaluation's batch size (oracle variants cost what ``box`` costs)."""
-    from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume, to_cache_size
-    from brainseg_utils.evaluation.inference import _batched
-
-    h, w = native_hw
-    n = len(x)
-
-    def unet_logits():
-        return _batched(lambda a, b: models.unet(x[a:b])[:, 0].float().cpu(), n, batch)
-
-    def unet():
-        return np.moveaxis(to_native(unet_logits(), h, w), 0, -1)
-
-    out = {"unet": unet}
-    if models.cleanup is not None:
-        out["unet_clean"] = lambda: clean_volume(unet(), spacing, models.cleanup.min_volume_mm3)
-    for bname, decoders in models.sam.items():
-        backend = models.backends[bname]
-
-        def sam(dec, rows, boxes, backend=backend):
-            emb = _batched(lambda a, b: backend.encode(x[rows[a:b]]).float(), len(rows), batch)
-            low = _batched(
-                lambda a, b: dec.low_res_logits(emb[a:b], None if boxes is None else boxes[a:b])[:, 0].float().cpu(),
-                len(rows),
-                batch,
-            )
-            full = torch.full((n, dec.low_res_size, dec.low_res_size), -1e4)  # no prompt: empty
-            if len(rows):
-                full[torch.as_tensor(rows)] = low
-            return np.moveaxis(to_native(full, h, w), 0, -1)
-
-        def cascade(dec):
-            masks = unet()
-            if models.cleanup is not None:
-                masks = clean_volume(masks, spacing, models.cleanup.min_volume_mm3)
-                small = np.stack([to_cache_size(masks[..., k], x.shape[-1]) for k in range(n)])
-            else:
-                small = (unet_logits() > 0).numpy()
-            rows = np.flatnonzero(small.reshape(n, -1).any(1))
-            boxes = torch.from_numpy(boxes_for_masks(small[rows])).to(x.device)
-            return sam(dec, rows, boxes)
-
-        if "none" in decoders:
-            out[f"sam_{bname}_none"] = lambda d=decoders["none"]: sam(d, np.arange(n), None)
-        if "box" in decoders:
-            out[f"sam_{bname}_unet_box"] = lambda d=decoders["box"]: cascade(d)
+    out = {}
+    if "unet" in record:
+        out["unet"] = total("unet")
+    if "clean" in record:
+        out["unet_clean"] = total("unet", "clean")
+    for name, rec in record.items():
+        if not name.startswith("sam_"):
+            continue
+        bname = name.removeprefix("sam_").rsplit("_", 2 if name.endswith(("_unet_box", "_box_zeroshot")) else 1)[0]
+        cascade = ("unet", "clean") if name.endswith("_unet_box") else ()
+        out[name] = total(*cascade, name, encoder=f"encode {bname}", rows=rec.get("slices", 0))
     return out
-
-
-@torch.no_grad()
-def measure_volume(models: Models, x: np.ndarray, native_hw, spacing, device, batch: int = 8) -> dict:
-    """Seconds and peak added memory per automatic model for one whole test volume (its brain slices ``x``
-    (n, C, S, S)), one run each after the batch-1 warm-up: ``{name: {"seconds", "slices", "peak_mb", "memory"}}``."""
-    device = torch.device(device)
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
-    what = "CUDA max_memory_allocated above the start" if device.type == "cuda" else "resident set above the start"
-    res = {}
-    for name, fn in volume_pipelines(models, xt, native_hw, spacing, batch).items():
-        with PeakMemory(device) as mem:
-            t = time_runs(fn, device, n_runs=1, warmup=0)[0] / 1000.0
-        res[name] = {"seconds": round(t, 3), "slices": len(x), "peak_mb": mem.mb, "memory": what}
-    return res
 
 
 def speed_table(metrics: dict):

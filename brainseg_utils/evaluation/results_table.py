@@ -129,8 +129,9 @@ def speed_lines(models: list[tuple[str, dict]]) -> list[str]:
         "",
         "## Speed and memory",
         "",
-        "Batch 1 = one slice end to end; per volume = every brain slice of one test volume at evaluation's batch of 8 "
-        "(one run after the warm-up), with the peak memory it added. Each model runs in the precision shown.",
+        "Batch 1 = one slice end to end; per volume = every brain slice of the last test volume as evaluation "
+        "predicted it (batch 8; SAM's shared encoder pass split by the slices each variant needs), with the largest "
+        "peak memory its stages added. Each model runs in the precision shown.",
         "",
         "| model | precision | device, runtime | batch-1 latency ms median (p90) | per volume s (slices) | "
         "peak memory added MB |",
