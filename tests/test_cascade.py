@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg_utils.evaluation import cascade
+from brainseg_utils.evaluation import cascade, grid
 from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache, negative_box
 
@@ -69,7 +69,7 @@ def test_to_cache_size_matches_the_slice_cache():
     m = np.zeros((240, 200), np.uint8)
     m[100:140, 50:90] = 1
     want = resize_slice(np.random.rand(1, 240, 200).astype(np.float32), m, 64)[1]
-    np.testing.assert_array_equal(cascade.to_cache_size(m, 64), want)
+    np.testing.assert_array_equal(grid.to_cache_size(m, 64), want)
 
 
 def test_decoder_unites_one_run_per_box():

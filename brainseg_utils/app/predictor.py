@@ -9,7 +9,8 @@ import torch
 
 from brainseg_utils.app.upload import UploadError
 from brainseg_utils.data.slices import box_to_cache, resize_slice
-from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet, to_native
+from brainseg_utils.evaluation.grid import to_native
+from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet
 from brainseg_utils.models.sam.discovery import backend_for_decoder
 from brainseg_utils.models.sam.prompts import PROMPTS, mask_to_box
 from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device

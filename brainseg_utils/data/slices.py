@@ -78,7 +78,7 @@ def select_slices(wt: np.ndarray, brain: np.ndarray, cfg: SliceConfig, case_id: 
 def square_padding(h: int, w: int) -> tuple[int, int, int]:
     """(side, top, left): an (h, w) slice is zero-padded, centred, to a side x side square (top/left pads;
     the larger half of an odd pad goes to the bottom/right). ``resize_slice`` pads this way, and
-    ``inference.to_native`` and the demo's box mapping undo it."""
+    ``grid.to_native`` and the demo's box mapping undo it."""
     side = max(h, w)
     return side, (side - h) // 2, (side - w) // 2
 

@@ -28,6 +28,7 @@ from scipy import ndimage
 from brainseg_utils.data.brats import Case, discover_cases
 from brainseg_utils.data.slices import resize_slice
 from brainseg_utils.data.volumes import load_case
+from brainseg_utils.evaluation.grid import batched, to_cache_size, to_native
 from brainseg_utils.runtime.io import atomic_write_json, file_sha256
 
 STRUCTURE_3D = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
@@ -77,12 +78,6 @@ def boxes_for_masks(masks: np.ndarray, max_boxes: int = MAX_BOXES) -> np.ndarray
     return np.stack([component_boxes(m, max_boxes) for m in masks]) if len(masks) else np.zeros((0, max_boxes, 4))
 
 
-def to_cache_size(mask: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (size, size): a native (H, W) mask padded and resized exactly as the slice cache resizes masks."""
-    h, w = mask.shape
-    return resize_slice(np.zeros((1, h, w), np.float32), np.asarray(mask, np.uint8), size)[1]
-
-
 def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
     total = int(pred.sum()) + int(gt.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, gt).sum()) / total
@@ -123,8 +118,6 @@ def unet_volume(unet, case: Case, img_size: int, modalities, device="cpu", batch
     ``{"pred": bool (H, W, D), "gt": bool or None, "spacing": (3,)}``."""
     import nibabel as nib
 
-    from brainseg_utils.evaluation.inference import _batched, to_native
-
     vol = load_case(case, modalities)
     image, brain = vol["image"], vol["brain"]
     h, w, d = brain.shape
@@ -133,7 +126,7 @@ def unet_volume(unet, case: Case, img_size: int, modalities, device="cpu", batch
     if len(zs):
         empty = np.zeros((h, w), np.uint8)
         x = torch.from_numpy(np.stack([resize_slice(image[..., z], empty, img_size)[0] for z in zs]).astype(np.float32))
-        logits = _batched(lambda a, b: unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
+        logits = batched(lambda a, b: unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
         pred[:, :, zs] = np.moveaxis(to_native(logits, h, w), 0, -1)
     spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     gt = None if vol["wt"] is None else vol["wt"].astype(bool)

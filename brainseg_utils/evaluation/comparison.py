@@ -195,6 +195,36 @@ def _patient_dice(per_case: pd.DataFrame, model: str, cid: str) -> float:
 # ----------------------------------------------------------------------------- figures
 
 
+def _boxes_of(boxes, key: tuple, gt: np.ndarray, preds: dict) -> np.ndarray:
+    """The (K, 4) boxes drawn for ``key`` = (case_id, z, model): none, the given ones, or ``prompt_boxes``."""
+    if boxes is False:
+        return np.zeros((0, 4))
+    if isinstance(boxes, dict) and key in boxes:
+        b = np.asarray(boxes[key], np.float32).reshape(-1, 4)
+        return b[~np.isnan(b).any(1)]
+    return prompt_boxes(key[2], gt, preds)
+
+
+def _window(gt: np.ndarray, preds: dict, slice_boxes: dict) -> tuple:
+    """``crop_window`` around the truth, every shown prediction and every box (boxes stay in view)."""
+    union = gt.copy()
+    for m, bxs in slice_boxes.items():
+        union |= preds[m]
+        for x0, y0, x1, y1 in bxs.astype(int):
+            union[y0 : y1 + 1, x0 : x1 + 1] = True
+    return crop_window(union)
+
+
+def _legend_handles() -> list:
+    return [
+        Patch(color=TP_COLOUR, label="true positive"),
+        Patch(color=FP_COLOUR, label="false positive"),
+        Patch(color=FN_COLOUR, label="false negative (missed)"),
+        Line2D([], [], color=TRUTH_COLOUR, lw=1.2, label="ground-truth contour", path_effects=_OUTLINE),
+        Line2D([], [], color=BOX_COLOUR, lw=1.3, ls="--", label="box given to SAM"),
+    ]
+
+
 def comparison_figure(
     volumes: dict,
     per_case: pd.DataFrame,
@@ -225,21 +255,8 @@ def comparison_figure(
         v = volumes[cid]
         gt = np.asarray(v["gt"][:, :, z], bool)
         preds = {m: np.asarray(p[:, :, z], bool) for m, p in v["pred"].items()}
-        slice_boxes = {}
-        for m in models:
-            if boxes is False:
-                slice_boxes[m] = np.zeros((0, 4))
-            elif isinstance(boxes, dict) and (cid, z, m) in boxes:
-                b = np.asarray(boxes[(cid, z, m)], np.float32).reshape(-1, 4)
-                slice_boxes[m] = b[~np.isnan(b).any(1)]
-            else:
-                slice_boxes[m] = prompt_boxes(m, gt, preds)
-        union = gt.copy()
-        for m in models:
-            union |= preds[m]
-            for x0, y0, x1, y1 in slice_boxes[m].astype(int):
-                union[y0 : y1 + 1, x0 : x1 + 1] = True  # boxes stay in view
-        window = crop_window(union)
+        slice_boxes = {m: _boxes_of(boxes, (cid, z, m), gt, preds) for m in models}
+        window = _window(gt, preds, slice_boxes)
         r0, r1, c0, c1 = window
         flair, gt_c = v["flair"][r0:r1, c0:c1, z], gt[r0:r1, c0:c1]
         ax = axes[r, 0]
@@ -266,13 +283,7 @@ def comparison_figure(
             ax.set_xticks([])
             ax.set_yticks([])
     oracles = [m for m in models if is_oracle(m)]
-    handles = [
-        Patch(color=TP_COLOUR, label="true positive"),
-        Patch(color=FP_COLOUR, label="false positive"),
-        Patch(color=FN_COLOUR, label="false negative (missed)"),
-        Line2D([], [], color=TRUTH_COLOUR, lw=1.2, label="ground-truth contour", path_effects=_OUTLINE),
-        Line2D([], [], color=BOX_COLOUR, lw=1.3, ls="--", label="box given to SAM"),
-    ]
+    handles = _legend_handles()
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     oracle_txt = (
         f"Oracle (given the ground-truth box; upper bounds, not automatic): {', '.join(oracles)}"

@@ -198,6 +198,18 @@ def _protocol(latency_runs: int) -> dict:
     }
 
 
+def _describe(summary: dict, models: Models, latency: dict, per_volume: dict) -> None:
+    """Each model's row of metrics.json gets its latency, per-volume cost, prompt, data and backend."""
+    for name in summary:
+        summary[name]["latency_ms"] = latency.get(name)  # unet_clean: a whole-volume step, no batch-1 latency
+        summary[name]["volume"] = per_volume.get(name)  # oracle variants: not timed (they cost what box costs)
+        summary[name]["prompt"] = prompt_of(name)
+        summary[name]["oracle"] = is_oracle(name)
+        summary[name]["data"] = models.data.get(name)
+        summary[name]["backend"] = backend_of(models, name)
+        summary[name]["pretraining_note"] = pretraining_note(summary[name]["backend"])
+
+
 def run_evaluation(
     run,
     models: Models,
@@ -240,14 +252,7 @@ def run_evaluation(
     latency = measure_latency(models, *sample[:3], device, latency_runs)
     memory = "CUDA max_memory_allocated above the start" if device.type == "cuda" else "resident set above the start"
     per_volume = volume_costs(sample[3]["record"], sample[3]["slices"], memory)
-    for name in summary:
-        summary[name]["latency_ms"] = latency.get(name)  # unet_clean: a whole-volume step, no batch-1 latency
-        summary[name]["volume"] = per_volume.get(name)  # oracle variants: not timed (they cost what box costs)
-        summary[name]["prompt"] = prompt_of(name)
-        summary[name]["oracle"] = is_oracle(name)
-        summary[name]["data"] = models.data.get(name)
-        summary[name]["backend"] = backend_of(models, name)
-        summary[name]["pretraining_note"] = pretraining_note(summary[name]["backend"])
+    _describe(summary, models, latency, per_volume)
     metrics = {
         "settings": run_settings(run, info),
         "seed_protocol": run_deviations(info.get("params"), models.unet_config, info["name"]),

@@ -3,10 +3,7 @@
 Owns what evaluation and the demo share (neither imports the training engine):
   * ``load_unet`` / ``load_sam_decoder`` / ``load_models``: checkpoints -> models, with the split check
     (a model trained on another split is refused);
-  * ``to_native``: logits at any square size -> boolean masks on the source grid. One bilinear,
-    pixel-centre-aligned (``align_corners=False``) interpolation of the *logits* to the padded
-    square, crop of the padding, threshold at 0 (= sigmoid 0.5). The slice cache resizes images and
-    masks with the same centre-aligned convention (``slices.resize_slice``), so nothing shifts;
+  * ``to_native`` (re-exported from ``grid``): logits at any square size -> boolean masks on the source grid;
   * ``predict_case``: every brain slice of a case through the U-Net and every SAM variant.
     SAM's 256 x 256 low-resolution logits go straight to the native grid (one interpolation),
     not through the slice-cache size first.
@@ -22,12 +19,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from brainseg_utils.data.brats import Case
-from brainseg_utils.data.slices import resize_slice, square_padding
+from brainseg_utils.data.slices import resize_slice
 from brainseg_utils.data.volumes import load_case
-from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume, to_cache_size
+from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume
+from brainseg_utils.evaluation.grid import batched, to_cache_size, to_native
 from brainseg_utils.evaluation.stopwatch import Stages
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.sam.discovery import backend_for_decoder
@@ -158,27 +155,7 @@ def load_models(run: RunDir, split_sha256: str, device="cpu", sam_checkpoint: st
     return models
 
 
-# ----------------------------------------------------------------------------- geometry
-def to_native(logits: torch.Tensor, h: int, w: int) -> np.ndarray:
-    """(n, S, S) logits at any square size S -> bool (n, h, w) on the source grid.
-
-    Bilinear (pixel-centre aligned) to the padded square ``max(h, w)``, crop the centred padding,
-    threshold at 0 (sigmoid 0.5). Works the same for U-Net logits at the cache size and for SAM's
-    256 x 256 low-resolution logits.
-    """
-    if logits.dim() != 3 or logits.shape[-1] != logits.shape[-2]:
-        raise ValueError(f"expected logits (n, S, S), got shape {tuple(logits.shape)}")
-    side, top, left = square_padding(h, w)
-    up = F.interpolate(logits[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
-    return (up[:, top : top + h, left : left + w] > 0).cpu().numpy()
-
-
 # ----------------------------------------------------------------------------- prediction
-@torch.no_grad()
-def _batched(fn, n: int, batch: int) -> torch.Tensor:
-    return torch.cat([fn(i, min(i + batch, n)) for i in range(0, n, batch)]) if n else torch.zeros(0)
-
-
 @torch.no_grad()
 def predict_case(
     models: Models,
@@ -213,7 +190,7 @@ def predict_case(
 
     stage = stages or (lambda *a, **k: nullcontext())  # time and memory of each stage, when asked
     with stage("unet", device):
-        unet_logits = _batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
+        unet_logits = batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
         preds["unet"] = place(to_native(unet_logits, h, w))
     spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     unet_small = (unet_logits > 0).numpy()  # what the cascade's boxes come from: the U-Net's mask ...
@@ -266,7 +243,7 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
         need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
     idx = np.flatnonzero(need)
     with stage(f"encode {bname}", device, slices=len(idx)):
-        emb = _batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
+        emb = batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
     pos = {int(i): k for k, i in enumerate(idx)}
 
     def run(dec, rows, boxes):
@@ -274,7 +251,7 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
         if len(rows):
             e = emb[[pos[int(r)] for r in rows]]
             bx = None if boxes is None else torch.from_numpy(np.stack(boxes))
-            low = _batched(
+            low = batched(
                 lambda a, b: (
                     dec.low_res_logits(e[a:b].to(device), None if bx is None else bx[a:b].to(device))[:, 0]
                     .float()

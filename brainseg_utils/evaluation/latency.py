@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from brainseg_utils.evaluation.cascade import component_boxes
-from brainseg_utils.evaluation.inference import Models, to_native
+from brainseg_utils.evaluation.grid import to_native
+from brainseg_utils.evaluation.inference import Models
 
 
 def time_runs(fn, device: torch.device, n_runs: int = 20, warmup: int = 3) -> list[float]:

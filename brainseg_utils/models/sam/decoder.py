@@ -108,7 +108,7 @@ class SamDecoderModel(nn.Module):
 
     def low_res_logits(self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder logits (B, 1, 256, 256) covering the whole square slice (evaluation maps them straight
-        to the native grid with ``inference.to_native``: one interpolation).
+        to the native grid with ``grid.to_native``: one interpolation).
 
         ``boxes`` (B, 4): one box (or NaN row: no prompt) per slice. ``boxes`` (B, K, 4): up to K boxes per slice,
         NaN rows unused (the U-Net cascade's one box per component): the decoder runs once per box and the
