@@ -138,3 +138,58 @@ def test_a_run_over_the_session_stops_before_it_starts_unless_allowed(plain, mon
     monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, env: Done(2))  # the planner itself failed
     assert pipeline.plan_gate("full", tmp_path, tmp_path / "out", {"ALLOW_OVER_SESSION": "1"}) == (None, 2)
     assert "the planner failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("", None), (" ", None), ("0,1,2", [0, 1, 2]), ("3, 7", [3, 7]), ("1,2,", [1, 2])],
+)
+def test_seeds_parse(text, want):
+    assert pipeline.parse_seeds(text) == want
+
+
+@pytest.mark.parametrize("text, message", [("0", "at least two"), ("1,1", "distinct"), ("0,a", "integers")])
+def test_bad_seeds_stop_the_run_before_any_work(plain, capsys, monkeypatch, text, message):
+    monkeypatch.setattr(pipeline, "run_notebooks", lambda *a: pytest.fail("ran although SEEDS is bad"))
+    assert pipeline.main([], {"SEEDS": text, "DATA_ROOT": "synthetic"}) == 2
+    err = capsys.readouterr().err
+    assert "SEEDS" in err and message in err
+
+
+def _metrics(seed: int, dice: dict) -> dict:
+    """A metrics.json with the fields repeats.aggregate reads: per-patient mean Dice per model."""
+    return {
+        "dataset": {"name": "synthetic", "split_sha256": f"split{seed}", "n_test_cases": 2},
+        "models": {m: {"per_case": {"dice": {"mean": d}}} for m, d in dice.items()},
+        "statistics": {},
+    }
+
+
+def test_seeds_run_the_chain_per_seed_and_write_mean_and_sd(monkeypatch, tmp_path):
+    import json
+
+    runs = []
+    dice = {0: {"unet": 0.8, "sam_x_none": 0.6}, 1: {"unet": 0.7, "sam_x_none": 0.5}}
+
+    def fake_run(profile, data_root, folder, extra):
+        seed = int(extra[extra.index("SEED") + 1])
+        runs.append((folder.name, extra))
+        (folder / "results").mkdir(parents=True)
+        (folder / "results" / "metrics.json").write_text(json.dumps(_metrics(seed, dice[seed])))
+        return 0
+
+    monkeypatch.setattr(pipeline, "run_notebooks", fake_run)
+    assert pipeline.run_repeats([0, 1], Path("p.yaml"), tmp_path / "d", tmp_path, ["-p", "X", "1"]) == 0
+    assert runs == [("seed0", ["-p", "X", "1", "-p", "SEED", "0"]), ("seed1", ["-p", "X", "1", "-p", "SEED", "1"])]
+    agg = json.loads((tmp_path / "results" / "repeats.json").read_text())
+    assert agg["n_repeats"] == 2
+    assert agg["models"]["unet"]["dice"]["mean"] == pytest.approx(0.75)
+    assert agg["models"]["unet"]["dice"]["sd"] == pytest.approx(0.0707107, abs=1e-6)  # sqrt(2 * 0.05^2 / 1)
+    md = (tmp_path / "results" / "repeats.md").read_text()
+    assert "0.750 ± 0.071" in md and "2 runs on synthetic data" in md
+
+
+def test_a_failing_repeat_stops_the_repeats(monkeypatch, tmp_path):
+    monkeypatch.setattr(pipeline, "run_notebooks", lambda *a: 1)
+    assert pipeline.run_repeats([0, 1], Path("p.yaml"), tmp_path / "d", tmp_path, []) == 1
+    assert not (tmp_path / "results" / "repeats.md").exists()

@@ -3,7 +3,9 @@
     python -m brainseg_utils.workflow.pipeline [extra papermill arguments, e.g. -p SEED 1]
 
 Environment (all optional): ``DATA_ROOT`` (a BraTS 2020 training root, or ``synthetic``), ``PROFILE`` (a name in
-configs/ or a .yaml path), ``OUTPUT_DIR`` (default ``outputs``), ``SYNTHETIC_DIR`` (default ``data/synthetic``).
+configs/ or a .yaml path), ``OUTPUT_DIR`` (default ``outputs``), ``SYNTHETIC_DIR`` (default ``data/synthetic``),
+``SEEDS`` (e.g. ``0,1,2``: the whole chain once per seed into ``OUTPUT_DIR/seed<N>/``, then the mean ± SD table
+across the repeats in ``OUTPUT_DIR/results/repeats.md``; the planner plans one repeat).
 
 Policy, the same as the notebooks' (``workflow.locate``): explicit data wins; else BraTS where the platform keeps
 it; else, locally, the synthetic dataset (generated once, reused); on Colab / Kaggle a missing dataset stops the
@@ -17,6 +19,7 @@ the notebook and its executed copy. Nothing here passes a user string to a shell
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
         data, profile = choose(environ)
         if profile != "auto":
             profile_path(profile)  # a missing profile fails here, before any work
+        parse_seeds(environ.get("SEEDS", ""))  # so does a bad SEEDS
     except (DataNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +145,45 @@ def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
         return rc
     path = profile_path(chosen)
     print(f"profile: {profile} ({path})  outputs: {output_dir}", flush=True)
-    return run_notebooks(path, root, output_dir, extra)
+    seeds = parse_seeds(environ.get("SEEDS", ""))
+    if seeds is None:
+        return run_notebooks(path, root, output_dir, extra)
+    return run_repeats(seeds, path, root, output_dir, extra)
+
+
+def parse_seeds(text: str) -> list[int] | None:
+    """``SEEDS`` ("0,1,2"): the seeds of repeated runs (>= 2, distinct integers), or None when unset."""
+    if not text.strip():
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise ValueError(f"SEEDS must be comma-separated integers such as 0,1,2; got {text!r}") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"SEEDS needs at least two distinct seeds (e.g. 0,1,2); got {text!r}")
+    return seeds
+
+
+def run_repeats(seeds: list[int], profile: Path, data_root: Path, output_dir: Path, extra: list[str]) -> int:
+    """The whole chain once per seed into ``OUTPUT_DIR/seed<N>/`` (``SEED`` seeds the patient split and training,
+    so each repeat is a new random split with every model retrained), then the mean ± SD table across them
+    (``evaluation/repeats.py``) in ``OUTPUT_DIR/results/repeats.md`` and ``repeats.json``."""
+    from brainseg_utils.evaluation.repeats import aggregate, repeats_markdown
+    from brainseg_utils.runtime.io import atomic_write_json, atomic_write_text
+
+    files, command = [], os.environ.get("BRAINSEG_RUN_COMMAND", "bash run_all.sh")
+    for i, seed in enumerate(seeds, start=1):
+        folder = output_dir / f"seed{seed}"
+        print(f"##### repeat {i} of {len(seeds)}: SEED={seed} -> {folder}", flush=True)
+        os.environ["BRAINSEG_RUN_COMMAND"] = f"SEEDS={','.join(map(str, seeds))} {command} (this repeat: SEED={seed})"
+        if run_notebooks(profile, data_root, folder, [*extra, "-p", "SEED", str(seed)]):
+            return 1
+        files.append(folder / "results" / "metrics.json")
+    agg = aggregate([json.loads(f.read_text()) for f in files], [str(f) for f in files])
+    atomic_write_json(output_dir / "results" / "repeats.json", agg)
+    atomic_write_text(output_dir / "results" / "repeats.md", repeats_markdown(agg))
+    print(f"repeats: mean ± SD across {len(seeds)} runs in {output_dir / 'results' / 'repeats.md'}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
