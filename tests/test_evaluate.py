@@ -80,8 +80,11 @@ def test_case_rows_carry_the_metrics_the_field_reports():
     unet = rows["unet"]
     assert (unet["n_gt_lesions"], unet["n_tp"], unet["n_fn"], unet["n_fp"]) == (1, 1, 0, 1)
     assert unet["fp_ml"] == pytest.approx(8 * 2.0 / 1000) and unet["tumour_ml"] == pytest.approx(2.0)
-    # NSD: all 488 + 488 cube-surface voxels within 2 mm, the 8 stray ones not; HD95: 8 of 496 is under 5 %
-    assert unet["nsd_2mm"] == pytest.approx(976 / 984) and unet["hd95"] == 0.0
+    # NSD (surfel areas, MedSAM's convention): both cube surfaces within 2 mm, the stray cube's not. A box of n^3
+    # voxels at spacing (1, 1, 2) has the marching-cubes area: faces (n-1)^2 (2 * 2 + 2 * 2 + 2 * 1), edge strips
+    # (n-1) * (8 * sqrt(5) / 2 + 4 * 2 * sqrt(2) / 2), corners 8 * sqrt(4 + 4 + 1) / 8. HD95: 8 of 496 voxels < 5 %
+    cube = lambda n: (n - 1) ** 2 * 10 + (n - 1) * (4 * 5**0.5 + 4 * 2**0.5) + 3  # noqa: E731
+    assert unet["nsd_2mm"] == pytest.approx(2 * cube(10) / (2 * cube(10) + cube(2))) and unet["hd95"] == 0.0
     assert rows["sam_x_none"]["nsd_2mm"] == 1.0 and rows["sam_x_none"]["fp_ml"] == 0.0
     assert rows["sam_x_none"]["lesion_dice"] == 1.0 and rows["sam_x_none"]["lesion_hd95"] == 0.0
     assert {"dice", "iou", "precision", "recall", "hd95", "lesion_dice", "lesion_hd95", "nsd_2mm", "fp_ml"} <= set(

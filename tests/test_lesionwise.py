@@ -106,9 +106,15 @@ def test_shifted_cube_with_anisotropic_spacing():
     # NSD at 2 mm, each surface (488 voxels): 324 side voxels on the other's side (0 mm), 100 end-face voxels
     # 2.5 mm away, and of the 64 inner voxels of the other end face the 48 within 1-2 mm (in plane) of the
     # side; the central 4 x 4 are 2.5 mm from the nearest surface. (324 + 48) * 2 / (488 * 2)
-    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 2.5)) == pytest.approx(372 / 488)
+    voxel = dict(convention="voxel")
+    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 2.5), **voxel) == pytest.approx(372 / 488)
+    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 2.5), tolerance_mm=2.5, **voxel) == 1.0
+    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 1.0), **voxel) == 1.0  # one 1 mm slice: all within 2 mm
+    # surfels (MedSAM's convention; exact values against the reference in the test below): a 2.5 mm shift puts the
+    # end faces' centres beyond 2 mm of the other surface, a 2.5 mm tolerance or a 1 mm shift covers everything
     assert normalized_surface_dice(pred, gt, (1.0, 1.0, 2.5), tolerance_mm=2.5) == 1.0
-    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 1.0)) == 1.0  # one 1 mm slice: all within 2 mm
+    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 1.0)) == 1.0
+    assert normalized_surface_dice(pred, gt, (1.0, 1.0, 2.5)) < 1.0
 
 
 def test_bad_input():
@@ -122,6 +128,41 @@ def test_bad_input():
         lesion_wise_dice_hd95(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), (1.0, 1.0))
     with pytest.raises(ValueError, match="tolerance_mm"):
         normalized_surface_dice(np.ones((4, 4)), np.ones((4, 4)), tolerance_mm=-1)
+    with pytest.raises(ValueError, match="convention must be 'surfel'"):
+        normalized_surface_dice(np.ones((4, 4)), np.ones((4, 4)), convention="area")
+    with pytest.raises(ValueError, match=r"2-D or 3-D masks, got shape \(2, 2, 2, 2\)"):
+        normalized_surface_dice(np.ones((2, 2, 2, 2)), np.ones((2, 2, 2, 2)))
+
+
+def test_surfel_areas_by_hand():
+    """The surface through one 2 x 2 x 2 block: one voxel in cuts a corner (triangle through three edge
+    midpoints: area sqrt((sy sz)^2 + (sx sz)^2 + (sx sy)^2) / 8); half the block in is a plane (sy sz for the
+    plane across the first axis); 2-D: straight edges are the spacing, a cut corner half the pixel diagonal."""
+    from brainseg_utils.evaluation.surfels import code_measure
+
+    t = code_measure((1.0, 1.0, 2.0))
+    assert t[0] == t[255] == 0.0
+    assert t[0b00000001] == pytest.approx(3 / 8) and t[0b10000000] == pytest.approx(3 / 8)
+    assert t[0b00001111] == pytest.approx(2.0) and t[0b11110000] == pytest.approx(2.0)  # across axis 0: 1 * 2
+    assert t[0b00110011] == pytest.approx(2.0)  # across axis 1: 1 * 2
+    assert t[0b01010101] == pytest.approx(1.0)  # across axis 2: 1 * 1
+    t2 = code_measure((3.0, 4.0))
+    assert t2[0b0001] == pytest.approx(2.5) and t2[0b0011] == 4.0 and t2[0b0101] == 3.0 and t2[0b0110] == 5.0
+
+
+def test_surfel_nsd_of_a_square_by_hand():
+    """2-D, spacing 1: an n x n square's contour on the corner grid is 4 (n - 1) straight + 4 cut corners."""
+    from brainseg_utils.evaluation.surfels import surfel_distances
+
+    sq = np.zeros((12, 12), bool)
+    sq[2:8, 3:9] = True
+    s = surfel_distances(sq, sq, (1.0, 1.0))
+    assert s["area_p"].sum() == pytest.approx(4 * 5 + 4 * 0.5 * 2**0.5) and not s["d_pg"].any()
+    far = np.zeros((12, 40), bool)
+    far[2:8, 30:36] = True
+    near = np.zeros((12, 40), bool)
+    near[2:8, 3:9] = True
+    assert normalized_surface_dice(near, far) == 0.0 and normalized_surface_dice(near, near) == 1.0
 
 
 def _blobs(rng, shape, pct, sigma):
@@ -164,7 +205,10 @@ def test_agrees_with_the_official_brats_2023_code(seed):
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("seed", range(4))
-def test_nsd_agrees_with_monai_boundary_voxel_surface_dice(seed):
+@pytest.mark.parametrize("convention", ["voxel", "surfel"])
+def test_nsd_agrees_with_monai_surface_dice(seed, convention):
+    """MONAI's compute_surface_dice: use_subvoxels=False is the boundary-voxel convention, True the surfel one
+    (DeepMind's surface-distance, which MedSAM uses; MONAI and DeepMind agreed to 3e-8 on 12 blob pairs)."""
     torch = pytest.importorskip("torch")
     monai_metrics = pytest.importorskip("monai.metrics")  # dev requirement
     rng = np.random.default_rng(seed)
@@ -177,9 +221,9 @@ def test_nsd_agrees_with_monai_boundary_voxel_surface_dice(seed):
         class_thresholds=[2.0],
         include_background=True,
         spacing=spacing,
-        use_subvoxels=False,
+        use_subvoxels=convention == "surfel",
     ).item()
-    assert normalized_surface_dice(pred, gt, spacing) == pytest.approx(ref, abs=1e-6)
+    assert normalized_surface_dice(pred, gt, spacing, convention=convention) == pytest.approx(ref, abs=1e-6)
 
 
 def test_case_metrics_is_all_metrics_plus_volume_metrics():

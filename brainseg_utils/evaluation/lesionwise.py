@@ -30,11 +30,12 @@ counts, threshold and penalties are the official ones.
 
 NSD (``normalized_surface_dice``): the surface Dice at a tolerance of 2 mm, as MedSAM reports it
 (``evaluation/compute_metrics.py`` of bowang-lab/MedSAM: DeepMind's ``compute_surface_dice_at_tolerance``,
-``tolerance=2.0``, the volume's spacing). Convention here, boundary-voxel based, as MONAI's
-``compute_surface_dice(use_subvoxels=False)``: surfaces are the mask voxels with a background face-neighbour,
-each counting 1 (not weighted by surfel area), distances Euclidean in mm between voxel centres;
-NSD = (#pred surface voxels within 2 mm of the GT surface + #GT surface voxels within 2 mm of the pred
-surface) / (#pred surface voxels + #GT surface voxels), "within" meaning <= (as DeepMind and MONAI).
+``tolerance=2.0``, the volume's spacing), in the same convention (``surfels``: surface elements on the
+voxel-corner grid weighted by their marching-cubes area; equal to DeepMind's code to 1e-9 and tested against
+MONAI's ``compute_surface_dice(use_subvoxels=True)``):
+NSD = (area of the pred surface within 2 mm of the GT surface + area of the GT surface within 2 mm of the pred
+surface) / (pred surface area + GT surface area), "within" meaning <=. ``convention="voxel"`` gives the
+boundary-voxel variant instead (MONAI's ``use_subvoxels=False``: surface voxels, each counting 1).
 Both masks empty: 1; exactly one empty: 0. (MedSAM also sets NSD to 0 when Dice <= 0.2; not done here.)
 
 False-positive volume (``false_positive_volume_ml``): the total volume in mL of the predicted 26-connected
@@ -47,6 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainseg_utils.evaluation.surfaces import as_pair, as_spacing, hd95_of, nsd_from, surface_distances
+from brainseg_utils.evaluation.surfels import surface_dice_at
 
 LESION_STRUCTURE = ndimage.generate_binary_structure(3, 3)  # 26-connectivity (cc3d connectivity=26)
 DILATION_STRUCTURE = ndimage.generate_binary_structure(3, 2)  # 18-neighbourhood, the official dilation
@@ -65,9 +67,10 @@ CONVENTIONS = {
     "lesion_hd95": "BraTS 2023 lesion-wise HD95, mm: same lesions and matches as lesion_dice, each matched lesion's "
     f"HD95 in this project's (MONAI) convention, {LESION_HD95_PENALTY:g} per missed lesion and per FP component; "
     "0 if nothing to average",
-    NSD_COLUMN: f"normalised surface Dice at {NSD_TOLERANCE_MM:g} mm (MedSAM's tolerance), boundary-voxel "
-    "convention as MONAI compute_surface_dice(use_subvoxels=False): surface voxels (background "
-    "face-neighbour), unweighted, within tolerance = distance <= tolerance; 1 if both empty, 0 if one is",
+    NSD_COLUMN: f"normalised surface Dice at {NSD_TOLERANCE_MM:g} mm as MedSAM computes it (DeepMind "
+    "surface-distance's compute_surface_dice_at_tolerance): surface elements on the voxel-corner grid weighted by "
+    "their marching-cubes area, within tolerance = distance <= tolerance; 1 if both empty, 0 if one is; "
+    "MedSAM's NSD = 0 below Dice 0.2 not applied",
     "fp_ml": "mL; volume of the predicted 26-connected components sharing no voxel with the ground truth",
     "lesion_counts": "n_gt_lesions (kept, above the threshold), n_tp / n_fn (kept GT lesions matched / missed), "
     "n_fp (unmatched predicted components), as the official Num_TP / Num_FN / Num_FP",
@@ -197,8 +200,11 @@ def false_positive_volume_ml(pred, gt, spacing=None) -> float:
     return _fp_ml(*_components(p), g, spacing)
 
 
-def normalized_surface_dice(pred, gt, spacing=None, tolerance_mm: float = NSD_TOLERANCE_MM) -> float:
-    """Normalised surface Dice in [0, 1] at ``tolerance_mm`` (boundary-voxel convention: module docstring).
+def normalized_surface_dice(
+    pred, gt, spacing=None, tolerance_mm: float = NSD_TOLERANCE_MM, convention: str = "surfel"
+) -> float:
+    """Normalised surface Dice in [0, 1] at ``tolerance_mm``: ``convention`` "surfel" (MedSAM's, DeepMind's
+    surfel areas; the default) or "voxel" (boundary voxels, each counting 1); module docstring.
 
     ``pred``, ``gt``: bool-like arrays of one shape (2-D or 3-D); ``spacing``: mm per voxel (None = 1 mm).
     1 when both masks are empty, 0 when exactly one is.
@@ -207,22 +213,25 @@ def normalized_surface_dice(pred, gt, spacing=None, tolerance_mm: float = NSD_TO
     spacing = as_spacing(spacing, p.ndim)
     if not tolerance_mm >= 0:
         raise ValueError(f"tolerance_mm must be >= 0, got {tolerance_mm}")
+    if convention not in ("surfel", "voxel"):
+        raise ValueError(f"convention must be 'surfel' (MedSAM's) or 'voxel', got {convention!r}")
+    if p.ndim not in (2, 3):
+        raise ValueError(f"normalized_surface_dice takes 2-D or 3-D masks, got shape {p.shape}")
     if not p.any() and not g.any():
         return 1.0
     if not p.any() or not g.any():
         return 0.0
-    return nsd_from(*surface_distances(p, g, spacing), tolerance_mm)
+    if convention == "voxel":
+        return nsd_from(*surface_distances(p, g, spacing), tolerance_mm)
+    return surface_dice_at(p, g, spacing, tolerance_mm)
 
 
-def volume_metrics(pred, gt, spacing=None, distances=None) -> dict:
+def volume_metrics(pred, gt, spacing=None) -> dict:
     """Per-patient columns beside ``metrics.all_metrics``: the lesion-wise scores and counts, NSD at 2 mm and the
-    false-positive volume, for one (H, W, D) volume (the prediction's components are found once).
-
-    ``distances``: ``surfaces.surface_distances(pred, gt, spacing)`` when already computed (both masks non-empty).
-    """
+    false-positive volume, for one (H, W, D) volume (the prediction's components are found once)."""
     p, g, spacing = _volumes(pred, gt, spacing)
     p_lab, n_pred = _components(p)
-    nsd = nsd_from(*distances, NSD_TOLERANCE_MM) if distances is not None else normalized_surface_dice(p, g, spacing)
+    nsd = normalized_surface_dice(p, g, spacing)  # MedSAM's surfel convention: its own distances
     return {
         **_lesion_wise(p_lab, n_pred, g, spacing, DILATION_ITERATIONS, MIN_LESION_MM3),
         NSD_COLUMN: nsd,

@@ -35,7 +35,7 @@ from brainseg_utils.evaluation.lesionwise import (  # noqa: F401  (re-exported: 
     volume_metrics,
 )
 from brainseg_utils.evaluation.surfaces import as_pair as _pair
-from brainseg_utils.evaluation.surfaces import as_spacing, hd95_from, hd95_of, surface_distances
+from brainseg_utils.evaluation.surfaces import as_spacing, hd95_of
 
 HD95_EMPTY_PENALTY = 373.13  # mm: sqrt(240^2 + 240^2 + 155^2), a BraTS volume's diagonal
 METRICS = ("dice", "iou", "precision", "recall", "hd95")
@@ -110,18 +110,8 @@ def all_metrics(pred, gt, spacing=None) -> dict[str, float]:
 
 def case_metrics(pred, gt, spacing=None) -> dict[str, float]:
     """The per-patient row of one (H, W, D) volume: ``all_metrics`` and ``volume_metrics`` (lesion-wise Dice / HD95
-    and counts, NSD at 2 mm, false-positive mL), the surface distances computed once for HD95 and NSD."""
-    p, g = _pair(pred, gt)
-    spacing = as_spacing(spacing, p.ndim)
-    distances = surface_distances(p, g, spacing) if p.any() and g.any() else None
-    row = {
-        "dice": dice(p, g),
-        "iou": iou(p, g),
-        "precision": precision(p, g),
-        "recall": recall(p, g),
-        "hd95": hd95_from(*distances) if distances is not None else hd95(p, g, spacing),
-    }
-    return {**row, **volume_metrics(p, g, spacing, distances=distances)}
+    and counts, NSD at 2 mm, false-positive mL)."""
+    return {**all_metrics(pred, gt, spacing), **volume_metrics(pred, gt, spacing)}
 
 
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
