@@ -15,7 +15,7 @@ from brainseg_utils.app import callbacks as C
 from brainseg_utils.app import demo as D
 from brainseg_utils.app import request as R
 from brainseg_utils.app import volume as VOL
-from brainseg_utils.app.examples import Truths, write_examples
+from brainseg_utils.app.examples import Truths, examples_table, write_examples
 from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.app.upload import UploadError
 from brainseg_utils.data.brats import discover_cases
@@ -63,6 +63,8 @@ def test_dice_and_contour_of_an_example_by_hand(tmp_path):
     assert out["dice"]["sam"] == pytest.approx(2 / 3) and out["dice"]["unet"] == 0.0 and out["truth_px"] == 100
     k = 8  # a 40 x 60 slice is shown 8 x larger (480 px)
     assert tuple(out["sam_overlay"][15 * k, 19 * k + k - 1]) == (0, 230, 60), "the truth's right edge is drawn"
+    row = examples_table([out]).iloc[0]  # notebook 05's table of the examples
+    assert row["sam_dice"] == pytest.approx(2 / 3) and row["truth_px"] == 100 and row["unet_dice"] == 0.0
     text = C.summary(out, "box", Stub())
     assert "· Dice 0.667" in text and "· Dice 0.000" in text and "Ground truth: 100 px" in text
 

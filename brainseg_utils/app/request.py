@@ -1,7 +1,10 @@
 """One ``/segment`` request of the demo: load the upload, predict, draw overlays, write the result files.
 
-``segment(predictor, path, z, box_text, prompt, workdir)`` does the whole request and raises ``UploadError``
-with a plain message on bad input. Results (overlays, masks) go out as uniquely named files in a new
+``segment(predictor, path, z, box_text, prompt, workdir, truth)`` does the whole request and raises
+``UploadError`` with a plain message on bad input. The models get the slice in the orientation they were trained
+in (``predict_shown``); overlays are enlarged for the page (``display.py``), with the box and, for a test-split
+example, the ground truth's contour, whose Dice per model comes back too. ``view_image`` draws the view: the
+slice with the box being drawn. Results (overlays, masks) go out as uniquely named files in a new
 ``request-*`` folder under ``workdir``, so concurrent users never receive a file that another request is
 rewriting; ``prune_requests`` drops old folders.
 """
