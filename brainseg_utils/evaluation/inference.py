@@ -202,7 +202,9 @@ def predict_volume(
     truth = None if wt is None else np.asarray(wt).astype(bool)
     zs = np.flatnonzero(brain.reshape(-1, d).any(0))
     empty = np.zeros((h, w), np.uint8)
-    small = [resize_slice(image[..., z], empty if truth is None else truth[..., z].astype(np.uint8), img_size) for z in zs]
+    small = [
+        resize_slice(image[..., z], empty if truth is None else truth[..., z].astype(np.uint8), img_size) for z in zs
+    ]
     x = torch.from_numpy(np.stack([s[0] for s in small]).astype(np.float32)) if len(zs) else torch.zeros(0)
     gt_small = np.stack([s[1] for s in small]) if len(zs) else np.zeros((0, img_size, img_size), np.uint8)
     tick = (lambda name: None) if progress is None else (lambda name: lambda done, n: progress(name, done, n))
