@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from uploads import launch_local, nifti, raw_nifti_header, slice_png
 
+from brainseg_utils.app import callbacks as C
 from brainseg_utils.app import demo as D
 from brainseg_utils.app import request as R
 from brainseg_utils.app.predictor import Predictor
@@ -59,7 +60,8 @@ def test_predictor_outputs(predictor, tmp_path):
     r = out["res"]
     assert r["unet"].shape == (80, 96) and r["sam"].shape == (80, 96) and r["sam_ms"] > 0
     np.testing.assert_array_equal(r["box"], [40, 20, 70, 60])
-    assert out["unet_overlay"].shape == (80, 96, 3) and out["unet_overlay"].dtype == np.uint8
+    # shown enlarged 5 x (the longer side reaches 480 px), the masks stay on the slice's own grid
+    assert out["unet_overlay"].shape == (400, 480, 3) and out["unet_overlay"].dtype == np.uint8
     pngs = sorted(p for p in out["files"] if p.endswith(".png"))
     assert len(pngs) == 2 and all(re.search(r"/s_(sam|unet)_mask_[0-9a-f]{8}\.png$", p) for p in pngs), pngs
     np.testing.assert_array_equal(np.asarray(Image.open(pngs[0])) > 0, r["sam"])
@@ -75,6 +77,7 @@ def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     out = R.segment(predictor, path, 4, "10,10,40,40", "box", tmp_path)
     nii = [p for p in out["files"] if re.search(r"_sam_mask_[0-9a-f]{8}\.nii\.gz$", p)][0]
     assert any(re.search(r"/v_z4_sam_mask_[0-9a-f]{8}\.png$", p) for p in out["files"]), "0-based, as in the file"
+    assert re.search(r"/v_z4_one_slice_sam_mask_[0-9a-f]{8}\.nii\.gz$", nii), "the name says it holds one slice"
     back = nib.load(nii)
     assert back.shape == (64, 64, 10) and np.allclose(back.affine, aff) and back.get_data_dtype() == np.uint8
     m = np.asarray(back.dataobj)
@@ -92,41 +95,45 @@ def _value(update):
 
 
 def test_page_shows_the_examples_slice_in_one_convention(tmp_path):
-    show, _ = D._view_callbacks(tmp_path)
+    show, _, _ = C.view_callbacks(tmp_path)
     vol = np.zeros((64, 64, 20), np.int16)
     vol[10:50, 10:50, :] = np.random.default_rng(0).normal(100, 10, (40, 40, 20)).astype(np.int16)
     vol[20:34, 20:34, 13] = 300  # the brightest slice is 13; the example says 5
     path = str(nifti(tmp_path / "ex.nii.gz", vol))
     file, slider, view, box, *results = show(path, 5)
     assert slider["value"] == 5 and slider["maximum"] == 19 and slider["visible"] and view and box == ""
-    assert results[2] == "ex.nii.gz, slice 5 (0-based index, as in the file: 0 to 19) · press Segment"
+    assert results[2].startswith(
+        "ex.nii.gz, slice 5 (0-based index, as in the file: 0 to 19) · press Segment or Segment the whole volume"
+    )
     assert show(path)[1]["value"] == 13, "an upload (no example slice) starts on the brightest slice"
     assert show(path, 99)[1]["value"] == 19
     png = str(slice_png(tmp_path / "ex.png"))
     _, slider, _, _, *results = show(png, None)
-    assert not slider["visible"] and results[2] == "ex.png (2-D image) · press Segment"
+    assert not slider["visible"] and results[2].startswith("ex.png (2-D image) · press Segment")
+    assert "whole volume" not in results[2]
     assert "slice (0-based index, as in the file)" == f"slice ({D.SLICE_CONVENTION})"
 
 
 def test_new_file_example_or_slice_clears_the_results(tmp_path):
-    show, on_slice = D._view_callbacks(tmp_path)
+    show, on_slice, _ = C.view_callbacks(tmp_path)
     vol = np.zeros((32, 32, 6), np.int16)
     vol[4:28, 4:28] = 100
     path = str(nifti(tmp_path / "v.nii", vol))
     unet, sam, info, masks = show(path)[4:]
-    assert (unet, sam, masks) == (None, None, None) and "press Segment" in info
+    assert (_value(unet), _value(sam), masks) == (None, None, None) and "press Segment" in info
+    assert (unet["label"], sam["label"]) == C.PANEL_TITLES, "titles reset (no Dice of another image)"
     view, unet, sam, info, masks = on_slice(path, 2)
-    assert view and (unet, sam, masks) == (None, None, None) and "slice 2 " in info
-    assert show(None)[4:] == D.CLEARED and on_slice(None, 3) == (None, *D.CLEARED)
+    assert view and (_value(unet), _value(sam), masks) == (None, None, None) and "slice 2 " in info
+    assert show(None)[4:] == D.cleared() and on_slice(None, 3) == (None, *D.cleared())
 
 
 def test_bad_upload_is_a_warning_not_an_error(tmp_path, caplog):
-    show, on_slice = D._view_callbacks(tmp_path)
+    show, _, _ = C.view_callbacks(tmp_path)
     bad = tmp_path / "bad.png"
     bad.write_text("definitely not a picture" * 30)
-    with caplog.at_level("WARNING", logger=D.__name__), pytest.warns(UserWarning, match="expected a PNG"):
+    with caplog.at_level("WARNING", logger=C.__name__), pytest.warns(UserWarning, match="expected a PNG"):
         file, slider, view, box, unet, sam, info, masks = show(str(bad))
-    assert file is None and view is None and box == "" and (unet, sam, masks) == (None, None, None)
+    assert file is None and view is None and box == "" and (_value(unet), _value(sam), masks) == (None, None, None)
     assert slider["interactive"] and slider["visible"] and slider["maximum"] == D.SLIDER_MAX_BEFORE_UPLOAD
     assert info.startswith("**Not shown:** bad.png: expected a PNG, JPEG or TIFF image")
     assert [r.getMessage()[:30] for r in caplog.records] == ["upload refused: bad.png: expec"]
@@ -205,7 +212,7 @@ def test_server_survives_bad_uploads(served, tmp_path, capfd, caplog):
     assert unet_img is not None, "the next good request still works"
     err = capfd.readouterr().err
     assert "Traceback" not in err, err[-3000:]
-    refused = [r.getMessage() for r in caplog.records if r.name == D.__name__]
+    refused = [r.getMessage() for r in caplog.records if r.name == C.__name__]
     assert len(refused) == 3 and refused[0].startswith("segment refused: bad.png: expected a PNG"), refused
 
 
@@ -270,7 +277,7 @@ def test_twenty_concurrent_clients(tmp_path_factory, tmp_path):
             served += 1
         assert served >= 1
         unet_img, *_ = clients[0].predict(handle_file(str(png)), 0, "", "unet_box", api_name="/segment")
-        assert Image.open(unet_img).size == (96, 80), "the server still answers"
+        assert Image.open(unet_img).size == (480, 400), "the server still answers"
     finally:
         demo.close()
 

@@ -7,7 +7,6 @@ skipped locally, and fails in CI (BRAINSEG_REQUIRE_BROWSER=1) so the check canno
 
 import os
 import re
-import shutil
 import time
 
 import numpy as np
@@ -16,13 +15,15 @@ import torch
 from PIL import Image
 from uploads import launch_local, nifti
 
+from brainseg_utils.app import browser as B
 from brainseg_utils.app import demo as D
+from brainseg_utils.app import display as V
 from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.models.sam.backends import build_backend
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM, DRIVER = B.chromium_paths()
 
 
 def _browser():
@@ -30,43 +31,10 @@ def _browser():
         if os.environ.get("BRAINSEG_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium / chromedriver missing; .ci/run installs the Debian packages")
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+    return B.chrome(1280, 800)  # a laptop screen: the examples must be visible without scrolling
 
 
-def _box_value(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, "#box textarea").get_attribute("value")
-
-
-def _text(driver, css: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, css).text
-
-
-def _has(driver, css: str) -> bool:
-    from selenium.webdriver.common.by import By
-
-    return bool(driver.find_elements(By.CSS_SELECTOR, css))
+_box_value, _text, _has = B.box_value, B.text, B.has
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +52,13 @@ def page(tmp_path_factory):
     Image.fromarray(
         ((np.hypot(yy - 48, xx - 48) < 35) * 110 + (np.hypot(yy - 40, xx - 52) < 9) * 140).astype(np.uint8)
     ).save(ex)
+    truth = ex.parent / "example_slice_truth.png"  # a test-split example's ground truth: the bright spot
+    Image.fromarray(((np.hypot(yy - 40, xx - 52) < 9) * 255).astype(np.uint8)).save(truth)
     vol = np.zeros((64, 64, 20), np.int16)
     vol[10:50, 10:50, :] = np.random.default_rng(0).normal(100, 10, (40, 40, 20)).astype(np.int16)
     vol[20:34, 20:34, 13] = 300
     vol_path = nifti(ex.parent / "example_vol.nii.gz", vol)
-    demo = D.build_demo(pred, [[str(ex), None], [str(vol_path), 5]], tmp / "work")
+    demo = D.build_demo(pred, [[str(ex), None, str(truth)], [str(vol_path), 5]], tmp / "work")
     url = launch_local(demo, allowed_paths=[str(ex.parent)])
     try:
         yield driver, url, tmp
@@ -98,57 +68,57 @@ def page(tmp_path_factory):
 
 
 def _open(driver, url):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url)
-    wait = WebDriverWait(driver, 90)
-    wait.until(EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Segment']")))
-    return wait
+    return B.open_page(driver, url)
 
 
 def _pick_example(driver, wait, name: str):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-
-    # gr.Examples renders each example's label (example_label) in the #examples block
-    wait.until(EC.element_to_be_clickable((By.XPATH, f"//*[@id='examples']//*[contains(text(), '{name}')]"))).click()
-    wait.until(lambda d: name in _text(d, "#info") and "press Segment" in _text(d, "#info"))
+    B.pick_example(driver, wait, name)
 
 
 def _segment(driver, wait):
-    from selenium.webdriver.common.by import By
-
-    driver.find_element(By.XPATH, "//button[normalize-space()='Segment']").click()
-    wait.until(lambda d: "U-Net:" in _text(d, "#info") and _has(d, "#unet img"))
+    B.segment(driver, wait)
 
 
 def test_page_predicts_on_an_example(page):
-    from selenium.webdriver.common.action_chains import ActionChains
+    """At 1280 x 800: examples visible without scrolling; the enlarged view (>= 480 px on screen) shows the first
+    corner after one click and the box after two; the results come with the example's ground truth and Dice."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
 
     driver, url, tmp = page
     wait = _open(driver, url)
+    bottom = driver.execute_script("return document.querySelector('#examples').getBoundingClientRect().bottom")
+    assert bottom <= driver.execute_script("return window.innerHeight"), "examples visible without scrolling"
     _pick_example(driver, wait, "example_slice.png")
-    assert "example_slice.png (2-D image)" in _text(driver, "#info")
+    assert "example_slice.png (2-D image)" in _text(driver, "#info") and "ground truth" in _text(driver, "#info")
     slider = driver.find_elements(By.CSS_SELECTOR, "#slice")
     assert not slider or not slider[0].is_displayed(), "a 2-D image has no slice number (the slider is hidden)"
-    # two clicks on the displayed slice (96 x 96 px) draw a box
-    img = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#view img")))
-    w, h = img.size["width"], img.size["height"]
-    ActionChains(driver).move_to_element_with_offset(img, -w // 4, -h // 4).click().perform()
-    wait.until(lambda d: _box_value(d).endswith(";"))
-    ActionChains(driver).move_to_element_with_offset(img, w // 4, h // 4).click().perform()
-    wait.until(lambda d: _box_value(d).count(",") == 3)
-    x0, y0, x1, y1 = (float(v) for v in _box_value(driver).split(","))
-    assert abs(x0 - 24) <= 2 and abs(y0 - 24) <= 2 and abs(x1 - 72) <= 2 and abs(y1 - 72) <= 2
+    drawn = B.drawn_box(driver)
+    assert max(drawn[2:]) >= 480, f"the view is drawn {drawn[2]:.0f} x {drawn[3]:.0f} px on screen"
+    plain = B.picture(driver, "#view img")
+    assert plain.shape == (480, 480, 3), "a 96 x 96 slice is served 5 x larger"
+    before = B.view_src(driver)
+    B.click_view(driver, 0.25, 0.25)
+    wait.until(lambda d: _box_value(d).endswith(";") and B.view_src(d) != before)
+    x, y = (int(v) for v in _box_value(driver)[:-1].split(","))
+    assert abs(x - 24) <= 1 and abs(y - 24) <= 1
+    assert tuple(B.picture(driver, "#view img")[y * 5, x * 5]) == V.BOX_COLOUR, "the first corner is marked"
+    first = B.view_src(driver)
+    B.click_view(driver, 0.75, 0.75)
+    wait.until(lambda d: _box_value(d).count(",") == 3 and B.view_src(d) != first)
+    x0, y0, x1, y1 = (int(v) for v in _box_value(driver).split(","))
+    assert abs(x0 - 24) <= 1 and abs(y0 - 24) <= 1 and abs(x1 - 72) <= 1 and abs(y1 - 72) <= 1
+    shown = B.picture(driver, "#view img")
+    mid = (y0 + y1) * 5 // 2
+    for row, col in ((y0 * 5, mid), (y1 * 5 + 4, mid), (mid, x0 * 5), (mid, x1 * 5 + 4)):  # the four edges
+        assert tuple(shown[row, col]) == V.BOX_COLOUR, (row, col)
+    assert tuple(shown[mid, mid]) == tuple(plain[mid, mid]), "the inside is the slice"
     driver.find_element(By.XPATH, "//label[normalize-space()='Box you draw (two clicks on the slice)']").click()
-    driver.find_element(By.XPATH, "//button[normalize-space()='Segment']").click()
+    B.button(driver, "Segment").click()
     wait.until(lambda d: "SAM, prompt 'Box you draw" in _text(d, "#info"))
     info = _text(driver, "#info")
     assert "U-Net:" in info and "ms" in info and not re.search(r"slice \d", info)
+    assert "Ground truth:" in info and info.count("Dice") >= 2 and "steady" in info
+    wait.until(lambda d: "Dice" in _text(d, "#unet") and "Dice" in _text(d, "#sam"))  # next to each output
     driver.save_screenshot(str(tmp / "page.png"))
 
 
@@ -159,7 +129,7 @@ def test_results_cleared_when_another_example_is_picked(page):
     wait = _open(driver, url)
     table = _text(driver, "#examples")
     assert "example_vol.nii.gz, slice 5 (0-based index, as in the file)" in table, table
-    assert re.search(r"example_slice\.png\s*(\n|$)", table), f"a 2-D example shows no slice number: {table!r}"
+    assert re.search(r"example_slice\.png · ground truth, Dice\s*(\n|$)", table), f"no slice number for 2-D: {table!r}"
     _pick_example(driver, wait, "example_slice.png")
     _segment(driver, wait)
     assert _has(driver, "#sam img") and _has(driver, "#masks a")
@@ -169,7 +139,11 @@ def test_results_cleared_when_another_example_is_picked(page):
     time.sleep(1)  # nothing may come back late
     assert not _has(driver, "#unet img") and not _has(driver, "#sam img") and not _has(driver, "#masks a")
     _segment(driver, wait)
-    assert "slice 5 (0-based" in _text(driver, "#info")
+    assert "slice 5 (0-based" in _text(driver, "#info") and "slice 5 only" in _text(driver, "#info")
+    assert "_z5_one_slice_unet_mask_" in _text(driver, "#masks")
+    B.segment(driver, wait, whole_volume=True)
+    assert "example_vol.nii.gz: the whole volume" in _text(driver, "#info")
+    assert "_all_slices_unet_mask_" in _text(driver, "#masks") and "whole volume" in _text(driver, "#unet")
 
 
 def test_page_recovers_after_a_refused_upload(page):

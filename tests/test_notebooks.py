@@ -345,5 +345,8 @@ def test_05_demo_headless(nb_run, run02, run03):
     assert (out / "figures" / "demo_examples.png").stat().st_size > 10_000
     examples = sorted(p.name for p in (out / "demo" / "examples").iterdir())
     assert any(n.endswith(".png") for n in examples) and any(n.endswith("_flair.nii.gz") for n in examples)
+    assert any(n.endswith("_truth.png") for n in examples) and any(n.endswith("_truth.nii.gz") for n in examples)
     text = "\\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "LAUNCH_DEMO=False: not launched" in text
+    tables = "".join(o.get("data", {}).get("text/plain", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "unet_dice" in tables and "sam_dice" in tables, "the examples' table lists ground truth and Dice"

@@ -1,7 +1,10 @@
 """One ``/segment`` request of the demo: load the upload, predict, draw overlays, write the result files.
 
-``segment(predictor, path, z, box_text, prompt, workdir)`` does the whole request and raises ``UploadError``
-with a plain message on bad input. Results (overlays, masks) go out as uniquely named files in a new
+``segment(predictor, path, z, box_text, prompt, workdir, truth)`` does the whole request and raises
+``UploadError`` with a plain message on bad input. The models get the slice in the orientation they were trained
+in (``predict_shown``); overlays are enlarged for the page (``display.py``), with the box and, for a test-split
+example, the ground truth's contour, whose Dice per model comes back too. ``view_image`` draws the view: the
+slice with the box being drawn. Results (overlays, masks) go out as uniquely named files in a new
 ``request-*`` folder under ``workdir``, so concurrent users never receive a file that another request is
 rewriting; ``prune_requests`` drops old folders.
 """
@@ -13,9 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
+from brainseg_utils.app.display import (
+    box_from_model,
+    box_to_model,
+    display_factor,
+    draw_box,
+    draw_contour,
+    draw_point,
+    to_model_plane,
+    upscale,
+)
 from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.app.upload import Upload, UploadError, cached_upload
 from brainseg_utils.data.volumes import save_mask
+from brainseg_utils.evaluation.metrics import dice
 
 REQUEST_PREFIX = "request-"  # per-request result folders under the demo's workdir
 
@@ -47,20 +61,53 @@ def parse_box(text: str, h: int, w: int) -> np.ndarray | None:
     return np.array([max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1)], np.float32)
 
 
-def overlay(sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=None) -> np.ndarray:
-    """uint8 RGB (H, W, 3) of the slice with the mask blended in and the box outlined."""
+def overlay(
+    sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=None, truth=None, k: int = 1
+) -> np.ndarray:
+    """uint8 RGB (H * k, W * k, 3): the slice (float (H, W) in [0, 1]) with ``mask`` blended in, enlarged k times
+    (``display``: nearest neighbour), ``box`` (XYXY, slice pixels) outlined in yellow and the ground truth
+    ``truth`` (bool (H, W)) as a green contour."""
     grey = (np.clip(sl, 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([grey] * 3, -1).astype(np.float32)
     if mask is not None and mask.any():
         rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(colour, np.float32)
+    rgb = upscale(rgb.astype(np.uint8), k)
+    if truth is not None:
+        draw_contour(rgb, truth, k)
     if box is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        rgb[y0, x0 : x1 + 1] = rgb[y1, x0 : x1 + 1] = (255, 255, 0)
-        rgb[y0 : y1 + 1, x0] = rgb[y0 : y1 + 1, x1] = (255, 255, 0)
-    return rgb.astype(np.uint8)
+        draw_box(rgb, box, k)
+    return rgb
 
 
-def _token() -> str:
+def parse_corner(text: str, h: int, w: int) -> tuple[int, int] | None:
+    """The first corner of a box being drawn: "x,y;" (slice pixels) -> (x, y); anything else -> None."""
+    text = (text or "").strip()
+    if not text.endswith(";"):
+        return None
+    try:
+        x, y = (int(float(v)) for v in text[:-1].split(","))
+    except ValueError:
+        raise UploadError(f"a first box corner is x,y; got {text!r}") from None
+    if not (0 <= x < w and 0 <= y < h):
+        raise UploadError(f"corner {x},{y} lies outside the {w} x {h} slice")
+    return x, y
+
+
+def view_image(sl: np.ndarray, box_text: str) -> np.ndarray:
+    """The slice as the view shows it: enlarged (``display_factor``), with the box being drawn: its first
+    corner ("x,y;") marked, or the whole box ("x0,y0,x1,y1") outlined. Raises ``UploadError`` on a bad box."""
+    h, w = sl.shape
+    k = display_factor(h, w)
+    disp = overlay(sl, None, k=k)
+    corner = parse_corner(box_text, h, w)
+    if corner is not None:
+        return draw_point(disp, *corner, k)
+    box = parse_box(box_text, h, w)
+    return disp if box is None else draw_box(disp, box, k)
+
+
+def new_token() -> str:
+    """8 hex digits that make a result file's name unique (see ``save_png``)."""
     return uuid.uuid4().hex[:8]
 
 
@@ -72,7 +119,7 @@ def save_png(arr: np.ndarray, folder: Path, name: str) -> str:
     rewritten while the first is still being downloaded (empty or cut images)."""
     from PIL import Image
 
-    path = folder / f"{name}_{_token()}.png"
+    path = folder / f"{name}_{new_token()}.png"
     Image.fromarray(arr).save(path)
     return str(path)
 
@@ -82,7 +129,7 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
 
     paths = []
     stem = Path(up.name).name.replace(".nii.gz", "").rsplit(".", 1)[0]
-    token = _token()  # unique names: see save_png
+    token = new_token()  # unique names: see save_png
     where = f"_z{z}" if up.volume.shape[2] > 1 else ""  # 0-based slice index, as in the file; none for 2-D
     for name, mask in masks.items():
         if mask is None:
@@ -90,24 +137,34 @@ def _save_masks(up: Upload, z: int, masks: dict[str, np.ndarray], folder: Path) 
         png = folder / f"{stem}{where}_{name}_mask_{token}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(png)
         paths.append(str(png))
-        if up.kind == "nifti":
+        if up.kind == "nifti":  # the volume's grid, this slice only (the name says so; the others are 0)
             vol = np.zeros(up.volume.shape, np.uint8)
             vol[:, :, z] = mask
-            paths.append(str(save_mask(vol, up.affine, up.header, folder / f"{stem}_{name}_mask_{token}.nii.gz")))
+            nii = folder / f"{stem}{where}_one_slice_{name}_mask_{token}.nii.gz"
+            paths.append(str(save_mask(vol, up.affine, up.header, nii)))
     return paths
 
 
 # The display convention of the rest of the project: volume[:, :, z] rotated so anterior is up.
 # Uploaded 2-D images are shown as they are.
 def display_slice(up: Upload, z: int) -> np.ndarray:
-    sl = up.volume[:, :, z]
-    return np.rot90(sl) if up.kind == "nifti" else sl
+    return display_plane(up.volume, up.kind, z)
 
 
-def segment(predictor: Predictor, path: str, z: int | None, box_text: str, prompt: str, workdir: Path) -> dict:
+def display_plane(vol: np.ndarray, kind: str, z: int) -> np.ndarray:
+    """Slice z of an upload's (H, W, D) array (its volume, a mask or a ground truth) as the page shows it."""
+    sl = vol[:, :, z]
+    return np.rot90(sl) if kind == "nifti" else sl
+
+
+def segment(
+    predictor: Predictor, path: str, z: int | None, box_text: str, prompt: str, workdir: Path, truth=None
+) -> dict:
     """The whole request: validate + load, predict, overlays, mask files. Raises ``UploadError``.
 
-    ``z``: the slice, 0-based as in the file; None only for a 2-D image."""
+    ``z``: the slice, 0-based as in the file; None only for a 2-D image. ``truth``: bool (H, W, D), the
+    ground truth of a test-split example in the upload's own layout (``examples.Truths``), or None: then
+    its contour is drawn on both results and ``dice`` holds each model's Dice on this slice (both empty: 1)."""
     if not path:
         raise UploadError("upload an image (PNG/JPG/TIFF) or a NIfTI volume first")
     up = cached_upload(path)
@@ -117,29 +174,55 @@ def segment(predictor: Predictor, path: str, z: int | None, box_text: str, promp
     z = 0 if z is None else int(z)  # None: a 2-D image (an example row without a slice)
     if not 0 <= z < depth:
         raise UploadError(f"slice {z} is outside the volume (0 to {depth - 1})")
+    if corner_pending(box_text):
+        raise UploadError("click a second corner to finish the box (or clear it)")
     sl = display_slice(up, z)
     box = parse_box(box_text, *sl.shape)
-    res = predictor(sl, box, prompt)
+    res = predict_shown(predictor, sl, box, prompt)
     out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
     masks = {"unet": res["unet"], "sam": res["sam"]}
     files = _save_masks(
         up, z, {k: (np.rot90(v, -1) if up.kind == "nifti" and v is not None else v) for k, v in masks.items()}, out_dir
     )
     px = {k: int(v.sum()) for k, v in masks.items() if v is not None}
-    unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None)
-    sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"])
+    t = None if truth is None else display_plane(truth, up.kind, z)
+    scores = {} if t is None else {k: dice(v, t) for k, v in masks.items() if v is not None}
+    k = display_factor(*sl.shape)
+    unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None, t, k)
+    sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"], t, k)
     return {
         "unet_overlay": unet_ov,
         "sam_overlay": sam_ov,
         "unet_overlay_png": save_png(unet_ov, out_dir, "unet_overlay"),
         "sam_overlay_png": save_png(sam_ov, out_dir, "sam_overlay"),
         "info": px,
+        "dice": scores,
+        "truth_px": None if t is None else int(t.sum()),
         "res": res,
         "files": files,
         "z": z,
         "depth": depth,
         "name": up.name,
     }
+
+
+def predict_shown(predictor: Predictor, sl: np.ndarray, box, prompt: str) -> dict:
+    """``predictor`` on a slice as the page shows it: run in the orientation the models were trained in (the
+    file's, ``display.to_model_plane``; a 2-D picture is taken to be shown that way too), masks and box
+    returned in the shown frame."""
+    h = sl.shape[0]
+    res = predictor(np.ascontiguousarray(to_model_plane(sl)), None if box is None else box_to_model(box, h), prompt)
+    for key in ("unet", "sam"):
+        if res[key] is not None:
+            res[key] = np.ascontiguousarray(np.rot90(res[key]))
+    if res["box"] is not None:
+        res["box"] = box_from_model(res["box"], h)
+    return res
+
+
+def corner_pending(box_text: str) -> bool:
+    """True while a box is half drawn (one corner clicked: "x,y;")."""
+    return bool(box_text) and box_text.strip().endswith(";")
 
 
 def prune_requests(workdir: Path, max_age_s: float = 600.0) -> None:

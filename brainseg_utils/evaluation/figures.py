@@ -319,15 +319,20 @@ def dice_vs_size(per_slice: pd.DataFrame, dataset: str):
 
 
 def demo_figure(results: list[dict], names: list[str], dataset: str):
-    """One row per example: U-Net overlay | SAM overlay, with areas and latencies in the titles."""
+    """One row per example: U-Net overlay | SAM overlay, with areas, latencies and (ground truth given) Dice in
+    the titles; the ground truth's contour is in the overlays."""
     fig, axes = plt.subplots(len(results), 2, figsize=(8, 4 * len(results)), squeeze=False)
     for r, (res, name) in enumerate(zip(results, names, strict=True)):
         info, lat = res["info"], res["res"]
         axes[r, 0].imshow(res["unet_overlay"])
-        axes[r, 0].set_title(f"{Path(name).name}\nU-Net: {info['unet']} px, {lat['unet_ms']:.0f} ms", fontsize=8)
+        dice = res.get("dice") or {}  # a test-split example's Dice on its slice (demo: examples.Truths)
+        score = {k: f", Dice {v:.2f}" for k, v in dice.items()}
+        axes[r, 0].set_title(
+            f"{Path(name).name}\nU-Net: {info['unet']} px, {lat['unet_ms']:.0f} ms{score.get('unet', '')}", fontsize=8
+        )
         axes[r, 1].imshow(res["sam_overlay"])
         sam_txt = (
-            f"SAM (U-Net box): {info['sam']} px, {lat['sam_ms']:.0f} ms"
+            f"SAM (U-Net box): {info['sam']} px, {lat['sam_ms']:.0f} ms{score.get('sam', '')}"
             if lat["sam"] is not None
             else f"SAM: {lat['sam_note']}"
         )

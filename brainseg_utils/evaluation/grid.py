@@ -38,6 +38,12 @@ def to_cache_size(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def batched(fn, n: int, batch: int) -> torch.Tensor:
-    """``fn(start, stop)`` over ``range(n)`` in chunks of ``batch``, results concatenated (empty when n = 0)."""
-    return torch.cat([fn(i, min(i + batch, n)) for i in range(0, n, batch)]) if n else torch.zeros(0)
+def batched(fn, n: int, batch: int, progress=None) -> torch.Tensor:
+    """``fn(start, stop)`` over ``range(n)`` in chunks of ``batch``, results concatenated (empty when n = 0).
+    ``progress``: called as ``progress(done, n)`` after each chunk (e.g. the demo's progress bar)."""
+    parts = []
+    for i in range(0, n, batch):
+        parts.append(fn(i, min(i + batch, n)))
+        if progress is not None:
+            progress(min(i + batch, n), n)
+    return torch.cat(parts) if n else torch.zeros(0)

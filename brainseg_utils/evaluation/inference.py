@@ -168,18 +168,46 @@ def predict_case(
 ) -> dict:
     """Predicted whole-tumour volumes of every model for one case, plus the truth and geometry.
 
-    Returns {"gt": bool (H, W, D), "pred": {model: bool (H, W, D)}, "brain_z": int array,
-    "affine", "spacing", "flair": float32 (H, W, D) in [0, 1], "sample": float32 (C, S, S) the brain
-    slice with the largest tumour at cache size, "sample_box": its ground-truth XYXY box or None}
-    (the sample is what latency is measured on).
+    Returns ``predict_volume``'s dict plus "affine" and "flair": float32 (H, W, D) in [0, 1].
     """
     vol = load_case(case, modalities)
-    image, wt, brain = vol["image"], vol["wt"].astype(bool), vol["brain"]
-    h, w, d = wt.shape
+    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
+    out = predict_volume(models, vol["image"], vol["brain"], spacing, img_size, device, batch, stages, vol["wt"])
+    return {**out, "affine": vol["affine"], "flair": vol["image"][0]}
+
+
+@torch.no_grad()
+def predict_volume(
+    models: Models,
+    image: np.ndarray,
+    brain: np.ndarray,
+    spacing: tuple,
+    img_size: int,
+    device="cpu",
+    batch: int = 8,
+    stages: Stages | None = None,
+    wt: np.ndarray | None = None,
+    progress=None,
+) -> dict:
+    """Every model on every brain slice of one volume (evaluation's ``predict_case``; the demo's whole volume).
+
+    ``image`` float32 (C, H, W, D) in [0, 1]; ``brain`` bool (H, W, D): slices with any brain voxel are
+    predicted, the others stay empty; ``wt`` the truth (H, W, D) in {0, 1}, or None (the oracle-box variants,
+    which need it, are then skipped); ``progress(stage, done, total)`` after each batch.
+    Returns {"gt": bool (H, W, D) or None, "pred": {model: bool (H, W, D)}, "brain_z": int array,
+    "spacing", "sample": float32 (C, S, S) the brain slice with the largest tumour at cache size,
+    "sample_box": its ground-truth XYXY box or None} (the sample is what latency is measured on).
+    """
+    h, w, d = brain.shape
+    truth = None if wt is None else np.asarray(wt).astype(bool)
     zs = np.flatnonzero(brain.reshape(-1, d).any(0))
-    small = [resize_slice(image[..., z], wt[..., z].astype(np.uint8), img_size) for z in zs]
+    empty = np.zeros((h, w), np.uint8)
+    small = [
+        resize_slice(image[..., z], empty if truth is None else truth[..., z].astype(np.uint8), img_size) for z in zs
+    ]
     x = torch.from_numpy(np.stack([s[0] for s in small]).astype(np.float32)) if len(zs) else torch.zeros(0)
     gt_small = np.stack([s[1] for s in small]) if len(zs) else np.zeros((0, img_size, img_size), np.uint8)
+    tick = (lambda name: None) if progress is None else (lambda name: lambda done, n: progress(name, done, n))
 
     preds: dict[str, np.ndarray] = {}
 
@@ -190,9 +218,10 @@ def predict_case(
 
     stage = stages or (lambda *a, **k: nullcontext())  # time and memory of each stage, when asked
     with stage("unet", device):
-        unet_logits = batched(lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch)
+        unet_logits = batched(
+            lambda a, b: models.unet(x[a:b].to(device))[:, 0].float().cpu(), len(zs), batch, tick("unet")
+        )
         preds["unet"] = place(to_native(unet_logits, h, w))
-    spacing = tuple(float(s) for s in nib.load(case.images["flair"]).header.get_zooms()[:3])
     unet_small = (unet_logits > 0).numpy()  # what the cascade's boxes come from: the U-Net's mask ...
     if models.cleanup is not None:  # ... after the 3-D clean-up, resized like the cache's masks
         with stage("clean", device):
@@ -207,31 +236,31 @@ def predict_case(
                 models.backends[bname],
                 decoders,
                 x,
-                gt_small,
+                None if truth is None else gt_small,
                 unet_small,
                 device,
                 batch,
                 lambda p: place(to_native(p, h, w)),
                 stage,
+                tick,
             )
         )
     k = int(gt_small.reshape(len(zs), -1).sum(1).argmax()) if len(zs) else None  # largest tumour slice
     return {
-        "gt": wt,
+        "gt": truth,
         "pred": preds,
         "brain_z": zs,
-        "affine": vol["affine"],
         "spacing": spacing,
-        "flair": image[0],
         "sample": None if k is None else x[k].numpy(),
         "sample_box": None if k is None else mask_to_box(gt_small[k]),
     }
 
 
 @torch.no_grad()
-def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish, stage) -> dict:
+def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, batch, finish, stage, tick) -> dict:
     """SAM variants of one backend on a case's brain slices ``x`` (n, C, S, S); ``finish`` maps
-    (n, L, L) low-resolution logits to a native-grid volume. Each slice is encoded at most once;
+    (n, L, L) low-resolution logits to a native-grid volume; ``gt_small`` None: no truth, no oracle variants;
+    ``tick(stage)``: a progress callback for ``batched`` or None. Each slice is encoded at most once;
     slices without a prompt (box variants) get a large negative logit, i.e. an empty mask. The oracle variants
     get the ground-truth box (one around the whole tumour); ``unet_box`` one box per connected component of
     ``unet_small`` (the cleaned U-Net mask), masks united."""
@@ -240,10 +269,12 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
     if "none" in decoders:
         need[:] = True
     if "box" in decoders:
-        need |= gt_small.reshape(n, -1).any(1) | unet_small.reshape(n, -1).any(1)
+        need |= unet_small.reshape(n, -1).any(1) | (False if gt_small is None else gt_small.reshape(n, -1).any(1))
     idx = np.flatnonzero(need)
     with stage(f"encode {bname}", device, slices=len(idx)):
-        emb = batched(lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch)
+        emb = batched(
+            lambda a, b: backend.encode(x[idx[a:b]].to(device)).float().cpu(), len(idx), batch, tick(f"SAM {bname}")
+        )
     pos = {int(i): k for k, i in enumerate(idx)}
 
     def run(dec, rows, boxes):
@@ -276,7 +307,7 @@ def _sam_predictions(bname, backend, decoders, x, gt_small, unet_small, device, 
         ("box_zeroshot", f"sam_{bname}_box_zeroshot", gt_small),
     ]
     for key, name, source in jobs:
-        if key in decoders:
+        if key in decoders and source is not None:
             rows = np.flatnonzero(source.reshape(n, -1).any(1))
             boxes = (
                 boxes_for_masks(source[rows]) if name.endswith("_unet_box") else [mask_to_box(source[r]) for r in rows]
