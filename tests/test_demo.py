@@ -69,6 +69,33 @@ def test_predictor_outputs(predictor, tmp_path):
     assert none["sam"].shape == (80, 96) and none["box"] is None
 
 
+class _TwoBlobUNet(torch.nn.Module):
+    """A stand-in U-Net whose mask is two squares: rows 5-14 x cols 8-19 and rows 40-45 x cols 40-47."""
+
+    config = {"in_channels": 1}
+
+    def forward(self, x):
+        out = torch.full((x.shape[0], 1, *x.shape[-2:]), -10.0)
+        out[:, :, 5:15, 8:20] = 10.0
+        out[:, :, 40:46, 40:48] = 10.0
+        return out
+
+
+def test_unet_box_prompt_gives_one_box_per_component(predictor):
+    """As the evaluation's cascade: one XYXY box per 8-connected U-Net component, largest first, all drawn."""
+    p = Predictor(_TwoBlobUNet(), 64, predictor.sam_box, predictor.sam_none, predictor.backend, "cpu")
+    sl = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    r = p(sl, None, "unet_box")
+    np.testing.assert_array_equal(r["boxes"], [[8, 5, 19, 14], [40, 40, 47, 45]])
+    np.testing.assert_array_equal(r["box"], [8, 5, 19, 14])
+    assert r["sam"].shape == (64, 64) and r["sam_ms"] > 0
+    one = p(sl, np.array([8, 5, 19, 14], np.float32), "box")
+    assert one["boxes"] is None  # a drawn box is the only box
+    rgb = R.overlay(sl, r["sam"], box=r["boxes"])
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 200) & (rgb[..., 2] < 80)
+    assert yellow[5, 8:20].all() and yellow[40, 40:48].all()  # both boxes' top edges
+
+
 def test_nifti_masks_are_written_in_volume_space(predictor, tmp_path):
     vol = np.zeros((64, 64, 10), np.int16)
     vol[10:50, 12:52, :] = 100

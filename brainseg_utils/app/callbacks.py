@@ -222,6 +222,7 @@ def summary(out: dict, prompt: str, predictor: Predictor, notice: str = "") -> s
             f"- SAM, prompt {PROMPT_LABELS[prompt]!r}: {out['info']['sam']} px, {r['sam_ms']:.0f} ms "
             "(encoder + decoder)"
             + (f" · box {', '.join(f'{v:.0f}' for v in r['box'])}" if r["box"] is not None else "")
+            + (f" and {len(r['boxes']) - 1} more (one per U-Net component)" if _many(r.get("boxes")) else "")
             + _score(out, "sam")
         )
     if r["sam_note"]:
@@ -333,3 +334,7 @@ def volume_callback(predictor: Predictor, workdir: Path, truths: Truths | None =
         return *pics, volume_summary(out, z, predictor), out["files"], tuple(titles)
 
     return run_volume
+
+
+def _many(boxes) -> bool:
+    return boxes is not None and len(boxes) > 1

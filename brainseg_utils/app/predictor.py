@@ -17,10 +17,11 @@ import torch
 
 from brainseg_utils.app.upload import UploadError
 from brainseg_utils.data.slices import box_to_cache, resize_slice
+from brainseg_utils.evaluation.cascade import component_boxes
 from brainseg_utils.evaluation.grid import to_native
 from brainseg_utils.evaluation.inference import load_sam_decoder, load_unet
 from brainseg_utils.models.sam.discovery import backend_for_decoder
-from brainseg_utils.models.sam.prompts import PROMPTS, mask_to_box
+from brainseg_utils.models.sam.prompts import PROMPTS
 from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device
 from brainseg_utils.runtime.env import missing_hint
 from brainseg_utils.runtime.paths import RunDir
@@ -78,12 +79,16 @@ class Predictor:
         logits = self.unet(x)[:, 0].cpu()
         unet_ms = (time.perf_counter() - t0) * 1000
         unet_mask = to_native(logits, h, w)[0]
-        out = {"unet": unet_mask, "unet_ms": unet_ms, "sam": None, "sam_ms": None, "box": None, "sam_note": ""}
+        out = {"unet": unet_mask, "unet_ms": unet_ms, "sam": None, "sam_ms": None, "box": None, "boxes": None}
+        out["sam_note"] = ""
         if self.backend is None:
             out["sam_note"] = "no SAM decoder in this run"
             return out
-        if prompt == "unet_box":
-            box = mask_to_box(unet_mask)
+        boxes = None
+        if prompt == "unet_box":  # as the evaluation's cascade: one box per 8-connected component, largest first
+            boxes = component_boxes(unet_mask)
+            boxes = boxes[~np.isnan(boxes).any(1)]
+            box = boxes[0] if len(boxes) else None
         elif prompt == "none":
             box = None
         if prompt != "none" and box is None:
@@ -98,9 +103,11 @@ class Predictor:
         emb = self.backend.encode(x)
         # slice frame -> padded square -> cache size (the geometry resize_slice applied to the image)
         bx = None if box is None else torch.from_numpy(box_to_cache(box, h, w, self.img_size))[None].to(self.device)
-        sam_logits = dec.low_res_logits(emb, bx)[:, 0].cpu()  # 256 x 256, straight to the native grid
+        if boxes is not None and len(boxes) > 1:  # (1, K, 4): the decoder per box, masks united
+            bx = torch.from_numpy(np.stack([box_to_cache(b, h, w, self.img_size) for b in boxes]))[None]
+        sam_logits = dec.low_res_logits(emb, bx.to(self.device) if bx is not None else None)[:, 0].cpu()
         out["sam_ms"] = (time.perf_counter() - t0) * 1000
-        out["sam"], out["box"] = to_native(sam_logits, h, w)[0], box
+        out["sam"], out["box"], out["boxes"] = to_native(sam_logits, h, w)[0], box, boxes
         return out
 
 

@@ -65,7 +65,7 @@ def overlay(
     sl: np.ndarray, mask: np.ndarray | None, colour=(255, 80, 30), box=None, truth=None, k: int = 1
 ) -> np.ndarray:
     """uint8 RGB (H * k, W * k, 3): the slice (float (H, W) in [0, 1]) with ``mask`` blended in, enlarged k times
-    (``display``: nearest neighbour), ``box`` (XYXY, slice pixels) outlined in yellow and the ground truth
+    (``display``: nearest neighbour), ``box`` (XYXY, slice pixels; or (K, 4) boxes) outlined in yellow, the truth
     ``truth`` (bool (H, W)) as a green contour."""
     grey = (np.clip(sl, 0, 1) * 255).astype(np.uint8)
     rgb = np.stack([grey] * 3, -1).astype(np.float32)
@@ -75,7 +75,8 @@ def overlay(
     if truth is not None:
         draw_contour(rgb, truth, k)
     if box is not None:
-        draw_box(rgb, box, k)
+        for b in np.asarray(box, np.float32).reshape(-1, 4):  # one box, or the cascade's one per component
+            draw_box(rgb, b, k)
     return rgb
 
 
@@ -188,8 +189,9 @@ def segment(
     t = None if truth is None else display_plane(truth, up.kind, z)
     scores = {} if t is None else {k: dice(v, t) for k, v in masks.items() if v is not None}
     k = display_factor(*sl.shape)
-    unet_ov = overlay(sl, res["unet"], (255, 80, 30), res["box"] if prompt == "unet_box" else None, t, k)
-    sam_ov = overlay(sl, res["sam"], (30, 160, 255), res["box"], t, k)
+    boxes = res["boxes"] if res.get("boxes") is not None else res["box"]
+    unet_ov = overlay(sl, res["unet"], (255, 80, 30), boxes if prompt == "unet_box" else None, t, k)
+    sam_ov = overlay(sl, res["sam"], (30, 160, 255), boxes, t, k)
     return {
         "unet_overlay": unet_ov,
         "sam_overlay": sam_ov,
@@ -217,6 +219,8 @@ def predict_shown(predictor: Predictor, sl: np.ndarray, box, prompt: str) -> dic
             res[key] = np.ascontiguousarray(np.rot90(res[key]))
     if res["box"] is not None:
         res["box"] = box_from_model(res["box"], h)
+    if res.get("boxes") is not None:
+        res["boxes"] = np.array([box_from_model(b, h) for b in res["boxes"]], np.float32).reshape(-1, 4)
     return res
 
 
