@@ -262,7 +262,7 @@ class SamConfig:
     checkpoint: str = ""  # weights path (or vit_b=/a.pth,medsam=/b.pth); empty: searched; litemedsam: bundled
     prompts: tuple[str, ...] = ("box", "none")  # prompt modes to train, comma-separated (box, none): one decoder each
     box_jitter_px: int = 5  # training boxes grow by 0..this many pixels per side (MedSAM-style; never shrink)
-    box_negatives: float = 0.1  # share of tumour slices (+ all tumour-free ones) given an off-tumour box, empty target
+    box_negatives: float = 0.1  # share of tumour slices (+ all tumour-free) given an off-tumour box, empty target
     cache_budget_gb: float = 16.0  # disk budget of the embedding cache (2 MiB per slice)
     # Full BraTS is ~38k train+val slices (~76 GB of embeddings): beyond the budget the rest are encoded on
     # the fly, so the decoders see every slice the U-Net sees (a subsample would be stated in every table).
