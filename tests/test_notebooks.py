@@ -17,6 +17,7 @@ from brainseg_utils.parameters import NOTEBOOKS as PARAMETER_SPECS
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "brainseg"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 NOTEBOOKS_PARAMS = {name: nb.params for name, nb in PARAMETER_SPECS.items()}
 
 
@@ -231,6 +232,8 @@ def test_02_train_unet(nb_run, run02):
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "U-Net: " in text and "parameters" in text
     assert injected_names(nb) == {"OUTPUT_DIR", "SEED", *UNET_TINY}, "no data or SAM parameters in notebook 02"
+    widgets = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {})]
+    assert not widgets, "headless: text progress bars, no widget views saved in the notebook"
     # Re-running resumes: training is complete, nothing is retrained.
     mtime = (out / "unet" / "last.pt").stat().st_mtime_ns
     nb_run("02_train_unet", **UNET_TINY)
