@@ -82,3 +82,13 @@ def test_takeaway_without_sam_or_paired_statistics():
     assert "no automatic SAM model" in cascade and "over-segmentation" in failure
     metrics = _metrics(unet=_model(0.7, 10.0), sam_x_none=_model(0.5, 10.0))
     assert "`sam_x_none`" in takeaways.cascade_line(metrics) and "+0.200" in takeaways.cascade_line(metrics)
+
+
+def test_headline_before_and_after_an_evaluation(tmp_path):
+    import json
+
+    path = tmp_path / "metrics.json"
+    assert "appears here once the evaluation below has run" in takeaways.headline(path)
+    path.write_text(json.dumps(_metrics(unet=_model(0.7, 10.0))))
+    text = takeaways.headline(path)
+    assert str(path) in text and "**Best automatic model:** `unet`" in text

@@ -140,3 +140,17 @@ def failure_line(metrics: dict) -> str:
 def takeaway(metrics: dict) -> str:
     """Three markdown lines (one per bullet) summarising ``metrics.json`` for the top of notebook 04."""
     return "\n".join(f"- {line}" for line in (best_line(metrics), cascade_line(metrics), failure_line(metrics)))
+
+
+def headline(metrics_path) -> str:
+    """Notebook 04's opening cell before its evaluation has run: the takeaway of the ``metrics.json`` already in
+    the run folder (said so), or where it will appear."""
+    import json
+    from pathlib import Path
+
+    path = Path(metrics_path)
+    if not path.is_file():
+        return "*The takeaway appears here once the evaluation below has run (`Run all`).*"
+    recorded = takeaway(json.loads(path.read_text()))
+    note = f"*From the evaluation already in this run folder ({path}); replaced when the cells below run.*"
+    return f"{note}\n\n{recorded}"
