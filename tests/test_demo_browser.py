@@ -7,7 +7,6 @@ skipped locally, and fails in CI (BRAINSEG_REQUIRE_BROWSER=1) so the check canno
 
 import os
 import re
-import shutil
 import time
 
 import numpy as np
@@ -21,8 +20,9 @@ from brainseg_utils.app.predictor import Predictor
 from brainseg_utils.models.sam.backends import build_backend
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
+from brainseg_utils.runtime import browser
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM, DRIVER = browser.binaries()
 
 
 def _browser():
@@ -30,25 +30,7 @@ def _browser():
         if os.environ.get("BRAINSEG_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium / chromedriver missing; .ci/run installs the Debian packages")
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+    return browser.chromium(1400, 1800)  # the same headless Chromium as scripts/render_notebooks.py
 
 
 def _box_value(driver) -> str:
