@@ -197,3 +197,16 @@ def test_patient_lines_one_line_per_patient_and_the_mean():
     many = pd.DataFrame([{"case_id": f"p{i}", "model": m, "dice": rng.random()} for i in range(200) for m in models])
     ax = C.patient_lines(many, "brats2020").axes[0]
     assert len(ax.lines) == 200 + 1 and ax.lines[0].get_alpha() < 0.2 and ax.lines[0].get_linewidth() < 1
+
+
+def test_two_patients_say_that_the_median_is_the_worst():
+    volumes, per_case = _figure_volumes()  # one patient, case_1
+    assert "Only 1 test patient: best, median and worst are the same row" in C.few_patients_note(per_case, volumes)
+    volumes["case_2"] = volumes["case_1"]
+    two = pd.concat([per_case, per_case.assign(case_id="case_2", dice=per_case.dice - 0.2)])
+    fig = C.comparison_figure(volumes, two, "synthetic")
+    assert "Only 2 test patients: the median patient is also the worst" in fig._suptitle.get_text()
+    labels = [ax.get_title().split("\n")[0] for ax in fig.axes[:: len(fig.axes) // 2]]
+    assert labels[0].startswith("best") and labels[1] == "median / worst"  # two rows, said in the title
+    three = pd.concat([two, per_case.assign(case_id="case_3")])
+    assert C.few_patients_note(three, {**volumes, "case_3": volumes["case_1"]}) == ""

@@ -271,7 +271,7 @@ def test_results_markdown_states_what_n_allows():
     assert unet_row[8] == f"{hd['median']:.1f} [{hd['iqr'][0]:.1f}, {hd['iqr'][1]:.1f}]"
     assert unet_row[9:13] == ["0.600", "40.0", "0.700", "0.25"]
     assert len(unet_row) == len(header.split(" | "))
-    assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "(CI n/a, n = 2)" in md
+    assert "SYNTHETIC" in md and "with 2 they are n/a" in md and "CI n/a" not in md  # said once, not per row
     assert "n/a (oracle)" in md and "100 / 20 slices, 7 cases" in md
     assert "- lesion_dice: BraTS 2023 lesion-wise" in md
     assert "n/a (n = 2; min attainable p 0.5)" in md and "`bash run_all.sh` at commit `abc123`" in md
@@ -357,3 +357,18 @@ def test_speed_table_reads_every_model_and_tolerates_missing_records():
     assert t.loc["unet", "median ms"] == 5.0 and t.loc["unet", "per volume s"] == 1.5
     assert pd.isna(t.loc["unet_clean", "median ms"]) and t.loc["unet_clean", "per volume s"] == 1.6
     assert t.loc["sam_x_box", "encoder ms"] == 7.0 and pd.isna(t.loc["sam_x_box", "per volume s"])
+
+
+def test_speed_table_text_rounds_and_writes_n_a():
+    metrics = {
+        "models": {
+            "unet": {"latency_ms": {"median": 10.965837, "p90": 12.0, "device": "cpu", "precision": "fp32"},
+                     "volume": {"seconds": 1.23456, "slices": 58, "peak_mb": 12.7}},
+            "unet_clean": {"latency_ms": None, "volume": {"seconds": 1.6, "slices": 58, "peak_mb": None}},
+        }
+    }  # fmt: skip
+    t = latency.speed_table_text(metrics)
+    assert t.loc["unet", "median ms"] == "11.0" and t.loc["unet", "per volume s"] == "1.23"
+    assert t.loc["unet", "volume slices"] == "58" and t.loc["unet", "peak MB added"] == "13"
+    assert t.loc["unet", "precision"] == "fp32" and t.loc["unet_clean", "median ms"] == "n/a"
+    assert "None" not in t.to_string() and "nan" not in t.to_string()

@@ -12,9 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainseg_utils.parameters import NOTEBOOKS as PARAMETER_SPECS
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "brainseg"
+WIDGET = "application/vnd.jupyter.widget-view+json"
+NOTEBOOKS_PARAMS = {name: nb.params for name, nb in PARAMETER_SPECS.items()}
 
 
 def test_notebooks_exist():
@@ -66,6 +70,10 @@ def test_bootstrap_cell_is_the_one_source(path):
     nb = nbformat.read(path, as_version=4)
     assert bootstrap_cell_index(nb.cells) == 1
     assert nb.cells[1].source == CELL, f"{path.name}: bootstrap cell differs from brainseg_utils.runtime.bootstrap.CELL"
+    # collapsed, so a notebook opens on its content: a Colab form title, Jupyter's hidden source
+    first = CELL.splitlines()[0]
+    assert first.startswith("#@title ") and 'display-mode: "form"' in first
+    assert nb.cells[1].metadata["jupyter"] == {"source_hidden": True}
 
 
 def test_bootstrap_sync_rewrites_a_drifted_cell(tmp_path):
@@ -82,8 +90,13 @@ def test_bootstrap_sync_rewrites_a_drifted_cell(tmp_path):
     nb = nbformat.read(drifted, as_version=4)
     nb.cells[1].source = CELL.replace("--depth", "--depth=1 #")
     nbformat.write(nb, drifted)
-    assert sync(tmp_path) == [drifted]  # only the drifted one is rewritten
+    unfolded = tmp_path / "notebooks" / NOTEBOOKS[1].name
+    nb = nbformat.read(unfolded, as_version=4)
+    del nb.cells[1].metadata["jupyter"]  # the source is current, but the cell is no longer collapsed
+    nbformat.write(nb, unfolded)
+    assert sync(tmp_path) == [drifted, unfolded]  # only these two are rewritten
     assert nbformat.read(drifted, as_version=4).cells[1].source == CELL
+    assert nbformat.read(unfolded, as_version=4).cells[1].metadata["jupyter"] == {"source_hidden": True}
     assert sync(tmp_path) == []
 
 
@@ -102,6 +115,12 @@ def test_parameters_check_refuses_non_literals():
     ):
         with pytest.raises(AssertionError):
             parameters_cell_values(bad)
+
+
+def injected_names(nb) -> set[str]:
+    """The names papermill injected (the cell tagged ``injected-parameters``)."""
+    cells = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    return {t.id for c in cells for node in ast.parse(c.source).body for t in getattr(node, "targets", [])}
 
 
 @pytest.fixture(scope="session")
@@ -129,12 +148,14 @@ def nb_run(tmp_path_factory, kernel):
         "SEED": 1,
     }
 
+    from brainseg_utils.workflow.arguments import declared
+
     def run(name: str, **extra):
         out = base / f"{name}.out.ipynb"
         pm.execute_notebook(
             str(ROOT / "notebooks" / f"{name}.ipynb"),
             str(out),
-            parameters={**params, **extra},
+            parameters=declared(name, {**params, **extra}),  # as run_all.sh: only what the notebook declares
             kernel_name=kernel,
             cwd=str(ROOT),
             progress_bar=False,
@@ -174,6 +195,7 @@ def test_01_eda(nb_run, run01):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 5, "figures are shown inline in the executed notebook"
+    assert injected_names(nb) <= set(NOTEBOOKS_PARAMS["01_eda"]), "only the parameters notebook 01 declares"
     # Re-running reuses the split and the cache.
     mtime = (out / "data" / "slices" / "images.f16").stat().st_mtime_ns
     nb_run("01_eda")
@@ -209,6 +231,9 @@ def test_02_train_unet(nb_run, run02):
     assert (out / "figures" / "unet_training_curves.png").stat().st_size > 10_000
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "U-Net: " in text and "parameters" in text
+    assert injected_names(nb) == {"OUTPUT_DIR", "SEED", *UNET_TINY}, "no data or SAM parameters in notebook 02"
+    widgets = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET in o.get("data", {})]
+    assert not widgets, "headless: text progress bars, no widget views saved in the notebook"
     # Re-running resumes: training is complete, nothing is retrained.
     mtime = (out / "unet" / "last.pt").stat().st_mtime_ns
     nb_run("02_train_unet", **UNET_TINY)

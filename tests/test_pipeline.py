@@ -67,10 +67,45 @@ def test_papermill_command_is_an_argument_list_with_the_run_folders(tmp_path):
         ["-p", "SEED", "1; rm -rf /"],
     )
     assert cmd[1:3] == ["-m", "papermill"] and cmd[3].endswith("notebooks/02_train_unet.ipynb")
-    assert cmd[cmd.index("-f") + 1] == "configs/quick.yaml"
-    assert cmd[cmd.index("DATA_ROOT") + 1] == str(tmp_path / "d")
+    assert "DATA_ROOT" not in cmd and "INTERACTIVE" not in cmd  # notebook 02 declares neither
     assert cmd[cmd.index("OUTPUT_DIR") + 1] == str(tmp_path / "out")
     assert cmd[-3:] == ["-p", "SEED", "1; rm -rf /"]  # passed as one argument, never through a shell
+    cmd = pipeline.papermill_command("01_eda", tmp_path / "o.ipynb", Path("configs/quick.yaml"), tmp_path / "d",
+                                     tmp_path / "out", [])  # fmt: skip
+    assert cmd[cmd.index("DATA_ROOT") + 1] == str(tmp_path / "d") and cmd[cmd.index("INTERACTIVE") + 1] == "False"
+
+
+def test_each_notebook_is_passed_only_the_parameters_it_declares(tmp_path):
+    """No "Passed unknown parameter": the profile, -f / -y files and -p pairs are filtered per notebook."""
+    import yaml
+
+    from brainseg_utils.parameters import NOTEBOOKS
+    from brainseg_utils.workflow.arguments import notebook_arguments, unknown_parameters
+
+    profile = load_profile("quick")
+    user = tmp_path / "mine.yaml"
+    user.write_text("UNET_EPOCHS: 7\nSAM_EPOCHS: 3\n")
+    extra = ["-f", str(user), "-p", "UNET_LR", "0.01", "-r", "SAM_BACKEND", "medsam", "--execution-timeout", "60"]
+    run = [("-r", "OUTPUT_DIR", "/o"), ("-p", "INTERACTIVE", "False")]
+    for nb, spec in NOTEBOOKS.items():
+        args = notebook_arguments(nb, profile, run, extra)
+        values = yaml.safe_load(args[1]) if args[:1] == ["-y"] else {}
+        pairs = [args[i + 1] for i, a in enumerate(args) if a in ("-p", "-r")]
+        assert set(values) | set(pairs) <= set(spec.params), nb
+        assert args[-2:] == ["--execution-timeout", "60"]
+    args = notebook_arguments("02_train_unet", profile, run, extra)
+    values = yaml.safe_load(args[1])
+    assert values["UNET_EPOCHS"] == 7 and "SAM_EPOCHS" not in values  # the user's file wins over the profile
+    assert values["UNET_BASE_CHANNELS"] == profile["UNET_BASE_CHANNELS"] and "IMG_SIZE" not in values
+    assert args[2:5] == ["-r", "OUTPUT_DIR", "/o"] and "INTERACTIVE" not in args and "SAM_BACKEND" not in args
+    assert args[args.index("UNET_LR") - 1 : args.index("UNET_LR") + 2] == ["-p", "UNET_LR", "0.01"]
+    assert "UNET_LR" not in notebook_arguments("01_eda", profile, run, extra)
+    assert unknown_parameters(["-p", "UNET_EPOCS", "3", "-y", "SEED: 1"]) == ["UNET_EPOCS"]
+
+
+def test_a_parameter_no_notebook_takes_stops_the_run(plain, capsys):
+    assert pipeline.main(["-p", "UNET_EPOCS", "3"], {}) == 2
+    assert "UNET_EPOCS" in capsys.readouterr().err
 
 
 def test_a_failing_notebook_stops_the_run_naming_it(monkeypatch, tmp_path, capsys):

@@ -109,3 +109,19 @@ def test_speed_and_memory_section_lists_automatic_models_per_volume():
     assert "| unet_clean | fp32 | as the U-Net | n/a (whole-volume step) | 1.23 (130) |" in md
     assert rows[0].endswith("| n/a |") and "None" not in md
     assert "## Speed and memory" not in results_table.results_markdown(_metrics())  # no per-volume record
+
+
+def test_the_best_value_of_each_column_is_bold_and_stated_once():
+    metrics = _metrics()
+    models = metrics["models"]
+    models["unet_clean"]["per_case"]["dice"]["mean"] = 0.95  # the best Dice
+    models["sam_vit_b_none"]["per_case"]["hd95"]["mean"] = 1.5  # the lowest HD95 wins
+    models["sam_vit_b_none"]["latency_ms"] = {"median": 3.25, "p90": 4.0, "device": "cpu"}
+    md = results_table.results_markdown(metrics)
+    rows = {r.split(" | ")[0].removeprefix("| ").split(" ")[0]: r.split(" | ") for r in _main_rows(md)}
+    assert rows["unet_clean"][3] == "**0.950**" and not rows["unet"][3].startswith("**")
+    assert rows["sam_vit_b_none"][7] == "**1.5**" and rows["sam_vit_b_none"][16] == "**3.2 (4.0) cpu**"
+    assert "**Bold**: the best value of each column" in md
+    assert "CI n/a" not in md and "with 2 they are n/a" in md
+    oracle_rows = md.split("## Upper bounds")[1].split("\n## ")[0]
+    assert "**" not in oracle_rows, "one oracle row: nothing to compare with"

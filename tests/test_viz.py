@@ -95,3 +95,73 @@ def test_example_overlays_and_explorer_from_cases(synth_root):
     assert isinstance(fig, Figure) and "(synthetic data)" in titles(fig)
     with pytest.raises(ValueError, match="at least one labelled case"):
         viz.example_overlays([], "synthetic")
+
+
+# ----------------------------------------------------------------------------- layout: what a reader sees
+
+
+def _boxes(fig: Figure):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return renderer, fig.bbox
+
+
+def assert_titles_readable(fig: Figure) -> None:
+    """Every non-empty axes title lies inside the figure and overlaps no other title (long titles used to run into
+    the next panel's)."""
+    renderer, page = _boxes(fig)
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    for b in boxes:
+        assert page.x0 - 1 <= b.x0 and b.x1 <= page.x1 + 1 and b.y1 <= page.y1 + 1, "title clipped"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), "two titles overlap"
+
+
+def assert_legend_outside_axes(fig: Figure) -> None:
+    renderer, page = _boxes(fig)
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert legends, "no legend"
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0, "legend clipped"
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers a panel"
+
+
+def test_training_curves_two_epochs_integer_ticks_markers_and_legend_below():
+    hists = {f"m{i}": _history(2) for i in range(6)}  # notebook 04: every model, six legend entries and more
+    fig = viz.training_curves(hists, "synthetic", "Training curves, all models")
+    assert_legend_outside_axes(fig)
+    assert_titles_readable(fig)
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks  # epochs 1 and 2, not 1.25 ...
+        assert all(line.get_marker() == "o" for line in ax.lines)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {f"m{i}" for i in range(6)} | {"loss: validation"} <= set(labels)
+    assert labels[:3] == ["m0", "m5", "loss: train / Dice: all validation slices"]  # rows: m0-m4, m5, line styles
+
+
+def test_static_explorer_and_examples_titles_fit_and_legend_below(synth_root):
+    from brainseg_utils.data.brats import discover_cases
+
+    cases = discover_cases(synth_root)[:2]
+    for fig in (viz.SliceExplorer(cases, "synthetic").static_figure(), viz.example_overlays(cases, "synthetic", n=2)):
+        assert_titles_readable(fig)
+        assert_legend_outside_axes(fig)
+
+
+def test_cache_samples_fewer_larger_titled_half_with_tumour(tiny_cache):
+    cache, _ = tiny_cache
+    fig = viz.cache_samples(cache, "synthetic", n=6)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 6 and "What the models see" in fig._suptitle.get_text()
+    w, h = fig.get_size_inches()
+    assert w / 3 >= 3.0, "panels at least 3 inches wide"
+    assert all("case " in ax.get_title() and "z=" in ax.get_title() for ax in shown)
+    assert_titles_readable(fig)
+    rows = viz.sample_rows(cache.index, 6, seed=0)
+    n_free = int((~cache.index.has_tumour).sum())  # this cache has only 2 tumour-free slices: both are shown
+    assert len(rows) == 6 and (~cache.index.has_tumour.to_numpy()[rows]).sum() == min(3, n_free) > 0

@@ -8,45 +8,24 @@ Elements are found by the ``elem_id`` values ``demo._layout`` gives them (#uploa
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
 
 import numpy as np
 
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
+from brainseg_utils.runtime import browser as rt_browser
 
 
 def chromium_paths() -> tuple[str | None, str | None]:
-    """(chromium, chromedriver) on PATH, or None for a missing one."""
-    return shutil.which("chromium"), shutil.which("chromedriver")
+    """(chromium, chromedriver) on PATH, or None for a missing one (``runtime.browser.binaries``)."""
+    return rt_browser.binaries()
 
 
 def chrome(width: int = 1280, height: int = 800):
-    """A headless Chromium whose page area is ``width`` x ``height`` CSS pixels."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = chromium_paths()
-    if not (binary and driver):
-        raise RuntimeError("chromium and chromedriver are needed: apt-get install chromium chromium-driver")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for flag in (*FLAGS, f"--window-size={width},{height}"):
-        opts.add_argument(flag)
-    d = webdriver.Chrome(service=Service(driver), options=opts)
+    """A headless Chromium (``runtime.browser.chromium``) whose page area, not its window, is ``width`` x ``height``
+    CSS pixels."""
+    d = rt_browser.chromium(width, height)
     inner = d.execute_script("return [window.innerWidth, window.innerHeight]")
-    d.set_window_size(2 * width - inner[0], 2 * height - inner[1])  # the page area itself, not the window
+    d.set_window_size(2 * width - inner[0], 2 * height - inner[1])
     return d
 
 

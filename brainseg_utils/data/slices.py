@@ -168,7 +168,7 @@ class SliceCache:
 def _write_slices(cases: list[Case], cfg: SliceConfig, folder: Path, progress: bool) -> list[dict]:
     """Append the selected slices of every case to ``folder``/images.f16 and masks.u8 (fsynced); one index
     row per slice: case_id, z, tumour_px, brain_px (source resolution), has_tumour (cached mask)."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     # Slices are appended to raw files case by case: one volume in memory at a time,
     # whatever the dataset size (full BraTS is several GB of slices).

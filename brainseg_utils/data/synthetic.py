@@ -213,7 +213,7 @@ def _write_name_mapping(out: Path, grades: dict[str, str]) -> None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled)
 

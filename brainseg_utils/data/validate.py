@@ -168,7 +168,7 @@ def audit_cases(
     With ``skip_bad=False`` the first bad case raises; with ``True`` bad cases are skipped and
     counted in the log.
     """
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     good, reports, skipped = [], [], []
     for case in tqdm(cases, desc="validating cases", disable=not progress):

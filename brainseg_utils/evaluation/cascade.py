@@ -140,7 +140,7 @@ def cleanup_for(
     chosen for the same checkpoint and split, else chosen now on the validation cases and stored.
     ``predictions``: also return the cleaned validation volumes (``val_predictions``; always filled when the
     threshold is chosen in this call)."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     path = Path(run.unet) / "cleanup.json"
     sha = file_sha256(unet_path)

@@ -163,7 +163,7 @@ def _display(a: np.ndarray) -> np.ndarray:
     return np.rot90(a)
 
 
-def _display_rect(box, window: tuple[int, int, int, int]) -> Rectangle:
+def display_rect(box, window: tuple[int, int, int, int]) -> Rectangle:
     """The rectangle of an XYXY slice box on the panel that shows ``window`` of the slice, rotated by ``np.rot90``:
     slice pixel (r, c) is panel pixel (row w - 1 - (c - c0), column r - r0), w the window's width."""
     r0, _, c0, c1 = window
@@ -215,7 +215,7 @@ def _window(gt: np.ndarray, preds: dict, slice_boxes: dict) -> tuple:
     return crop_window(union)
 
 
-def _legend_handles() -> list:
+def legend_handles() -> list:
     return [
         Patch(color=TP_COLOUR, label="true positive"),
         Patch(color=FP_COLOUR, label="false positive"),
@@ -273,7 +273,7 @@ def comparison_figure(
             ax.imshow(_display(tp_fp_fn_rgb(flair, gt_c, preds[m][r0:r1, c0:c1])), interpolation="nearest")
             _contour(ax, _display(gt_c))
             for box in slice_boxes[m]:
-                ax.add_patch(_display_rect(box, window))
+                ax.add_patch(display_rect(box, window))
             tag = " [oracle]" if is_oracle(m) else ""
             ax.set_title(
                 f"{m}{tag}\npatient Dice {_patient_dice(per_case, m, cid):.3f}\nslice Dice {M.dice(preds[m], gt):.3f}",
@@ -283,7 +283,7 @@ def comparison_figure(
             ax.set_xticks([])
             ax.set_yticks([])
     oracles = [m for m in models if is_oracle(m)]
-    handles = _legend_handles()
+    handles = legend_handles()
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     oracle_txt = (
         f"Oracle (given the ground-truth box; upper bounds, not automatic): {', '.join(oracles)}"
@@ -293,10 +293,21 @@ def comparison_figure(
     fig.suptitle(
         f"The same slices for every model ({dataset} data): best, median and worst test patient by {reference} Dice"
         + (f", and the slice where unet and {other} disagree most" if other else "")
+        + few_patients_note(per_case, volumes, reference)
         + f"\n{oracle_txt}. Each row cropped around the tumour and the predictions.",
         fontsize=10,
     )
     return fig
+
+
+def few_patients_note(per_case: pd.DataFrame, volumes: dict, reference: str = "unet") -> str:
+    """A title line when fewer than three test patients make best, median and worst share rows ("" otherwise)."""
+    n = per_case[(per_case.model == reference) & per_case.case_id.isin(list(volumes))].case_id.nunique()
+    if n >= 3:
+        return ""
+    if n == 1:
+        return "\nOnly 1 test patient: best, median and worst are the same row."
+    return f"\nOnly {n} test patients: the median patient is also the worst (one row, labelled 'median / worst')."
 
 
 def patient_lines(per_case: pd.DataFrame, dataset: str, metric: str = "dice"):

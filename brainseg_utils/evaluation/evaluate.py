@@ -121,7 +121,7 @@ def backend_of(models: Models, name: str) -> str | None:
 def _predict_cases(run, models: Models, cases: list, img_size, modalities, device, export: bool, progress: bool):
     """(per-case rows, per-slice rows, volumes for figures, a latency sample) over the test ``cases``; each
     model's predicted volume is written as NIfTI when ``export``."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     pc_rows, ps_rows, volumes, sample = [], [], {}, None
     for case in tqdm(cases, desc="test cases", disable=not progress):

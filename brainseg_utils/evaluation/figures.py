@@ -53,14 +53,16 @@ def mask_overlay(mask: np.ndarray, colour=(0.1, 0.8, 1.0), alpha: float = 0.45) 
     return rgba
 
 
-def _legend(ax) -> None:
+def _legend(fig) -> None:
+    """The BraTS label colours as one legend below the panels (never over an image; needs a constrained layout)."""
     from matplotlib.patches import Patch
 
-    ax.legend(
+    fig.legend(
         handles=[Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in LABEL_COLOURS],
-        loc="lower right",
-        fontsize=7,
-        framealpha=0.6,
+        loc="outside lower center",
+        ncol=len(LABEL_COLOURS),
+        fontsize=9,
+        frameon=False,
     )
 
 
@@ -84,7 +86,7 @@ def example_overlays(cases: list[Case], dataset: str, n: int = 4, modality: str 
     cases = [c for c in cases if c.labelled][:n]
     if not cases:
         raise ValueError("example_overlays needs at least one labelled case")
-    fig, axes = plt.subplots(len(cases), 5, figsize=(15, 3.1 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(len(cases), 5, figsize=(15, 3.1 * len(cases) + 0.8), squeeze=False, layout="constrained")
     for r, case in enumerate(cases):
         seg = read_volume(case.seg)
         z = best_slice(seg)
@@ -92,9 +94,8 @@ def example_overlays(cases: list[Case], dataset: str, n: int = 4, modality: str 
             show_slice(axes[r, c], read_volume(case.images[m])[:, :, z], None, title=f"{case.case_id[-3:]} {m} z={z}")
         flair = read_volume(case.images[modality])[:, :, z]
         show_slice(axes[r, 4], flair, seg[:, :, z], title=f"{modality} + labels")
-    _legend(axes[0, 4])
+    _legend(fig)
     fig.suptitle(f"Example cases ({dataset} data): modalities and BraTS labels", fontsize=12)
-    fig.tight_layout()
     return fig
 
 
@@ -155,22 +156,39 @@ def intensity_histograms(
     return fig
 
 
-def cache_samples(cache, dataset: str, n: int = 8, seed: int = 0):
-    """Random cache slices with their whole-tumour mask outlined (what the models will see)."""
+def sample_rows(index: pd.DataFrame, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted rows of ``index`` (``has_tumour`` column): up to ``n``, half with tumour and half without where the
+    cache has both (seeded)."""
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(cache), size=min(n, len(cache)), replace=False))
-    fig, axes = plt.subplots(1, len(rows), figsize=(2.3 * len(rows), 2.6), squeeze=False)
-    for ax, row in zip(axes[0], rows, strict=True):
+    tumour = np.flatnonzero(index["has_tumour"].to_numpy(bool))
+    free = np.flatnonzero(~index["has_tumour"].to_numpy(bool))
+    k_free = min(len(free), n // 2)
+    k_tumour = min(len(tumour), n - k_free)
+    k_free = min(len(free), n - k_tumour)
+    picks = [rng.choice(tumour, k_tumour, replace=False), rng.choice(free, k_free, replace=False)]
+    return np.sort(np.concatenate(picks).astype(int))
+
+
+def cache_samples(cache, dataset: str, n: int = 6, seed: int = 0, ncols: int = 3):
+    """What the models will see: ``n`` slices of the cache (half with tumour where possible, ``sample_rows``) in
+    rows of ``ncols``, each titled with its case, slice and tumour area, the whole-tumour mask outlined."""
+    rows = sample_rows(cache.index, n, seed)
+    nrows = int(np.ceil(len(rows) / ncols))
+    size = (3.4 * ncols, 3.5 * nrows + 0.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows, strict=False):
         img = np.asarray(cache.images[row, 0], np.float32)
         mask = np.asarray(cache.masks[row])
         ax.imshow(_display(img), cmap="gray", vmin=0, vmax=1)
         if mask.any():
-            ax.contour(_display(mask), levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.contour(_display(mask), levels=[0.5], colors="cyan", linewidths=1.0)
         r = cache.index.iloc[row]
-        ax.set_title(f"{r.case_id[-3:]} z={r.z}\n{'tumour' if r.has_tumour else 'no tumour'}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"Slice cache samples, {cache.manifest['config']['img_size']} px ({dataset} data; cyan = WT mask)")
-    fig.tight_layout()
+        what = f"tumour, {int(mask.sum())} px" if mask.any() else "no tumour"
+        ax.set_title(f"case {r.case_id[-3:]}, z={r.z}\n{what}", fontsize=10)
+    size = cache.manifest["config"]["img_size"]
+    fig.suptitle(f"What the models see: slice-cache samples, {size} px ({dataset} data; cyan = whole-tumour mask)")
     return fig
 
 
@@ -201,23 +219,22 @@ class SliceExplorer:
             self._seg = (case_id, read_volume(case.seg) if case.seg else None)
         return self._seg[1]
 
-    def draw(self, ax, case_id: str, z: int, modality: str = "flair", overlay: bool = True, alpha: float = 0.45):
+    def draw(
+        self, ax, case_id: str, z: int, modality: str = "flair", overlay: bool = True, alpha: float = 0.45, title=None
+    ):
+        """One slice; ``title`` defaults to the case, modality, slice and dataset (the widget's one panel)."""
         vol = self.volume(case_id, modality)
         z = int(np.clip(z, 0, vol.shape[2] - 1))
         seg = self.seg(case_id)
-        show_slice(
-            ax,
-            vol[:, :, z],
-            None if seg is None else seg[:, :, z],
-            overlay,
-            alpha,
-            title=f"{case_id} {modality} z={z} ({self.dataset})",
-        )
+        title = f"{case_id} {modality} z={z} ({self.dataset})" if title is None else title.format(z=z)
+        show_slice(ax, vol[:, :, z], None if seg is None else seg[:, :, z], overlay, alpha, title=title)
 
     def static_figure(self, case_ids: list[str] | None = None, modality: str = "flair", alpha: float = 0.45):
         """2 x 4 grid: for up to two cases, four slices spread through the tumour, with overlay."""
         case_ids = case_ids or list(self.cases)[:2]
-        fig, axes = plt.subplots(len(case_ids), 4, figsize=(13, 3.4 * len(case_ids)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(case_ids), 4, figsize=(13, 3.4 * len(case_ids) + 0.9), squeeze=False, layout="constrained"
+        )
         for r, cid in enumerate(case_ids):
             seg = self.seg(cid)
             if seg is not None and seg.any():
@@ -226,10 +243,9 @@ class SliceExplorer:
             else:
                 picks = np.linspace(0.3, 0.7, 4) * self.volume(cid, modality).shape[2]
             for c, z in enumerate(picks):
-                self.draw(axes[r, c], cid, int(z), modality, True, alpha)
-        _legend(axes[0, -1])
-        fig.suptitle(f"Slice explorer, static view ({self.dataset} data)")
-        fig.tight_layout()
+                self.draw(axes[r, c], cid, int(z), modality, True, alpha, title=f"case {cid[-3:]}, {modality}, z={{z}}")
+        _legend(fig)
+        fig.suptitle(f"Slice explorer, static view ({self.dataset} data): four slices through each tumour")
         return fig
 
     def widget(self):
@@ -272,29 +288,51 @@ class SliceExplorer:
         return w.VBox([w.HBox([case, modality]), w.HBox([z, overlay, alpha]), out])
 
 
+def grid_order(rows: list[list], ncol: int) -> list:
+    """Legend handles laid out row by row (``rows``: lists of at most ``ncol``), padded with blank entries, in the
+    column-major order ``fig.legend(ncol=ncol)`` fills."""
+    from matplotlib.lines import Line2D
+
+    blank = Line2D([], [], alpha=0, label=" ")
+    padded = [row + [blank] * (ncol - len(row)) for row in rows]
+    return [padded[r][c] for c in range(ncol) for r in range(len(padded))]
+
+
 def training_curves(histories: dict[str, list[dict]], dataset: str, title: str = "Training curves"):
-    """Loss (train solid, validation dashed), validation Dice and learning rate per epoch, one colour per model."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for i, (name, hist) in enumerate(histories.items()):
-        if not hist:
-            continue
-        colour = f"C{i}"
+    """Loss, validation Dice and learning rate per epoch: one colour per model, a marker on every epoch, integer
+    epoch ticks; line styles: loss train solid / validation dashed, Dice all validation slices solid / tumour
+    slices dotted. One legend below the panels (models, then styles), never over a line."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    models = [(name, hist) for name, hist in histories.items() if hist]
+    for i, (_, hist) in enumerate(models):
+        style = {"color": f"C{i % 10}", "marker": "o", "ms": 4}
         ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], color=colour, label=f"{name} train")
-        axes[0].plot(ep, [h["val_loss"] for h in hist], color=colour, ls="--", label=f"{name} val")
-        axes[1].plot(ep, [h["val_dice"] for h in hist], color=colour, label=f"{name} all val slices")
-        axes[1].plot(ep, [h["val_dice_tumour"] for h in hist], color=colour, ls=":", label=f"{name} tumour slices")
-        axes[2].plot(ep, [h["lr"] for h in hist], color=colour, label=name)
+        axes[0].plot(ep, [h["train_loss"] for h in hist], **style)
+        axes[0].plot(ep, [h["val_loss"] for h in hist], ls="--", mfc="white", **style)
+        axes[1].plot(ep, [h["val_dice"] for h in hist], **style)
+        axes[1].plot(ep, [h["val_dice_tumour"] for h in hist], ls=":", mfc="white", **style)
+        axes[2].plot(ep, [h["lr"] for h in hist], **style)
     axes[0].set_ylabel("focal + Dice loss")
     axes[1].set_ylabel("validation Dice (per slice, mean)")
     axes[1].set_ylim(0, 1)
     axes[2].set_ylabel("learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    styles = [
+        Line2D([], [], color="0.3", label="loss: train / Dice: all validation slices"),
+        Line2D([], [], color="0.3", ls="--", label="loss: validation"),
+        Line2D([], [], color="0.3", ls=":", label="Dice: tumour slices only"),
+    ]
+    names = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=4, label=name) for i, (name, _) in enumerate(models)]
+    ncol = min(max(len(names), len(styles)), 5)
+    handles = grid_order([names[i : i + ncol] for i in range(0, len(names), ncol)] + [styles], ncol)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
     fig.suptitle(f"{title} ({dataset} data)")
-    fig.tight_layout()
     return fig
 
 

@@ -174,3 +174,20 @@ def speed_table(metrics: dict):
             "device": lat.get("device"),
         }
     return pd.DataFrame(rows).T
+
+
+SPEED_DIGITS = {"median ms": 1, "p90 ms": 1, "encoder ms": 1, "decoder ms": 1, "per volume s": 2,
+                "volume slices": 0, "peak MB added": 0}  # fmt: skip
+
+
+def speed_table_text(metrics: dict):
+    """``speed_table`` as notebook 04 shows it: numbers rounded (``SPEED_DIGITS``), "n/a" where a model has no such
+    record (strings; ``speed_table`` keeps the numbers)."""
+    table = speed_table(metrics)
+
+    def fmt(value, digits):
+        if value is None or (isinstance(value, float) and value != value):
+            return "n/a"
+        return f"{float(value):.{digits}f}" if digits is not None else str(value)
+
+    return table.apply(lambda col: col.map(lambda v: fmt(v, SPEED_DIGITS.get(col.name))))

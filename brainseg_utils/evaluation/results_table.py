@@ -12,11 +12,12 @@ from brainseg_utils.models.sam import pretraining
 
 
 def fmt_ci(stats: dict, n: int) -> str:
-    """ "0.900 [0.850, 0.950]", or "0.900 (CI n/a, n = 2)" when n cannot carry a CI."""
+    """ "0.900 [0.850, 0.950]"; "0.900" below ``MIN_PATIENTS_FOR_STATS`` patients (the table says once that no
+    CI is reported); "0.900 (CI n/a, n = 12)" when n could carry a CI but this one is missing."""
     ci = stats.get("ci95")
     if ci and None not in ci and np.isfinite(ci[0]):
         return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return f"{stats['mean']:.3f} (CI n/a, n = {n})"
+    return f"{stats['mean']:.3f}" if n < MIN_PATIENTS_FOR_STATS else f"{stats['mean']:.3f} (CI n/a, n = {n})"
 
 
 def fmt_median_iqr(stats: dict, digits: int = 1) -> str:
@@ -58,7 +59,7 @@ def results_markdown(metrics: dict) -> str:
     n_tests = max((t["n_tests"] for t in metrics["statistics"].values()), default=0)
     stats_line = (
         f"95% CIs (bootstrap over patients) and Wilcoxon p-values need >= {MIN_PATIENTS_FOR_STATS} test "
-        f"patients; with {n} they are n/a."
+        f"patients; with {n} they are n/a: Dice (patient) is the mean over the {n} patients, without a CI."
         if n < MIN_PATIENTS_FOR_STATS
         else "Dice: mean [bootstrap 95% CI over patients]."
     )
@@ -75,6 +76,8 @@ def results_markdown(metrics: dict) -> str:
         f"normalised surface Dice at {NSD_TOLERANCE_MM:g} mm and false-positive volume (mL of predicted "
         "components sharing no voxel with the tumour) are per-patient means; every convention is listed below.",
         stats_line,
+        "**Bold**: the best value of each column among the rows of its table (highest, or lowest for HD95, FP "
+        "volume, FP rate and latency).",
         f"Paired Wilcoxon signed-rank tests vs the U-Net: {n_tests} tests on the same {n} patients "
         "(unadjusted here; the smallest p the exact test can reach is shown; Holm-adjusted p, differences and "
         "effect sizes: the paired comparisons below).",
@@ -82,7 +85,7 @@ def results_markdown(metrics: dict) -> str:
         "",
         *TABLE_HEAD,
     ]
-    lines += [model_row(name, m, metrics) for name, m in automatic]
+    lines += table_rows(automatic, metrics)
     if oracle:
         lines += [
             "",
@@ -93,7 +96,7 @@ def results_markdown(metrics: dict) -> str:
             "",
             *TABLE_HEAD,
         ]
-        lines += [model_row(name, m, metrics) for name, m in oracle]
+        lines += table_rows(oracle, metrics)
     lines += speed_lines(automatic)
     lines += paired_lines(metrics["statistics"])
     lines += settings_lines(metrics.get("settings") or {})
@@ -159,19 +162,70 @@ CLEAN = "unet_clean"  # the U-Net's mask after the 3-D connected-component clean
 LATENCY_NA = {CLEAN: "n/a (whole-volume step)"}  # why a model has no batch-1 latency
 
 
-def model_row(name: str, m: dict, metrics: dict) -> str:
-    """One row of the results table (main or upper bounds)."""
+def model_cells(name: str, m: dict, metrics: dict) -> list[str]:
+    """The cells of one row of the results table (main or upper bounds), in ``TABLE_HEAD`` order."""
     pc = m["per_case"]
-    return (
-        f"| {name}{row_label(name, metrics)} | {m['prompt']} | {fmt_data(m.get('data'))} | "
-        f"{fmt_ci(pc['dice'], m['n_cases'])} | "
-        f"{pc['iou']['mean']:.3f} | {pc['precision']['mean']:.3f} | {pc['recall']['mean']:.3f} | "
-        f"{pc['hd95']['mean']:.1f} | {fmt_median_iqr(pc['hd95'])} | {pc['lesion_dice']['mean']:.3f} | "
-        f"{pc['lesion_hd95']['mean']:.1f} | {pc[NSD_COLUMN]['mean']:.3f} | {pc['fp_ml']['mean']:.2f} | "
-        f"{m['per_slice_tumour']['dice']['mean']:.3f} | "
-        f"{m['per_slice']['dice']['mean']:.3f} | {fmt_fp(m['false_positive_rate'])} | "
-        f"{fmt_latency(name, m.get('latency_ms'))} | {fmt_p(metrics['statistics'].get(name))} |"
-    )
+    return [
+        f"{name}{row_label(name, metrics)}", m["prompt"], fmt_data(m.get("data")), fmt_ci(pc["dice"], m["n_cases"]),
+        f"{pc['iou']['mean']:.3f}", f"{pc['precision']['mean']:.3f}", f"{pc['recall']['mean']:.3f}",
+        f"{pc['hd95']['mean']:.1f}", fmt_median_iqr(pc["hd95"]), f"{pc['lesion_dice']['mean']:.3f}",
+        f"{pc['lesion_hd95']['mean']:.1f}", f"{pc[NSD_COLUMN]['mean']:.3f}", f"{pc['fp_ml']['mean']:.2f}",
+        f"{m['per_slice_tumour']['dice']['mean']:.3f}", f"{m['per_slice']['dice']['mean']:.3f}",
+        fmt_fp(m["false_positive_rate"]), fmt_latency(name, m.get("latency_ms")),
+        fmt_p(metrics["statistics"].get(name)),
+    ]  # fmt: skip
+
+
+def model_row(name: str, m: dict, metrics: dict) -> str:
+    """One row of the results table (main or upper bounds), nothing marked."""
+    return "| " + " | ".join(model_cells(name, m, metrics)) + " |"
+
+
+# column (TABLE_HEAD index) -> (the value compared, +1: higher is better / -1: lower is better)
+BEST = {
+    3: (lambda m: m["per_case"]["dice"]["mean"], 1),
+    4: (lambda m: m["per_case"]["iou"]["mean"], 1),
+    5: (lambda m: m["per_case"]["precision"]["mean"], 1),
+    6: (lambda m: m["per_case"]["recall"]["mean"], 1),
+    7: (lambda m: m["per_case"]["hd95"]["mean"], -1),
+    8: (lambda m: m["per_case"]["hd95"]["median"], -1),
+    9: (lambda m: m["per_case"]["lesion_dice"]["mean"], 1),
+    10: (lambda m: m["per_case"]["lesion_hd95"]["mean"], -1),
+    11: (lambda m: m["per_case"][NSD_COLUMN]["mean"], 1),
+    12: (lambda m: m["per_case"]["fp_ml"]["mean"], -1),
+    13: (lambda m: m["per_slice_tumour"]["dice"]["mean"], 1),
+    14: (lambda m: m["per_slice"]["dice"]["mean"], 1),
+    15: (lambda m: (m["false_positive_rate"] or {}).get("value"), -1),
+    16: (lambda m: (m.get("latency_ms") or {}).get("median"), -1),
+}
+
+
+def best_rows(models: list[tuple[str, dict]], column: int) -> set[str]:
+    """The names holding the best value of ``column`` (``BEST``; ties all marked); none when fewer than two rows
+    have a value, or all values are equal."""
+    value, sign = BEST[column]
+    have = {}
+    for name, m in models:
+        try:
+            v = value(m)
+        except (KeyError, TypeError):
+            v = None
+        if v is not None and np.isfinite(v):
+            have[name] = sign * float(v)
+    if len(have) < 2 or len(set(have.values())) == 1:
+        return set()
+    top = max(have.values())
+    return {name for name, v in have.items() if v == top}
+
+
+def table_rows(models: list[tuple[str, dict]], metrics: dict) -> list[str]:
+    """The rows of one table, the best value of each ``BEST`` column in bold."""
+    rows = [model_cells(name, m, metrics) for name, m in models]
+    for column in BEST:
+        for name in best_rows(models, column):
+            cells = rows[[n for n, _ in models].index(name)]
+            cells[column] = f"**{cells[column]}**"
+    return ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
 def fmt_latency(name: str, lat: dict | None) -> str:
@@ -209,11 +263,14 @@ PAIRED_LABEL = {"dice": ("Dice", 3), "hd95": ("HD95 mm", 1), "lesion_dice": ("le
 
 
 def fmt_diff(res: dict, digits: int) -> str:
-    """ "0.050 [0.020, 0.080]" (mean paired difference [BCa 95% CI]), or "0.050 (CI n/a, n = 3)"."""
+    """ "0.050 [0.020, 0.080]" (mean paired difference [BCa 95% CI]); "0.050" below ``MIN_PATIENTS_FOR_STATS``
+    patients (the section says once that CIs need them)."""
     if res.get("mean_difference") is None:
         return f"n/a (n = {res['n']})"
     ci, mean = res.get("ci95"), f"{res['mean_difference']:+.{digits}f}"
-    return f"{mean} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else f"{mean} (CI n/a, n = {res['n']})"
+    if ci:
+        return f"{mean} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+    return mean if res["n"] < MIN_PATIENTS_FOR_STATS else f"{mean} (CI n/a, n = {res['n']})"
 
 
 def _fmt_num(value, spec: str, missing: str = "n/a") -> str:

@@ -1,4 +1,5 @@
-"""The notebooks' bootstrap cell: its one source (every notebook's second cell must equal ``CELL``).
+"""The notebooks' bootstrap cell: its one source (every notebook's second cell must equal ``CELL``, collapsed:
+``TITLE`` for Colab, ``HIDDEN`` metadata for Jupyter).
 
 On Colab / Kaggle the cell offers the Drive mount (Colab), clones the project (``REPO_URL``, or
 ``$BRAINSEG_REPO``), enters the clone and runs ``scripts/install_hosted.py``; locally it is a no-op. Every
@@ -39,7 +40,13 @@ def badges(notebook: str, url: str = REPO_URL, branch: str = BADGE_BRANCH) -> st
     )
 
 
+# The bootstrap cell's first line: Colab shows the cell as a collapsed form with this title (its code hidden);
+# Jupyter hides the source through the cell's metadata (HIDDEN). Either way a notebook opens on its content.
+TITLE = '#@title Set-up (Colab / Kaggle: clone and install; locally nothing) { display-mode: "form" }'
+HIDDEN = {"jupyter": {"source_hidden": True}}  # cell metadata: JupyterLab / Notebook 7 collapse the source
+
 CELL = f"""\
+{TITLE}
 # Bootstrap: on Colab / Kaggle, clone the project and install only what the platform lacks (never its
 # torch or Jupyter stack; scripts/install_hosted.py). Locally this cell does nothing: run `bash run_all.sh`
 # once, or `pip install -e .` in your environment. Another repository (a fork, a mirror): run

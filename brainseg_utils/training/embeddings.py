@@ -127,7 +127,7 @@ def build_embedding_cache(
 
     Under DDP every process calls this with the same arguments (``device="cuda"`` becomes the
     process's own GPU) and gets the finished cache back."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     dist = distributed.current()
     chosen = select_rows(rows, budget_gb, seed)

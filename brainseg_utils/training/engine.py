@@ -278,7 +278,7 @@ def _step(model: nn.Module, net: nn.Module, inputs, target, epoch: int, run: _Ru
 
 def _epoch(model: nn.Module, net: nn.Module, train_ds, val_loader, epoch: int, run: _Run) -> bool:
     """Train one epoch, validate, append to the history and write the checkpoints; True when Dice improved."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     cfg, dist = run.cfg, run.dist
     progress = cfg.progress and dist.is_main

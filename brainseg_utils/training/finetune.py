@@ -42,6 +42,39 @@ def unet_validation_boxes(run, cache: SliceCache, split: dict, info: dict, rows,
     return cascade.validation_boxes(clean.val_predictions, cache, rows)
 
 
+def validation_dataset(run, backend, emb, cache: SliceCache, split: dict, info: dict, prompt: str, device="cpu"):
+    """(the validation items of ``prompt``, the cascade boxes they carry or None): the box mode is validated
+    with the cleaned U-Net mask's component boxes when notebook 02's U-Net is there (``unet_validation_boxes``),
+    else with ground-truth boxes; the no-prompt mode on every validation slice."""
+    on_the_fly = backend if emb.overflow == "encode" else None
+    val_rows = cache.rows_for(split["val"])
+    val_boxes = unet_validation_boxes(run, cache, split, info, val_rows, device) if prompt == "box" else None
+    ds = EmbeddingDataset(emb.cache, cache, val_rows, prompt, jitter_px=0, backend=on_the_fly, boxes=val_boxes)
+    return ds, val_boxes
+
+
+def validation_previews(run, backend, emb, cache: SliceCache, split: dict, info: dict, prompts, device="cpu", n=4):
+    """(rows, panels, boxes) for ``previews.previews_figure``: for each prompt mode its pretrained decoder
+    (zero-shot) and its fine-tuned ``best.pt``, on the same ``n`` validation slices (``previews.preview_rows`` of
+    the slices every mode validates on), with the boxes each was prompted with."""
+    from brainseg_utils.evaluation.inference import load_sam_decoder
+    from brainseg_utils.evaluation.previews import predict_rows, preview_rows
+
+    sets = {p: validation_dataset(run, backend, emb, cache, split, info, p, device) for p in prompts}
+    common = set.intersection(*(set(map(int, ds.rows)) for ds, _ in sets.values()))
+    rows = preview_rows(cache, sorted(common), n)
+    size = int(cache.images.shape[-1])
+    panels, boxes = {}, {}
+    for prompt, (ds, val_boxes) in sets.items():
+        name = {"none": "no prompt", "box": "U-Net box" if val_boxes is not None else "GT box (oracle)"}[prompt]
+        best = run.sam(f"sam_{backend.name}_{prompt}") / "best.pt"
+        tuned, _ = load_sam_decoder(best, backend, split["sha256"], device)
+        for label, model in ((f"{name}\nzero-shot", SamDecoderModel(backend, prompt, size).to(device)),
+                             (f"{name}\nfine-tuned", tuned)):  # fmt: skip
+            panels[label], boxes[label] = predict_rows(model, ds, rows, device)
+    return rows, panels, boxes
+
+
 @dataclass
 class TrainingEmbeddings:
     """The embedding cache for training plus how it covers the requested slices."""
@@ -115,13 +148,12 @@ def finetune_variant(
     component boxes) when notebook 02's U-Net is there, else on oracle ground-truth boxes (said, and recorded)."""
     variant = f"sam_{backend.name}_{prompt}"
     on_the_fly = backend if emb.overflow == "encode" else None
-    train_rows, val_rows = cache.rows_for(split["train"]), cache.rows_for(split["val"])
     neg = negatives if prompt == "box" else 0.0
     train_ds = EmbeddingDataset(
-        emb.cache, cache, train_rows, prompt, jitter_px=jitter_px, seed=seed, backend=on_the_fly, negatives=neg
-    )
-    val_boxes = unet_validation_boxes(run, cache, split, info, val_rows, cfg.device) if prompt == "box" else None
-    val_ds = EmbeddingDataset(emb.cache, cache, val_rows, prompt, jitter_px=0, backend=on_the_fly, boxes=val_boxes)
+        emb.cache, cache, cache.rows_for(split["train"]), prompt, jitter_px=jitter_px, seed=seed, backend=on_the_fly,
+        negatives=neg,
+    )  # fmt: skip
+    val_ds, val_boxes = validation_dataset(run, backend, emb, cache, split, info, prompt, cfg.device)
     selection = {
         "none": "no prompt",
         "box": "oracle ground-truth boxes (no U-Net checkpoint yet: run notebook 02 first for cascade selection)",

@@ -53,7 +53,7 @@ def validate(
     """Mean loss, mean per-slice Dice (all slices / tumour slices only) and images/s.
 
     ``reduce``: each process validated a disjoint shard; sum the counts over all processes (DDP)."""
-    from tqdm.auto import tqdm
+    from brainseg_utils.runtime.progress import tqdm
 
     model.eval()
     loss_sum, n, dices, has_tumour = 0.0, 0, [], []

@@ -1,7 +1,7 @@
 """Write what is generated from the package into the repository: every notebook's bootstrap cell
-(``runtime.bootstrap.CELL``) and cell tagged ``parameters`` (``parameters.parameters_cell``),
-``configs/full.yaml`` (``parameters.full_profile_yaml``) and the README's Colab/Kaggle badges
-(``runtime.bootstrap.badges``: from ``REPO_URL``).
+(``runtime.bootstrap.CELL``, collapsed: ``runtime.bootstrap.HIDDEN`` in its metadata) and cell tagged
+``parameters`` (``parameters.parameters_cell``), ``configs/full.yaml`` (``parameters.full_profile_yaml``) and
+the README's Colab/Kaggle badges (``runtime.bootstrap.badges``: from ``REPO_URL``).
 
     python -m brainseg_utils.workflow.generate           # rewrite what is stale, print what changed
     python -m brainseg_utils.workflow.generate --check   # exit 1 naming every stale file (tests run this)
@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from brainseg_utils import parameters
-from brainseg_utils.runtime.bootstrap import CELL, badges
+from brainseg_utils.runtime.bootstrap import CELL, HIDDEN, badges
 from brainseg_utils.runtime.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,12 +53,18 @@ def notebook_sources(path: Path) -> dict[int, str]:
 
 
 def sync_notebook(path: Path, write: bool = True) -> bool:
-    """True when ``path`` was stale (and, with ``write``, has been rewritten)."""
+    """True when ``path`` was stale (and, with ``write``, has been rewritten): a generated cell's source, or the
+    bootstrap cell's collapsed state (``HIDDEN`` in its metadata)."""
     nb = nbformat.read(path, as_version=4)
     stale = False
     for index, source in notebook_sources(path).items():
         if nb.cells[index].source != source:
             nb.cells[index].source = source
+            stale = True
+    meta = nb.cells[bootstrap_cell_index(nb.cells)].metadata
+    for key, value in HIDDEN.items():
+        if meta.get(key) != value:
+            meta[key] = value
             stale = True
     if stale and write:
         text = nbformat.writes(nb)

@@ -29,6 +29,7 @@ from pathlib import Path
 from brainseg_utils.config import DataConfig
 from brainseg_utils.parameters import NOTEBOOKS, load_profile, profile_path
 from brainseg_utils.runtime.env import allow_over_session, platform
+from brainseg_utils.workflow.arguments import notebook_arguments, unknown_parameters
 from brainseg_utils.workflow.locate import DataNotFoundError, choose_profile, locate_dataset, resolve_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +63,13 @@ def cuda() -> bool:
 
 
 def papermill_command(notebook: str, out: Path, profile: Path, data_root: Path, output_dir: Path, extra: list[str]):
-    """The argument list (no shell) that executes ``notebook`` with the profile and this run's folders."""
+    """The argument list (no shell) that executes ``notebook`` with the profile and this run's folders, passing
+    only the parameters ``notebook`` declares (``workflow.arguments``: no "Passed unknown parameter")."""
+    run = [("-r", "DATA_ROOT", str(data_root)), ("-r", "OUTPUT_DIR", str(output_dir)), ("-p", "INTERACTIVE", "False")]
+    params = notebook_arguments(notebook, load_profile(str(profile)), run, extra)
     return [
         sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out),
-        "-k", KERNEL, "--cwd", str(ROOT), "-f", str(profile),
-        "-r", "DATA_ROOT", str(data_root), "-r", "OUTPUT_DIR", str(output_dir), "-p", "INTERACTIVE", "False",
-        "--no-progress-bar", "--log-output", *extra,
+        "-k", KERNEL, "--cwd", str(ROOT), "--no-progress-bar", "--log-output", *params,
     ]  # fmt: skip
 
 
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ if environ is None else environ)
     try:
+        if unknown := unknown_parameters(extra):
+            raise ValueError(f"no notebook takes the parameter(s) {unknown} (run_all.sh arguments)")
         data, profile = choose(environ)
         if profile != "auto":
             profile_path(profile)  # a missing profile fails here, before any work
