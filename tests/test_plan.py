@@ -81,6 +81,7 @@ def test_stage_arithmetic_by_hand():
     assert stages[("05_demo", "models loaded")].seconds == pytest.approx(2.0 + 1.0 + 3.0)
     assert stages[("05_demo", "examples")].seconds == pytest.approx(3 * (2.0 + 0.02 + 0.6 + 0.01) + 0.5)
     assert stages[("05_demo", "Gradio app")].seconds == 4.0
+    assert stages[("05_demo", "warm-up")].seconds == pytest.approx(3 * (0.02 + 0.6 + 0.01) + 8 * 0.02)
     halved = {(s.notebook, s.name): s for s in all_stages(w, COSTS, gpus=2, latency_runs=5)}
     assert halved[("02_train_unet", "U-Net epochs")].seconds == pytest.approx(
         w.unet_epochs * ((84 * 0.11 + 14 * 0.02) / 2 + 1.0)  # the images are shared, the epoch's fixed part is not
