@@ -78,6 +78,9 @@ def test_stage_arithmetic_by_hand():
     assert stages[("04_evaluate", "per-volume timing")].seconds == pytest.approx(70 * 0.02 + 70 * 0.5 + 190 * 0.01)
     # the box decoder's selection: the U-Net on the 2 validation cases' 70 brain slices, each read once
     assert stages[("03_finetune_sam", "U-Net on validation cases")].seconds == pytest.approx(2 * (2.0 + 70 * 0.02))
+    # previews: 2 prompt modes x (zero-shot, fine-tuned) x 4 slices of decoder, a figure, the U-Net pass again
+    previews = stages[("03_finetune_sam", "validation previews")].seconds
+    assert previews == pytest.approx(2 * 2 * 4 * 0.01 + 0.5 + 2 * (2.0 + 70 * 0.02))
     assert stages[("05_demo", "models loaded")].seconds == pytest.approx(2.0 + 1.0 + 3.0)
     assert stages[("05_demo", "examples")].seconds == pytest.approx(3 * (2.0 + 0.02 + 0.6 + 0.01) + 0.5)
     assert stages[("05_demo", "Gradio app")].seconds == 4.0

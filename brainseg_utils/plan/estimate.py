@@ -94,6 +94,12 @@ def stages_03(w: Workload, c: dict, gpus: int) -> list[Stage]:
         train = w.sam_train_slices(prompt) * c["sam_epoch_train"] + w.encoded_on_the_fly(prompt) * c["encoder"]
         seconds = val + w.sam_epochs * ((train + val) / gpus + c["sam_epoch_fixed"])
         out.append(Stage(f"decoder epochs ({prompt})", "03_finetune_sam", seconds, 2 * 16e6, kept=True))
+    # zero-shot vs fine-tuned on 4 validation slices per prompt mode (finetune.validation_previews): the box mode's
+    # U-Net boxes need the U-Net on the validation cases again
+    previews = len(w.prompts) * 2 * 4 * c["decoder_infer"] + c["figure"]
+    if "box" in w.prompts:
+        previews += w.val_cases * (c["read_case"] + w.brain_slices_per_case * c["unet_infer"])
+    out.append(Stage("validation previews", "03_finetune_sam", previews))
     out.append(Stage("figures", "03_finetune_sam", c["figure"]))
     return out
 
