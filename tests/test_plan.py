@@ -75,7 +75,8 @@ def test_stage_arithmetic_by_hand():
     # (3 + 5) runs x (U-Net twice, 4 SAM variants x (batch-1 encoder + decoder), the split: encoder + 3 decoders)
     latency = stages[("04_evaluate", "latency")].seconds
     assert latency == pytest.approx(8 * (2 * 0.02 + 4 * (0.6 + 0.01) + 0.6 + 3 * 0.01))
-    assert stages[("04_evaluate", "per-volume timing")].seconds == pytest.approx(70 * 0.02 + 70 * 0.5 + 190 * 0.01)
+    # per-volume time and memory come from the stages of the last test volume's own prediction: no extra run
+    assert not [s for s in stages if "per-volume" in s[1]]
     # the box decoder's selection: the U-Net on the 2 validation cases' 70 brain slices, each read once
     assert stages[("03_finetune_sam", "U-Net on validation cases")].seconds == pytest.approx(2 * (2.0 + 70 * 0.02))
     # previews: 2 prompt modes x (zero-shot, fine-tuned) x 4 slices of decoder, a figure, the U-Net pass again

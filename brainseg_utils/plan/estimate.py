@@ -138,7 +138,6 @@ def stages_04(w: Workload, c: dict, latency_runs: int) -> list[Stage]:
         Stage("prediction", "04_evaluate", w.test_cases * per_case + volumes * c["disk_write"], volumes, kept=True),
         Stage("metrics", "04_evaluate", w.test_cases * n_var * (w.brain_slices_per_case + depth) * c["metrics_slice"]),
         Stage("latency", "04_evaluate", (3 + latency_runs) * (pipeline + (split if n_var > 1 else 0.0))),
-        Stage("per-volume timing", "04_evaluate", slices),  # one test volume through every automatic model
         Stage("figures", "04_evaluate", 4 * c["figure"] + c["read_case"]),
     ]
 
