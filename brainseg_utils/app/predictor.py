@@ -102,7 +102,7 @@ class Predictor:
         t0 = time.perf_counter()
         emb = self.backend.encode(x)
         # slice frame -> padded square -> cache size (the geometry resize_slice applied to the image)
-        bx = None if box is None else torch.from_numpy(box_to_cache(box, h, w, self.img_size))[None].to(self.device)
+        bx = None if box is None else torch.from_numpy(box_to_cache(box, h, w, self.img_size))[None]
         if boxes is not None and len(boxes) > 1:  # (1, K, 4): the decoder per box, masks united
             bx = torch.from_numpy(np.stack([box_to_cache(b, h, w, self.img_size) for b in boxes]))[None]
         sam_logits = dec.low_res_logits(emb, bx.to(self.device) if bx is not None else None)[:, 0].cpu()
