@@ -69,13 +69,10 @@ def results_table(metrics: dict, command: str | None = None) -> str:
         lines += [_row(name, metrics, n, name in seen) for name in oracle]
     lines += [
         "",
-        "`box` gives SAM the ground-truth box: an oracle upper bound (the second table), not a fair comparison "
-        "(no false positive is possible with it: n/a). `unet_box` is the automatic cascade: one box per connected "
-        "component of the cleaned U-Net mask on each slice, masks united; the box decoder also trains on boxes off "
-        "the tumour (empty target) and is selected on validation slices with U-Net boxes. `none` has no prompt. "
-        "Dice is 1 when prediction and truth are both empty and 0 when exactly one is; HD95 is the image "
-        "diagonal (373.13 mm per patient, 339.41 mm per slice) when exactly one is empty; latency is the whole "
-        "batch-1 pipeline per run (all conventions in `metrics.json`).",
+        "`box` gives SAM the ground-truth box: an oracle upper bound (second table; no false positive is "
+        "possible with it: n/a). `unet_box` is the automatic cascade (one box per component of the cleaned U-Net "
+        "mask); `none` has no prompt. Conventions (empty masks, HD95, latency, the cascade): `metrics.json` and "
+        "[evaluation](docs/evaluation.md).",
     ]
     if CLEAN in metrics["models"]:
         lines += ["", f"`{CLEAN}` is {cleanup_convention(metrics.get('cleanup'))}."]
