@@ -76,8 +76,17 @@ def _source_sha(*names: str) -> str:
     return h.hexdigest()
 
 
-def _code_sha(name: str) -> str:
-    """sha256 of a module's code without comments and docstrings (its AST): editing prose keeps the key."""
+GENERATOR = tuple(
+    f"data/{n}.py" for n in ("synthetic", "phantom", "phantom_anatomy", "phantom_tumours", "phantom_fields")
+)
+
+
+def _code_sha(*names: str) -> str:
+    """sha256 of modules' code without comments and docstrings (their AST): editing prose keeps the key."""
+    return hashlib.sha256("".join(_module_sha(n) for n in names).encode()).hexdigest()
+
+
+def _module_sha(name: str) -> str:
     tree = ast.parse((ROOT / "brainseg_utils" / name).read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -98,7 +107,7 @@ def synthetic_data(
     """Generate (or reuse) a synthetic dataset keyed by the generator's code and its configuration;
     returns (root, s/case)."""
     cfg = SyntheticConfig(cases=cases, seed=seed, depth=depth, appearance=appearance)
-    gen_sha = _code_sha("synthetic.py")[:12]
+    gen_sha = _code_sha(*GENERATOR)[:12]
     out = work / f"synthetic-{tag}"
     stamp = out / "GENERATOR_SHA"
     if out.exists() and (not stamp.exists() or stamp.read_text() != gen_sha):
@@ -153,7 +162,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
             "model": mcfg,
             "aug": a.aug_strength,
             "mr_intensity": a.mr_intensity,
-            "src": _source_sha("transforms.py", "dataset.py"),
+            "src": _source_sha("data/transforms.py", "data/dataset.py"),
         }
     )
     unet_dir = work / "unet" / key[:16]
@@ -336,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if a.cpu or not torch.cuda.is_available() else "cuda")
-    sources = {"generator_code_sha256": _code_sha("synthetic.py"), "transforms_sha256": _source_sha("transforms.py")}
+    sources = {"generator_code_sha256": _code_sha(*GENERATOR), "transforms_sha256": _source_sha("data/transforms.py")}
 
     syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train", a.appearance)
     best, split, train_info = train_unet(work, syn, a)

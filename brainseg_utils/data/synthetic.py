@@ -95,8 +95,8 @@ def case_ids(cfg: SyntheticConfig) -> list[str]:
 def generate_case(cfg: SyntheticConfig, index: int) -> dict:
     """Arrays of case ``index``: ``{modality: float32 volume, "seg": uint8 labels, "meta": {...}}``."""
     rng = np.random.default_rng([cfg.seed, index])
-    look = np.random.default_rng([cfg.seed, index, APPEARANCE_STREAM]) if cfg.appearance == "randomised" else None
-    return draw_case(rng, cfg.depth, look)
+    look = np.random.default_rng([cfg.seed, index, APPEARANCE_STREAM])
+    return draw_case(rng, cfg.depth, look, wide=cfg.appearance == "randomised")
 
 
 # ----------------------------------------------------------------------------- writing
