@@ -64,7 +64,7 @@ class DataConfig:
     synthetic_dir: str = "data/synthetic"  # where synthetic volumes are written when no BraTS data is found
     synthetic_cases: int = 60  # synthetic cases to generate
     synthetic_depth: int = 155  # axial slices per synthetic volume (BraTS: 155)
-    synthetic_appearance: str = "fixed"  # synthetic contrast: "fixed" (one table) or "randomised" per case
+    synthetic_appearance: str = "fixed"  # contrast drawn per case: "fixed" (clinical ranges) or "randomised" (wider)
     seed: int = 0  # seeds synthetic data, slice sampling and the split
     img_size: int = 240  # slice size in the cache (BraTS native: 240)
     modalities: tuple[str, ...] = ("flair",)  # "flair" or "flair,t1,t1ce,t2" (input channels)
