@@ -12,9 +12,9 @@ What makes it stand in for MRI:
   * tumours across the BraTS range (``phantom_tumours.py``): deep or cortical, ring-enhancing with
     necrosis, solid, non-enhancing low grade, multifocal, small; infiltrative edema that fades;
   * CONTRAST DRAWN PER CASE (``draw_contrast``) within ranges of clinical FLAIR, relative to white matter
-    (WM = 1): CSF nulled (0.08-0.3), cortex usually brighter than white matter (0.92-1.3; below 1 where
-    partial volume with CSF wins), periventricular hyperintensities 1.15-1.6, edema 1.4-2.2 deep inside,
-    fading to 12-45 % of that excess at its margin (~1.05-1.5), necrosis 0.3-1.1 (as dark as CSF-ish or
+    (WM = 1): CSF nulled (0.08-0.3), cortex usually brighter than white matter (0.92-1.4; below 1 where
+    partial volume with CSF wins), periventricular hyperintensities 1.15-1.6, edema 1.3-2.1 deep inside,
+    fading to 10-40 % of that excess at its margin (~1.03-1.45), necrosis 0.3-1.1 (as dark as CSF-ish or
     as normal tissue), low-grade core 1.4-2.2, enhancing rim 1.0-1.6. These are our reading of clinical
     FLAIR descriptions (CSF suppression, grey > white, edema and T2-FLAIR-bright low-grade cores), not
     values measured on BraTS (no BraTS data is available offline). T1, T1ce and T2 use a table with every
@@ -48,10 +48,10 @@ CONTRAST = {
 # FLAIR relative to white matter (= 1): (low, high) per quantity; "wide" for appearance="randomised".
 FLAIR_RANGES = {
     "csf": (0.08, 0.3),
-    "gm": (0.92, 1.3),
+    "gm": (0.92, 1.4),
     "pvh": (1.15, 1.6),
-    "edema": (1.4, 2.2),
-    "edema_margin": (0.12, 0.45),  # share of the edema's excess over white matter left at its margin
+    "edema": (1.3, 2.1),
+    "edema_margin": (0.1, 0.4),  # share of the edema's excess over white matter left at its margin
     "necrosis": (0.3, 1.1),
     "low_grade_core": (1.4, 2.2),
     "rim": (1.0, 1.6),

@@ -23,7 +23,7 @@ from brainseg_utils.data.phantom_fields import lobulated_distance, smooth_noise
 HIGH_GRADE_SHARE = 0.7
 FOCI = ([1, 2, 3], [0.72, 0.2, 0.08])
 CORTICAL_SHARE = 0.3
-EDEMA_FADE_MM = 0.45  # strength reaches 1 at this fraction of the edema radius inside the margin
+EDEMA_FADE = 0.6  # edema strength reaches 1 this far inside its margin (fraction of the edema radius)
 
 
 def _centre(rng, anat: Anatomy, radius: float, cortical: bool) -> np.ndarray:
@@ -55,7 +55,7 @@ def _focus(rng, anat: Anatomy, strength: np.ndarray, c: np.ndarray, radius: floa
     spreads = np.isin(sub, [WM, PVH]) | ((sub == GM) & (swell < 0.75)) | (sub == ED)
     in_edema = (swell < 1.0) & spreads & ~in_core
     sub[in_edema] = ED
-    fade = np.clip((1.0 - swell) / EDEMA_FADE_MM, 0.0, 1.0)
+    fade = np.clip((1.0 - swell) / EDEMA_FADE, 0.0, 1.0)
     np.maximum(sub_strength, np.where(in_edema, fade, 0.0).astype(np.float32), out=sub_strength)
     rim = rng.uniform(1.5, 4.5)
     necrotic = high_grade and radius > 5 and rng.random() < 0.85
