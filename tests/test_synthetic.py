@@ -68,7 +68,8 @@ def test_contrasts_point_the_right_way():
     brain = d["flair"] > 0
     normal = brain & (seg == 0)
     for m in ("flair", "t2"):
-        assert np.median(d[m][seg == 2]) > 1.3 * np.median(d[m][normal]), m  # medians: sulcal CSF is bright on T2
+        # medians (sulcal CSF is bright on T2); edema fades towards its margin, so only "clearly brighter"
+        assert np.median(d[m][seg == 2]) > 1.1 * np.median(d[m][normal]), m
     assert (seg == 4).any(), "seed 1 case 0 is high grade (has an enhancing rim)"
     rim_t1ce = d["t1ce"][seg == 4].mean() / d["t1ce"][normal].mean()
     rim_t1 = d["t1"][seg == 4].mean() / d["t1"][normal].mean()

@@ -43,7 +43,7 @@ __all__ = ["SHAPE_XY", "CONTRAST", "FLAIR_RANGES", "draw_case", "draw_contrast",
 CONTRAST = {
     "t1": (0.0, 0.20, 0.55, 0.75, 0.45, 0.30, 0.50, 0.68),
     "t1ce": (0.0, 0.22, 0.58, 0.75, 0.48, 0.25, 1.10, 0.70),
-    "t2": (0.0, 1.00, 0.55, 0.38, 0.82, 0.92, 0.62, 0.60),
+    "t2": (0.0, 1.00, 0.55, 0.38, 0.90, 0.92, 0.62, 0.60),
 }
 # FLAIR relative to white matter (= 1): (low, high) per quantity; "wide" for appearance="randomised".
 FLAIR_RANGES = {

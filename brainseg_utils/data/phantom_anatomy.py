@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from brainseg_utils.data.phantom_fields import smooth_noise
 
@@ -101,19 +102,21 @@ def _parts(rng, grid: _Grid, z0: float, height: float, scale: float, warp: np.nd
     p1 = np.full(shape, 255, np.uint8)
     p2 = np.full(shape, 255, np.uint8)
     radius_mm = np.zeros(len(PARTS) + 1, np.float32)
+    centres = np.zeros((len(PARTS) + 1, 3), np.float32)
     for k, (offset, radii) in enumerate(PARTS.values()):
         jitter = rng.uniform(0.92, 1.08, 3)
         centre = (offset[0] * scale, offset[1] * scale, z0 + offset[2] * height)
         rad = (radii[0] * scale * jitter[0], radii[1] * scale * jitter[1], radii[2] * height * jitter[2])
         r = grid.r(centre, rad) * warp
         radius_mm[k] = min(rad[0], rad[1])
+        centres[k] = centre
         better = r < r1
         second = ~better & (r < r2)
         r2 = np.where(better, r1, np.where(second, r, r2))
         p2 = np.where(better, p1, np.where(second, np.uint8(k), p2))
         r1 = np.where(better, r, r1)
         p1 = np.where(better, np.uint8(k), p1)
-    return r1, p1, r2, p2, radius_mm
+    return r1, p1, r2, p2, radius_mm, centres
 
 
 def _fissure_depth(r1, p1, r2, p2, radius_mm) -> np.ndarray:
@@ -133,10 +136,10 @@ def anatomy(rng: np.random.Generator, depth: int) -> Anatomy:
     shape = (*SHAPE_XY, depth)
     z0 = depth * rng.uniform(0.01, 0.05)
     height = depth * rng.uniform(0.92, 0.97) - z0
-    scale = rng.uniform(0.9, 1.06)
+    scale = rng.uniform(0.95, 1.1)
     grid = _Grid(depth, (120 + rng.uniform(-6, 6), 120 + rng.uniform(-6, 6)), np.deg2rad(rng.uniform(-8, 8)))
     warp = 1.0 + 0.06 * smooth_noise(rng, shape, 30, 8)  # per-case shape deformation
-    r1, p1, r2, p2, radius_mm = _parts(rng, grid, z0, height, scale, warp)
+    r1, p1, r2, p2, radius_mm, centres = _parts(rng, grid, z0, height, scale, warp)
     brain = r1 < 1.0
     depth_mm = _fissure_depth(r1, p1, r2, p2, radius_mm)
     del r2, p2
@@ -148,7 +151,7 @@ def anatomy(rng: np.random.Generator, depth: int) -> Anatomy:
     atrophy = float(rng.uniform(0, 1))
     tissue = np.zeros(shape, np.uint8)
     tissue[brain] = WM
-    _cortex(rng, tissue, depth_mm, p1, r1, atrophy)
+    _cortex(rng, tissue, depth_mm, p1, r1, atrophy, _gyral_field(rng, grid, p1, r1, centres))
     meta = {"scale": round(float(scale), 3), "atrophy": round(atrophy, 3)}
     meta.update(_deep_structures(rng, tissue, grid, z0, height, scale, atrophy, brain))
     tissue[~brain] = BG
@@ -156,21 +159,41 @@ def anatomy(rng: np.random.Generator, depth: int) -> Anatomy:
     return Anatomy(tissue, depth_mm, np.where(brain, p1, np.uint8(255)), (z0, z0 + height), meta)
 
 
-def _cortex(rng, tissue, depth_mm, part, r, atrophy: float) -> None:
-    """Cortical ribbon, gyri and sulci in the cerebral parts; folia in the cerebellum; CSF over the surface."""
-    folds = smooth_noise(rng, tissue.shape, 5, 2)
+def _gyral_field(rng, grid: _Grid, part, r, centres) -> np.ndarray:
+    """Smooth noise that is constant along the rays from each part's centre (sampled at the point where the
+    ray leaves the part): its level sets are sheets that run into the brain at right angles to the surface,
+    like sulci. Zero crossings ~10-12 mm apart at the surface."""
+    shape = part.shape
+    noise = smooth_noise(rng, shape, 4, 2)
+    c = centres[np.minimum(part, len(centres) - 1)]  # (H, W, D, 3) owning part's centre (outside: unused)
+    inv = 1.0 / np.maximum(r, 0.3)
+    coords = [
+        (c[..., 0] + (grid.x[:, :, None] - c[..., 0]) * inv) + 120.0,
+        (c[..., 1] + (grid.y[:, :, None] - c[..., 1]) * inv) + 120.0,
+        c[..., 2] + (grid.z[None, None, :] - c[..., 2]) * inv,
+    ]
+    radial = ndimage.map_coordinates(noise, coords, order=1, mode="nearest").astype(np.float32)
+    return radial + 0.35 * smooth_noise(rng, shape, 3, 1)  # sulci bend and branch
+
+
+def _cortex(rng, tissue, depth_mm, part, r, atrophy: float, gyral: np.ndarray) -> None:
+    """Cortical ribbon, gyri and sulci in the cerebral parts; folia in the cerebellum; CSF over the surface.
+
+    Sulci: where the gyral field is near zero, down to a depth that varies along the surface; the cortex lines
+    the surface and both banks of every sulcus (a band of the field around zero), leaving white-matter cores in
+    the gyri."""
     brain = tissue > BG
     cerebral = np.isin(part, [_NAMES.index(n) for n in CEREBRAL]) & brain
     surface_csf = 0.6 + 1.4 * atrophy
-    ribbon = surface_csf + rng.uniform(2.5, 3.5) + 0.6 * np.clip(folds, -1.5, 1.5)  # cortex 1.6-4.4 mm thick
-    gyri = rng.uniform(12, 20)
-    grey = cerebral & ((depth_mm < ribbon) | ((np.abs(folds) < 0.4) & (depth_mm < gyri)))
-    tissue[grey] = GM
-    sulcus = 0.06 + 0.08 * atrophy
-    tissue[cerebral & (np.abs(folds) < sulcus) & (depth_mm < gyri - 3)] = CSF
+    ribbon = surface_csf + rng.uniform(2.5, 3.5)
+    sulcal_depth = rng.uniform(14, 22) * (1.0 + 0.25 * np.clip(smooth_noise(rng, tissue.shape, 12, 8), -2, 2))
+    in_sulcus = np.abs(gyral) < 0.07 + 0.08 * atrophy
+    banks = np.abs(gyral) < rng.uniform(0.7, 0.9)
+    tissue[cerebral & ((depth_mm < ribbon) | (banks & (depth_mm < sulcal_depth + 2.5)))] = GM
+    tissue[cerebral & in_sulcus & (depth_mm < sulcal_depth)] = CSF
     cereb = np.isin(part, [_NAMES.index("cerebellum_l"), _NAMES.index("cerebellum_r")]) & brain
     tissue[cereb & (r > 0.5)] = GM
-    folia = np.cos(2 * np.pi * ((1.0 - r) * 28.0 / rng.uniform(4.0, 6.0) + 0.8 * folds))
+    folia = np.cos(2 * np.pi * ((1.0 - r) * 28.0 / rng.uniform(4.0, 6.0) + 0.4 * gyral))
     tissue[cereb & (r > 0.55) & (folia > 0.9 - 0.1 * atrophy)] = CSF
     tissue[brain & (depth_mm < surface_csf)] = CSF
 

@@ -51,8 +51,10 @@ def _focus(rng, anat: Anatomy, strength: np.ndarray, c: np.ndarray, radius: floa
     dist = np.sqrt(sum((g - c[k]) ** 2 for k, g in enumerate(grid)))
     core = lobulated_distance(dist, radius, smooth_noise(rng, sub.shape, max(2.0, radius / 3), 1), 0.25)
     swell = lobulated_distance(dist, edema, smooth_noise(rng, sub.shape, max(2.0, edema / 4), 1), 0.4)
-    in_core = (core < 1.0) & (sub > BG) & (sub != ED) & (sub != NCR) & (sub != ET)
-    spreads = np.isin(sub, [WM, PVH]) | ((sub == GM) & (swell < 0.75)) | (sub == ED)
+    names = list(PARTS)
+    supratentorial = np.isin(anat.part[sl], [names.index(n) for n in CEREBRAL])  # the tentorium stops it
+    in_core = (core < 1.0) & supratentorial & (sub > BG) & (sub != ED) & (sub != NCR) & (sub != ET)
+    spreads = supratentorial & (np.isin(sub, [WM, PVH]) | ((sub == GM) & (swell < 0.75)) | (sub == ED))
     in_edema = (swell < 1.0) & spreads & ~in_core
     sub[in_edema] = ED
     fade = np.clip((1.0 - swell) / EDEMA_FADE, 0.0, 1.0)
