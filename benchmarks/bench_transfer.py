@@ -1,7 +1,7 @@
 """Transfer benchmark: does a U-Net trained only on our synthetic data work on real brain anatomy?
 
     python benchmarks/bench_transfer.py [--out outputs/benchmarks/transfer.json] [--work outputs/benchmarks/transfer]
-                                        [--sam] [--epochs N] [--cases N] [--no-mr-intensity]
+                                        [--sets NAME|NAME=PATH ...] [--sam] [--epochs N] [--cases N] [--no-mr-intensity]
 
 1. Generates the default synthetic dataset (the quick profile's ``configs/quick.yaml``: cases, depth,
    seed 0), builds the slice cache (FLAIR, its image size, tumour-free fraction and slice step), writes the
@@ -13,8 +13,11 @@
 2. Evaluates with notebook 04's per-patient protocol (``evaluate.predict_case``: every brain
    slice predicted at the cache size, mapped back to the native grid, 3-D Dice of the whole
    tumour) on
-     * ``realanatomy``: the held-out real-anatomy set (``benchmarks/realanatomy.py``: MNI152 2009
-       template with implanted tumours; real anatomy, synthetic tumours, NOT BraTS);
+     * every real-anatomy construction (``benchmarks/constructions.py``: MNI152 2009 template, tumours and
+       contrasts by code that shares nothing with the generator, each construction differently; real anatomy,
+       synthetic tumours, NOT BraTS), built under ``--sets-dir``, or a set written elsewhere (``NAME=PATH``,
+       e.g. one built independently of this repository). Reported per set; ``worst_real_set`` is the one
+       the goal is judged on;
      * ``synthetic_test``: the synthetic test split (in-domain; 2-3 cases at 16 cases);
      * ``synthetic_extra``: ``--extra-cases`` more synthetic cases from another seed (in-domain,
        a less noisy mean than the small test split).
@@ -22,7 +25,7 @@
    ground-truth box of every tumour slice (an ORACLE prompt), on the real-anatomy set and the
    synthetic test split, same 3-D protocol (slices without tumour predicted empty). Cached per
    dataset fingerprint, since it does not depend on the U-Net.
-4. ``flair_overlap`` of the real-anatomy set and the synthetic training data (no model): the fraction of
+4. ``flair_overlap`` of each real-anatomy set and the synthetic training data (no model): the fraction of
    normal brain brighter than the median edema voxel, i.e. how badly "bright = tumour" works on each.
 
 Writes JSON (``--out``): per-case and mean Dice for every model and set, training history,
@@ -47,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # realanatomy.py beside this file
 
-import realanatomy  # noqa: E402
+import constructions  # noqa: E402
 
 from brainseg_utils.config import TrainConfig  # noqa: E402
 from brainseg_utils.data.brats import discover_cases  # noqa: E402
@@ -282,11 +285,52 @@ def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     return result
 
 
+def real_sets(a) -> dict:
+    """{name: cases} of every requested real-anatomy set: NAME builds (or reuses) that construction under
+    ``--sets-dir``; NAME=PATH reads a set written elsewhere (e.g. an independently built one)."""
+    out = {}
+    for spec in a.sets:
+        name, _, path = spec.partition("=")
+        if path:
+            root = Path(path)
+        elif name in constructions.NAMES:
+            root = constructions.build(name, Path(a.sets_dir) / name, a.real_cases, a.real_seed, workers=None)
+        else:
+            raise SystemExit(f"--sets: unknown construction {name!r}; known: {list(constructions.NAMES)}, or NAME=PATH")
+        cases = discover_cases(root)
+        if not cases:
+            raise SystemExit(f"--sets {spec}: no BraTS cases under {root}")
+        out[name] = cases[: a.real_cases] if not path else cases
+    return out
+
+
+def describe_set(name: str, specs: list[str]) -> str:
+    given = next((sp.partition("=")[2] for sp in specs if sp.partition("=")[0] == name and "=" in sp), "")
+    made = f"given folder {given}" if given else f"construction benchmarks/{constructions.NAMES[name]}.py"
+    return f"REAL anatomy with SYNTHETIC tumours ({made}); not BraTS"
+
+
+def worst_set(results: dict, real: dict) -> dict:
+    """The real-anatomy set with the lowest U-Net mean Dice: the goal is judged there, not on the mean."""
+    name = min(real, key=lambda n: results[n]["unet"]["mean"])
+    return {
+        "set": name,
+        "mean": results[name]["unet"]["mean"],
+        "per_set": {n: results[n]["unet"]["mean"] for n in real},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/benchmarks/transfer.json")
     p.add_argument("--work", default="outputs/benchmarks/transfer", help="datasets, cache and models (reused)")
-    p.add_argument("--realanatomy", default="outputs/benchmarks/realanatomy", help="real-anatomy set (built if absent)")
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=list(constructions.NAMES),
+        help=f"real-anatomy constructions to evaluate on, NAME or NAME=PATH (default all: {list(constructions.NAMES)})",
+    )
+    p.add_argument("--sets-dir", default="outputs/benchmarks/sets", help="where NAME sets are built (reused)")
     p.add_argument("--real-cases", type=int, default=12)
     p.add_argument(
         "--real-seed", type=int, default=0, help="seed of the real-anatomy set (fixed: --seed varies training)"
@@ -350,22 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     syn, gen_s = synthetic_data(work, a.cases, a.seed, a.depth, "train", a.appearance)
     best, split, train_info = train_unet(work, syn, a)
     model, _ = load_unet(best, split["sha256"], device)
-    real_root = realanatomy.build(a.realanatomy, a.real_cases, a.real_seed, progress=True)
-    real_cases = discover_cases(real_root)
+    real = real_sets(a)
     by_id = {c.case_id: c for c in discover_cases(syn)}
     test_cases = [by_id[c] for c in split["test"]]
-    results = {
-        "realanatomy": {"unet": unet_dice(model, real_cases, a.img_size, device)},
-        "synthetic_test": {"unet": unet_dice(model, test_cases, a.img_size, device)},
-    }
+    results = {name: {"unet": unet_dice(model, cases, a.img_size, device)} for name, cases in real.items()}
+    results["synthetic_test"] = {"unet": unet_dice(model, test_cases, a.img_size, device)}
     if a.extra_cases:
         extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra", a.appearance)
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
-    overlap = {"realanatomy": flair_overlap(real_cases), "synthetic_train": flair_overlap(discover_cases(syn))}
+    overlap = {name: flair_overlap(cases) for name, cases in real.items()}
+    overlap["synthetic_train"] = flair_overlap(discover_cases(syn))
     if a.sam:
-        results["realanatomy"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
-            real_cases, a.img_size, device, work / "sam_realanatomy.json"
-        )
+        for name, cases in real.items():
+            results[name]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
+                cases, a.img_size, device, work / f"sam_{name}.json"
+            )
         results["synthetic_test"]["sam_litemedsam_box_zeroshot"] = sam_box_dice(
             test_cases, a.img_size, device, work / "sam_synthetic_test.json"
         )
@@ -373,14 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         "label": a.label,
         "what": "U-Net trained only on the default synthetic data (quick profile), per-patient 3-D whole-tumour Dice",
         "sets": {
-            "realanatomy": "REAL anatomy (MNI152 2009 template bundled in nilearn), SYNTHETIC implanted tumours "
-            "(benchmarks/realanatomy.py); not BraTS",
+            **{name: describe_set(name, a.sets) for name in real},
             "synthetic_test": "in-domain: the synthetic test split",
             "synthetic_extra": f"in-domain: {a.extra_cases} more synthetic cases, seed {a.seed + 1000}",
         },
         "protocol": "evaluate.predict_case: every brain slice at the cache size, bilinear back to native, > 0.5, "
         "3-D Dice vs seg > 0",
-        "config": {k: v for k, v in vars(a).items() if k not in ("out", "work", "realanatomy")},
+        "config": {k: v for k, v in vars(a).items() if k not in ("out", "work", "sets_dir")},
         **sources,
         "generation_seconds_per_case": round(gen_s, 2),
         "generation_note": "wall time of generate_dataset / cases with 2 worker processes on a contended 2-core CPU",
@@ -388,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": a.threads,
         "training": train_info,
         "results": results,
+        "worst_real_set": worst_set(results, real),
         "flair_overlap": {
             "what": "per case, fraction of normal brain voxels brighter than the median edema voxel (normalised "
             "FLAIR); 0 = a global threshold finds the edema",
@@ -400,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s:16s} {name:30s} mean Dice {v['mean']:.3f} (n={v['n']}, min {v['min']:.3f}, max {v['max']:.3f})")
     for s, v in overlap.items():
         print(f"{s:16s} FLAIR normal-brighter-than-edema fraction: mean {v['mean']:.4f} (max {v['max']:.4f})")
+    w = out["worst_real_set"]
+    print(f"worst real-anatomy set: {w['set']} (U-Net mean Dice {w['mean']:.3f}; the goal holds on the worst)")
     print(f"generation {gen_s:.2f} s/case; wrote {a.out}")
     return 0
 

@@ -19,9 +19,10 @@ What makes it stand in for MRI:
     FLAIR descriptions (CSF suppression, grey > white, edema and T2-FLAIR-bright low-grade cores), not
     values measured on BraTS (no BraTS data is available offline). T1, T1ce and T2 use a table with every
     mean jittered by +-10 % per case; then partial-volume blur (sigma 0.5-0.9 voxel), tissue texture, a
-    smooth multiplicative bias field (strength 0.1-0.3) and Rician-like noise (1.5-3.5 % of white matter);
+    smooth multiplicative bias field (strength 0.15-0.45: BraTS images are not bias-corrected) and Rician-like
+    noise (1.5-3.5 % of white matter);
   * ``appearance="randomised"`` (``wide=True``) draws from wider ranges (domain randomisation beyond
-    clinical FLAIR; bias up to 0.45, +-20 % on the other modalities).
+    clinical FLAIR; bias up to 0.6, +-20 % on the other modalities).
 
 The contrast draws come from their own random stream (``look_rng``), so both appearances share anatomy
 and tumours.
@@ -66,7 +67,7 @@ WIDE_RANGES = {
     "low_grade_core": (1.2, 2.6),
     "rim": (0.9, 1.9),
 }
-ACQUISITION = {"blur": (0.5, 0.9), "texture": (0.04, 0.08), "noise": (0.015, 0.035), "bias": (0.1, 0.3)}
+ACQUISITION = {"blur": (0.5, 0.9), "texture": (0.04, 0.08), "noise": (0.015, 0.035), "bias": (0.15, 0.45)}
 
 
 def draw_contrast(rng: np.random.Generator, high_grade: bool, wide: bool = False) -> dict:
@@ -83,7 +84,7 @@ def draw_contrast(rng: np.random.Generator, high_grade: bool, wide: bool = False
         lut[m][1:] *= rng.uniform(1.0 - jitter, 1.0 + jitter, len(table) - 1).astype(np.float32)
     acq = {k: float(rng.uniform(*v)) for k, v in ACQUISITION.items()}
     if wide:
-        acq["bias"] = float(rng.uniform(0.1, 0.45))
+        acq["bias"] = float(rng.uniform(0.15, 0.6))
     return {"lut": lut, "edema_margin": f["edema_margin"], "flair": {k: round(v, 3) for k, v in f.items()}, **acq}
 
 
