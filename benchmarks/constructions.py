@@ -16,4 +16,5 @@ def build(name: str, out, cases: int, seed: int, workers: int | None = None) -> 
     """Build (or reuse) construction ``name`` under ``out``; returns the folder."""
     if name not in NAMES:
         raise ValueError(f"unknown construction {name!r}; known: {list(NAMES)}")
-    return importlib.import_module(NAMES[name]).build(out, cases, seed, progress=True, workers=workers)
+    extra = {} if workers is None else {"workers": workers}
+    return importlib.import_module(NAMES[name]).build(out, cases, seed, progress=True, **extra)
