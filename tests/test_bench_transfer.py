@@ -39,3 +39,40 @@ def test_flair_overlap_needs_edema(tmp_path):
     flair = np.ones((4, 4, 2), np.float32)
     with pytest.raises(ValueError, match="label 2"):
         B.flair_overlap([_case(tmp_path, "none", flair, np.zeros(flair.shape, np.uint8))])
+
+
+def test_worst_set_is_the_lowest_mean_not_the_average():
+    results = {
+        "a": {"unet": {"mean": 0.71}},
+        "b": {"unet": {"mean": 0.58}},
+        "c": {"unet": {"mean": 0.93}},
+        "synthetic_test": {"unet": {"mean": 0.1}},  # in-domain sets never count
+    }
+    w = B.worst_set(results, {"a": [], "b": [], "c": []})
+    assert w == {"set": "b", "mean": 0.58, "per_set": {"a": 0.71, "b": 0.58, "c": 0.93}}
+
+
+def test_real_sets_reads_given_folders_and_refuses_unknown_or_empty(tmp_path, monkeypatch):
+    given = tmp_path / "independent"
+    cid = "BraTS20_Training_001"
+    (given / cid).mkdir(parents=True)
+    vol = np.zeros((8, 8, 4), np.int16)
+    vol[2:6, 2:6, 1:3] = 100
+    for m in ("flair", "t1", "t1ce", "t2", "seg"):
+        nib.save(
+            nib.Nifti1Image(vol if m != "seg" else (vol > 0).astype(np.uint8), np.eye(4)),
+            given / cid / f"{cid}_{m}.nii",
+        )
+    a = SimpleNamespace(sets=[f"indep={given}"], sets_dir=str(tmp_path / "built"), real_cases=12, real_seed=0)
+    got = B.real_sets(a)
+    assert list(got) == ["indep"] and [c.case_id for c in got["indep"]] == [cid]
+    assert "given folder" in B.describe_set("indep", a.sets) and "not BraTS" in B.describe_set("indep", a.sets)
+    with pytest.raises(SystemExit, match="unknown construction 'nope'"):
+        B.real_sets(SimpleNamespace(**{**vars(a), "sets": ["nope"]}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no BraTS cases"):
+        B.real_sets(SimpleNamespace(**{**vars(a), "sets": [f"e={tmp_path / 'empty'}"]}))
+    built = []
+    monkeypatch.setattr(B.constructions, "build", lambda name, out, n, seed, workers=None: built.append(name) or given)
+    got = B.real_sets(SimpleNamespace(**{**vars(a), "sets": ["mni_implant"]}))
+    assert built == ["mni_implant"] and "construction benchmarks/realanatomy.py" in B.describe_set("mni_implant", [])
