@@ -53,6 +53,9 @@ DEFAULT_DEPTH = 155
 ALIAS_355 = "W39_1998.09.19_Segm.nii"
 KNOWN_QUIRKS = ("alias355", "gz", "float32")
 MARKER = "SYNTHETIC.json"
+# Bumped whenever the same config draws different volumes; a dataset written by another version is regenerated.
+# 2: anatomy from skull base to vertex, normal FLAIR hyperintensities, BraTS-range tumours, per-case contrast.
+GENERATOR_VERSION = 2
 # BraTS 2020 files carry this LPS-like affine (1 mm voxels, y flipped with origin at 239).
 BRATS_AFFINE = np.array([[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 APPEARANCES = ("fixed", "randomised")
@@ -131,11 +134,12 @@ def _complete(out: Path, cfg: SyntheticConfig) -> bool:
     if not marker.exists():
         return False
     try:
-        stored = json.loads(marker.read_text())["config"]
-    except (ValueError, KeyError):
+        record = json.loads(marker.read_text())
+        stored, version = record["config"], record.get("generator_version", 1)
+    except (ValueError, KeyError, TypeError):
         return False
-    if isinstance(stored, dict):
-        stored.setdefault("appearance", "fixed")  # written before the option existed: the fixed contrast table
+    if version != GENERATOR_VERSION:
+        return False  # an earlier generator drew other volumes for the same config
     return stored == json.loads(json.dumps(asdict(cfg))) and all((out / c).is_dir() for c in case_ids(cfg))
 
 
@@ -184,6 +188,7 @@ def generate_dataset(
             "dataset": "synthetic",
             "note": "Synthetic volumes in the BraTS 2020 layout; numbers measured on them are synthetic results.",
             "config": asdict(cfg),
+            "generator_version": GENERATOR_VERSION,
             "generation_seconds": round(time.perf_counter() - t0, 2),
         },
     )
