@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         "--appearance",
         default=PROFILE.data.synthetic_appearance,
         choices=APPEARANCES,
-        help="synthetic contrast: the fixed table (the default) or contrast and bias strength drawn per case",
+        help="synthetic contrast: clinical FLAIR ranges per case (fixed, the default) or wider ranges (randomised)",
     )
     p.add_argument("--label", default="", help="free text stored in the JSON (what this run changed)")
     a = p.parse_args(argv)

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "--appearance",
         default="fixed",
         choices=APPEARANCES,
-        help="one contrast table (fixed, the default) or contrast and bias strength drawn per case (randomised)",
+        help="contrast drawn per case within clinical FLAIR ranges (fixed, the default) or wider ranges (randomised)",
     )
     p.add_argument("--workers", type=int, default=None, help="processes (default: min(cases, CPUs))")
     args = p.parse_args(argv)
