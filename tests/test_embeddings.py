@@ -123,11 +123,11 @@ def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
 
     cache, split = tiny_cache
     has = cache.index.has_tumour.to_numpy()
-    tr_rows = [r for r in cache.rows_for(split["train"]) if has[r]][::2][:20]
+    tr_rows = [r for r in cache.rows_for(split["train"]) if has[r]][:40]
     va_rows = [r for r in cache.rows_for(split["val"]) if has[r]][:10]
     lite = build_backend("litemedsam")
     emb = build_embedding_cache(lite, cache, tr_rows + va_rows, tmp_path / "emb", batch_size=8, progress=False)
-    tr = EmbeddingDataset(emb, cache, tr_rows, "box", jitter_px=5)
+    tr = EmbeddingDataset(emb, cache, tr_rows, "box", jitter_px=2)
     va = EmbeddingDataset(emb, cache, va_rows, "box", jitter_px=0)
     model = SamDecoderModel(lite, "box", cache.images.shape[-1])
     zero = evaluate_dataset(model, va)["dice"]
@@ -136,7 +136,7 @@ def test_finetuning_beats_zero_shot(tiny_cache, tmp_path):
         tr,
         va,
         tmp_path / "run",
-        TrainConfig(epochs=4, batch_size=4, lr=1e-4, progress=False),
+        TrainConfig(epochs=6, batch_size=4, lr=2e-4, progress=False),
         params=model.trainable_parameters(),
     )
     best = max(h["val_dice"] for h in hist)
