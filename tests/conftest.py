@@ -137,6 +137,8 @@ SLOW_TESTS = {
     "test_ema_resume_matches_uninterrupted_run",
     "test_resume_with_more_epochs_follows_the_longer_cosine_curve",
     "test_twenty_concurrent_clients",
+    "test_tumours_cover_the_brats_range",  # 24 phantom anatomies
+    "test_edema_is_infiltrative_and_spares_the_cortex",
 }
 
 
