@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-NAMES = {"mni_implant": "realanatomy", "mni_flair": "realanatomy_flair"}
+NAMES = {"mni_implant": "realanatomy", "mni_flair": "realanatomy_flair", "mni_growth": "realanatomy_growth"}
 
 
 def build(name: str, out, cases: int, seed: int, workers: int | None = None) -> Path:
