@@ -123,3 +123,20 @@ def test_case_contrast_fades_edema_and_keeps_normal_hyperintensities_unlabelled(
     assert np.median(f[inner]) > np.median(f[margin]) > 0.9 * np.median(f[normal])
     assert np.median(f[inner]) > 1.2 * np.median(f[normal])
     assert case["meta"]["flair_contrast"]["edema"] >= 1.3
+
+
+def test_edema_stays_visible_over_the_tissue_it_replaced():
+    """Edema intensities, computed by hand. FLAIR: ``margin`` x the replaced tissue at the labelled margin
+    (strength 0), rising to the case's edema level, never below the margin's brightness (edema in bright
+    cortex stays brighter than cortex). Other modalities: a share of the difference to the edema level."""
+    from brainseg_utils.data.phantom import _edema
+
+    lut = np.array([0.0, 0.2, 1.4, 1.0, 1.5, 0.5, 1.2, 1.3], np.float32)  # BG CSF GM WM ED NCR ET PVH
+    base = lut[[A.WM, A.WM, A.WM, A.GM, A.GM]]
+    strength = np.array([0.0, 0.5, 1.0, 0.0, 1.0], np.float32)
+    np.testing.assert_allclose(_edema(lut, base, strength, "flair", 1.2), [1.2, 1.35, 1.5, 1.68, 1.68], rtol=1e-6)
+    np.testing.assert_allclose(
+        _edema(lut, base, strength, "t1", 0.4), [1.2, 1.35, 1.5, 1.44, 1.5], rtol=1e-6
+    )  # 1 + 0.5 * (0.4 + 0.6 * s); 1.4 + 0.1 * (0.4 + 0.6 * s)
+    flair = _edema(lut, base, strength, "flair", 1.12)
+    assert (flair >= 1.12 * base - 1e-6).all(), "the labelled margin stays >= 1.12x the tissue it replaced"

@@ -14,7 +14,8 @@ What makes it stand in for MRI:
   * CONTRAST DRAWN PER CASE (``draw_contrast``) within ranges of clinical FLAIR, relative to white matter
     (WM = 1): CSF nulled (0.08-0.3), cortex usually brighter than white matter (0.92-1.4; below 1 where
     partial volume with CSF wins), periventricular hyperintensities 1.15-1.6, edema 1.3-2.1 deep inside,
-    fading to 10-40 % of that excess at its margin (~1.03-1.45), necrosis 0.3-1.1 (as dark as CSF-ish or
+    fading to 1.12-1.3x the tissue it replaced at its labelled margin (annotators draw edema where the
+    hyperintensity is still visible; version 2 faded it to 1.03x, below noise and texture), necrosis 0.3-1.1 (as dark as CSF-ish or
     as normal tissue), low-grade core 1.4-2.2, enhancing rim 1.0-1.6. These are our reading of clinical
     FLAIR descriptions (CSF suppression, grey > white, edema and T2-FLAIR-bright low-grade cores), not
     values measured on BraTS (no BraTS data is available offline). T1, T1ce and T2 use a table with every
@@ -52,7 +53,7 @@ FLAIR_RANGES = {
     "gm": (0.92, 1.4),
     "pvh": (1.15, 1.6),
     "edema": (1.3, 2.1),
-    "edema_margin": (0.1, 0.4),  # share of the edema's excess over white matter left at its margin
+    "edema_margin": (1.12, 1.3),  # brightness at the labelled margin relative to the tissue it replaced
     "necrosis": (0.3, 1.1),
     "low_grade_core": (1.4, 2.2),
     "rim": (1.0, 1.6),
@@ -62,11 +63,13 @@ WIDE_RANGES = {
     "gm": (0.85, 1.5),
     "pvh": (1.1, 1.9),
     "edema": (1.25, 2.6),
-    "edema_margin": (0.05, 0.6),
+    "edema_margin": (1.08, 1.4),
     "necrosis": (0.2, 1.4),
     "low_grade_core": (1.2, 2.6),
     "rim": (0.9, 1.9),
 }
+# T1, T1ce, T2: share of the edema's difference from the replaced tissue left at the labelled margin.
+OTHER_EDEMA_MARGIN = (0.3, 0.6)
 ACQUISITION = {"blur": (0.5, 0.9), "texture": (0.04, 0.08), "noise": (0.015, 0.035), "bias": (0.15, 0.45)}
 
 
@@ -79,22 +82,38 @@ def draw_contrast(rng: np.random.Generator, high_grade: bool, wide: bool = False
     flair = np.array([0.0, f["csf"], f["gm"], 1.0, f["edema"], core, f["rim"], f["pvh"]], np.float32) * 0.45
     jitter = 0.2 if wide else 0.1
     lut = {"flair": flair}
+    margin = {"flair": f["edema_margin"]}
     for m, table in CONTRAST.items():
         lut[m] = np.array(table, np.float32)
         lut[m][1:] *= rng.uniform(1.0 - jitter, 1.0 + jitter, len(table) - 1).astype(np.float32)
+        margin[m] = float(rng.uniform(*OTHER_EDEMA_MARGIN))
     acq = {k: float(rng.uniform(*v)) for k, v in ACQUISITION.items()}
     if wide:
         acq["bias"] = float(rng.uniform(0.15, 0.6))
-    return {"lut": lut, "edema_margin": f["edema_margin"], "flair": {k: round(v, 3) for k, v in f.items()}, **acq}
+    return {"lut": lut, "edema_margin": margin, "flair": {k: round(v, 3) for k, v in f.items()}, **acq}
 
 
-def _render(rng, tissue, strength, modality: str, texture: np.ndarray, look: dict) -> np.ndarray:
-    """Intensity volume for one modality: contrast, fading edema, partial volume, texture, bias, noise."""
+def _edema(lut: np.ndarray, base: np.ndarray, strength: np.ndarray, modality: str, margin: float) -> np.ndarray:
+    """Edema intensities over the normal tissue they replaced (``base``: its intensities).
+
+    FLAIR: ``margin`` times the replaced tissue at the labelled margin (visible there, as annotators draw
+    edema where the hyperintensity ends), rising with ``strength`` to the case's edema level (never below
+    the margin's brightness, so edema in bright cortex stays brighter than that cortex). Other modalities:
+    ``margin`` of the difference to the edema level at the margin, all of it deep inside."""
+    if modality == "flair":
+        low = base * margin
+        return low + np.maximum(lut[ED] - low, 0.0) * strength
+    return base + (lut[ED] - base) * (margin + (1.0 - margin) * strength)
+
+
+def _render(rng, tissue, normal, strength, modality: str, texture: np.ndarray, look: dict) -> np.ndarray:
+    """Intensity volume for one modality: contrast, fading edema, partial volume, texture, bias, noise.
+
+    ``normal``: the tissue classes before the tumours were planted (what the edema replaced)."""
     lut = look["lut"][modality]
     img = lut[tissue]
     edema = tissue == ED
-    margin = look["edema_margin"]
-    img[edema] = lut[WM] + (lut[ED] - lut[WM]) * (margin + (1.0 - margin) * strength[edema])
+    img[edema] = _edema(lut, lut[normal[edema]], strength[edema], modality, look["edema_margin"][modality])
     img = ndimage.gaussian_filter(img, look["blur"])
     img *= 1.0 + look["texture"] * texture
     img *= bias_field(rng, tissue.shape, look["bias"])
@@ -111,11 +130,12 @@ def draw_case(
 
     ``look_rng`` draws the contrast (default: a stream derived from ``rng``); ``wide`` widens its ranges."""
     anat = anatomy(rng, depth)
+    normal = anat.tissue.copy()
     planted, high_grade, strength = plant_tumours(rng, anat)
     look_rng = look_rng if look_rng is not None else np.random.default_rng(rng.integers(2**63))
     look = draw_contrast(look_rng, high_grade, wide)
     texture = smooth_noise(rng, anat.tissue.shape, 1.5, 1)
-    out = {m: _render(rng, anat.tissue, strength, m, texture, look) for m in MODALITIES}
+    out = {m: _render(rng, anat.tissue, normal, strength, m, texture, look) for m in MODALITIES}
     seg = np.zeros(anat.tissue.shape, np.uint8)
     seg[anat.tissue == NCR] = 1
     seg[anat.tissue == ED] = 2

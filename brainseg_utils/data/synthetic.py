@@ -55,7 +55,8 @@ KNOWN_QUIRKS = ("alias355", "gz", "float32")
 MARKER = "SYNTHETIC.json"
 # Bumped whenever the same config draws different volumes; a dataset written by another version is regenerated.
 # 2: anatomy from skull base to vertex, normal FLAIR hyperintensities, BraTS-range tumours, per-case contrast.
-GENERATOR_VERSION = 2
+# 3: edema rendered over the tissue it replaced, with its labelled margin visible (1.12-1.3x that tissue on FLAIR).
+GENERATOR_VERSION = 3
 # BraTS 2020 files carry this LPS-like affine (1 mm voxels, y flipped with origin at 239).
 BRATS_AFFINE = np.array([[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 APPEARANCES = ("fixed", "randomised")
