@@ -165,7 +165,9 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
             "model": mcfg,
             "aug": a.aug_strength,
             "mr_intensity": a.mr_intensity,
-            "src": _source_sha("data/transforms.py", "data/dataset.py"),
+            "src": _source_sha(
+                "data/transforms.py", "data/dataset.py", "training/engine.py", "training/ema.py", "models/losses.py"
+            ),
         }
     )
     unet_dir = work / "unet" / key[:16]

@@ -270,8 +270,9 @@ def _float_state(sd):
 
 def test_ema_checkpoint_holds_the_moving_average(tmp_path):
     """4 toy items, batch 2: two optimizer steps. The first update copies the weights w1, the second gives
-    d * w1 + (1 - d) * w2; validation and best.pt / last.pt's "model" use it, "train_model" holds w2."""
-    d = 0.7
+    d * w1 + (1 - d) * w2 with the warm-up decay d = min(0.7, 2 / 11); validation and best.pt / last.pt's
+    "model" use it, "train_model" holds w2."""
+    decay, d = 0.7, 2 / 11
     tr, va = _toy_data()
     torch.manual_seed(0)
     model = UNet(base_channels=4)
@@ -282,11 +283,11 @@ def test_ema_checkpoint_holds_the_moving_average(tmp_path):
             seen.append({k: v.detach().clone() for k, v in _float_state(mod.state_dict()).items()})
 
     model.register_forward_pre_hook(snapshot)
-    hist = fit(model, tr, va, tmp_path, _toy_cfg(epochs=1, ema_decay=d))
+    hist = fit(model, tr, va, tmp_path, _toy_cfg(epochs=1, ema_decay=decay))
     assert len(seen) == 2
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert last["ema_updates"] == 2 and last["config"]["train"]["ema_decay"] == d
+    assert last["ema_updates"] == 2 and last["config"]["train"]["ema_decay"] == decay
     w1, w2 = seen[1], _float_state(last["train_model"])
     for k, v in _float_state(last["model"]).items():
         torch.testing.assert_close(v, d * w1[k] + (1 - d) * w2[k], rtol=1e-5, atol=1e-6, msg=k)
@@ -297,6 +298,16 @@ def test_ema_checkpoint_holds_the_moving_average(tmp_path):
     ema_model.load_state_dict(last["model"])
     val = validate(ema_model, torch.utils.data.DataLoader(va, batch_size=2), FocalDiceLoss(), torch.device("cpu"), None)
     assert hist[0]["val_loss"] == pytest.approx(val["loss"], rel=1e-5)
+
+
+def test_ema_warmup_decay_follows_the_update_count():
+    """min(decay, (1 + n) / (10 + n)): the average follows the weights early and reaches ``decay`` later."""
+    from brainseg_utils.training.ema import warmup_decay
+
+    assert warmup_decay(0.98, 0) == pytest.approx(0.1)
+    assert warmup_decay(0.98, 50) == pytest.approx(51 / 60)
+    assert warmup_decay(0.98, 440) == pytest.approx(0.98)  # 441 / 450
+    assert warmup_decay(0.98, 10_000) == 0.98 and warmup_decay(0.5, 100) == 0.5
 
 
 def test_ema_resume_matches_uninterrupted_run(tmp_path):

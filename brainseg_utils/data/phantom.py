@@ -15,13 +15,13 @@ What makes it stand in for MRI:
     (WM = 1): CSF nulled (0.08-0.3), cortex usually brighter than white matter (0.92-1.4; below 1 where
     partial volume with CSF wins), periventricular hyperintensities 1.15-1.6, edema 1.3-2.1 deep inside,
     fading to 1.12-1.3x the tissue it replaced at its labelled margin (annotators draw edema where the
-    hyperintensity is still visible; version 2 faded it to 1.03x, below noise and texture), necrosis 0.3-1.1 (as dark as CSF-ish or
-    as normal tissue), low-grade core 1.4-2.2, enhancing rim 1.0-1.6. These are our reading of clinical
-    FLAIR descriptions (CSF suppression, grey > white, edema and T2-FLAIR-bright low-grade cores), not
-    values measured on BraTS (no BraTS data is available offline). T1, T1ce and T2 use a table with every
-    mean jittered by +-10 % per case; then partial-volume blur (sigma 0.5-0.9 voxel), tissue texture, a
-    smooth multiplicative bias field (strength 0.15-0.45: BraTS images are not bias-corrected) and Rician-like
-    noise (1.5-3.5 % of white matter);
+    hyperintensity is still visible; version 2 faded it to 1.03x, below noise and texture), necrosis
+    0.3-1.1 (as dark as CSF-ish or as normal tissue), low-grade core 1.4-2.2, enhancing rim 1.0-1.6.
+    These are our reading of clinical FLAIR descriptions (CSF suppression, grey > white, edema and
+    T2-FLAIR-bright low-grade cores), not values measured on BraTS (no BraTS data is available offline).
+    T1, T1ce and T2 use a table with every mean jittered by +-10 % per case; then partial-volume blur
+    (sigma 0.5-0.9 voxel), tissue texture, a smooth multiplicative bias field (strength 0.15-0.45: BraTS
+    images are not bias-corrected) and Rician-like noise (1.5-3.5 % of white matter);
   * ``appearance="randomised"`` (``wide=True``) draws from wider ranges (domain randomisation beyond
     clinical FLAIR; bias up to 0.6, +-20 % on the other modalities).
 
