@@ -74,7 +74,8 @@ def test_edema_is_infiltrative_and_spares_the_cortex():
     ed = t == T.ED
     assert ed.any() and strength[~ed].max() == 0.0 and 0.0 <= strength.min() and strength.max() <= 1.0
     outside = (t != T.ED) & (t != T.NCR) & (t != T.ET) & (t > A.BG)
-    margin = ed & ndimage.binary_dilation(outside, iterations=1)
+    # its margin in white matter (where it fades out; at the spared cortex it stops while still strong)
+    margin = ed & ndimage.binary_dilation(outside & np.isin(t, [A.WM, A.PVH]), iterations=1)
     inner = ed & ~ndimage.binary_dilation(outside, iterations=4)
     assert strength[margin].mean() < 0.35 < 0.6 < strength[inner].mean(), "strength rises from margin to inside"
     assert (anat.depth_mm[ed] < 1.0).mean() < 0.05, "edema does not sit on the brain surface"
@@ -87,7 +88,7 @@ def test_tumour_labels_inside_brain_and_by_grade(seed):
     assert planted and (anat.part[(t == T.ED) | (t == T.NCR) | (t == T.ET)] != 255).all()
     assert (t == T.ET).any() == high_grade, "enhancing tumour exactly in high-grade cases"
     for p in planted:
-        assert 2.5 <= p["radius_mm"] <= 26 and p["edema_radius_mm"] >= p["radius_mm"]
+        assert 2.5 <= p["radius_mm"] <= 28 and p["edema_radius_mm"] >= p["radius_mm"]
 
 
 def test_tumours_cover_the_brats_range():

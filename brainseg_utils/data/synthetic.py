@@ -56,7 +56,8 @@ MARKER = "SYNTHETIC.json"
 # Bumped whenever the same config draws different volumes; a dataset written by another version is regenerated.
 # 2: anatomy from skull base to vertex, normal FLAIR hyperintensities, BraTS-range tumours, per-case contrast.
 # 3: edema rendered over the tissue it replaced, with its labelled margin visible (1.12-1.3x that tissue on FLAIR).
-GENERATOR_VERSION = 3
+# 4: larger main tumours (core radius log-normal around 12.5 mm instead of 10: whole tumour median ~50 mL, was 33).
+GENERATOR_VERSION = 4
 # BraTS 2020 files carry this LPS-like affine (1 mm voxels, y flipped with origin at 239).
 BRATS_AFFINE = np.array([[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 239.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 APPEARANCES = ("fixed", "randomised")
