@@ -38,12 +38,12 @@ import numpy as np
 
 from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.evaluation import metrics as M
-from brainseg_utils.evaluation.cascade import Cleanup
+from brainseg_utils.evaluation.cascade import Cleanup, stored_cleanup
 from brainseg_utils.evaluation.inference import Models, load_models, predict_case
 from brainseg_utils.evaluation.stopwatch import Stages
 from brainseg_utils.runtime.checkpoints import resolve_device
 from brainseg_utils.runtime.env import code_version
-from brainseg_utils.runtime.io import atomic_write_json, file_sha256
+from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.runtime.paths import RunDir
 from brainseg_utils.runtime.progress import tqdm
 from brainseg_utils.workflow.prepare import cache_geometry, run_split
@@ -133,18 +133,16 @@ def check_run(root: Path) -> dict:
     return metrics
 
 
-def stored_cleanup(run: RunDir, split_sha256: str) -> Cleanup:
+def run_cleanup(run: RunDir, split_sha256: str) -> Cleanup:
     """The clean-up threshold the run chose on its validation cases (``unet/cleanup.json``), checked to belong to
     the run's U-Net checkpoint and split; never chosen again here."""
-    path = run.root / "unet" / "cleanup.json"
-    rec = json.loads(path.read_text())
-    sha = file_sha256(run.unet_best)
-    if rec.get("unet_sha256") != sha or rec.get("split_sha256") != split_sha256:
+    found = stored_cleanup(run, run.unet_best, split_sha256)
+    if found is None:
         raise ValueError(
-            f"{path} was chosen for another U-Net checkpoint or split (its U-Net {str(rec.get('unet_sha256'))[:12]}…, "
-            f"the run's {sha[:12]}…): re-run notebook 04 (`bash run_all.sh`) so the run's threshold is stored"
+            f"{run.root / 'unet' / 'cleanup.json'} was chosen for another U-Net checkpoint or split (or is missing): "
+            "re-run notebook 04 (`bash run_all.sh`) so the run's threshold is stored"
         )
-    return Cleanup(**rec)
+    return found
 
 
 def load_run(root: Path, device, sam_checkpoint: str = "") -> tuple[Models, dict]:
@@ -154,7 +152,7 @@ def load_run(root: Path, device, sam_checkpoint: str = "") -> tuple[Models, dict
     split, info = run_split(run)
     img_size, modalities = cache_geometry(info)
     models = load_models(run, split["sha256"], device, sam_checkpoint)
-    models.cleanup = stored_cleanup(run, split["sha256"])
+    models.cleanup = run_cleanup(run, split["sha256"])
     models.data["unet_clean"] = {**models.data.get("unet", {}), "note": "the U-Net's model; 3-D clean-up added"}
     lacking = sorted(set(metrics.get("models", {})) - set(models.names()))
     if lacking:

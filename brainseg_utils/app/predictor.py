@@ -8,7 +8,6 @@ selection, OpenVINO compilation: measured 247 ms for the U-Net's first call agai
 and the latencies the page shows are meant to be the steady ones. ``warmup`` keeps both figures.
 """
 
-import json
 import os
 import time
 
@@ -152,11 +151,6 @@ def predictor_from_run(
 def _cleanup(run: RunDir, unet_path) -> object:
     """The U-Net's clean-up from ``unet/cleanup.json`` when it was chosen for this very checkpoint, else None
     (the demo never chooses one: that needs the validation cases)."""
-    from brainseg_utils.evaluation.cascade import Cleanup
-    from brainseg_utils.runtime.io import file_sha256
+    from brainseg_utils.evaluation.cascade import stored_cleanup
 
-    path = run.unet / "cleanup.json"
-    if not path.is_file():
-        return None
-    rec = json.loads(path.read_text())
-    return Cleanup(**rec) if rec.get("unet_sha256") == file_sha256(unet_path) else None
+    return stored_cleanup(run, unet_path)

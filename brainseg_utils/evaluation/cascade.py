@@ -133,6 +133,20 @@ def unet_volume(unet, case: Case, img_size: int, modalities, device="cpu", batch
     return {"pred": pred, "gt": gt, "spacing": spacing}
 
 
+def stored_cleanup(run, unet_path, split_sha256: str | None = None, unet_sha256: str | None = None) -> Cleanup | None:
+    """The clean-up stored in ``unet/cleanup.json`` when it was chosen for this U-Net checkpoint (and, given
+    ``split_sha256``, this split), else None; ``unet_sha256``: the checkpoint's hash when already known."""
+    path = Path(run.unet) / "cleanup.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    if rec.get("unet_sha256") != (unet_sha256 or file_sha256(unet_path)):
+        return None
+    if split_sha256 is not None and rec.get("split_sha256") != split_sha256:
+        return None
+    return Cleanup(**rec)
+
+
 def cleanup_for(
     run, unet, unet_path, split: dict, root, img_size: int, modalities, device="cpu", progress=True, predictions=False
 ) -> Cleanup:
@@ -144,13 +158,9 @@ def cleanup_for(
 
     path = Path(run.unet) / "cleanup.json"
     sha = file_sha256(unet_path)
-    found = None
-    if path.is_file():
-        rec = json.loads(path.read_text())
-        if rec.get("unet_sha256") == sha and rec.get("split_sha256") == split["sha256"]:
-            found = Cleanup(**rec)
-            if not predictions:
-                return found
+    found = stored_cleanup(run, unet_path, split["sha256"], sha)
+    if found is not None and not predictions:
+        return found
     by_id = {c.case_id: c for c in discover_cases(Path(root))}
     val = [by_id[c] for c in split["val"] if c in by_id and by_id[c].seg is not None]
     if not val:
