@@ -55,7 +55,7 @@ import constructions  # noqa: E402
 from brainseg_utils.config import TrainConfig  # noqa: E402
 from brainseg_utils.data.brats import discover_cases  # noqa: E402
 from brainseg_utils.data.dataset import SliceDataset  # noqa: E402
-from brainseg_utils.data.slices import SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
+from brainseg_utils.data.slices import SliceCache, SliceConfig, build_cache, resize_slice, write_split_once  # noqa: E402
 from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig, generate_dataset  # noqa: E402
 from brainseg_utils.data.transforms import train_augmentation  # noqa: E402
 from brainseg_utils.data.volumes import load_case, normalise_volume  # noqa: E402
@@ -156,7 +156,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         "in_channels": 1,
         "base_channels": a.base,
         "bilinear": PROFILE.unet.bilinear,
-        "dropout": PROFILE.unet.dropout,
+        "dropout": a.dropout,
     }
     key = canonical_sha256(
         {
@@ -204,6 +204,42 @@ def unet_dice(model, cases, img_size: int, device) -> dict:
         res = predict_case(models, c, img_size, MODALITIES, device)
         per_case[c.case_id] = M.dice(res["pred"]["unet"], res["gt"])
     return _summary(per_case)
+
+
+@torch.no_grad()
+def training_fit(model, cache, train_ids, cases_by_id: dict, img_size: int, device) -> dict:
+    """Does the model fit what it trained on? Pooled 2-D Dice (at the cache size, > 0.5, no augmentation) on
+    the training slices themselves and on the training cases' other tumour slices. Both low and close: the model
+    underfits (more optimizer steps or capacity would help); the first high and the second low: it memorises
+    its few slices (more data or augmentation would help)."""
+    rows = cache.rows_for(train_ids)
+    seen = {(cache.index["case_id"].iloc[r], int(cache.index["z"].iloc[r])) for r in rows}
+
+    def pooled(images: np.ndarray, masks: np.ndarray) -> dict:
+        inter = total = 0.0
+        for i in range(0, len(images), 16):
+            x = torch.from_numpy(np.asarray(images[i : i + 16], np.float32)).to(device)
+            p = (torch.sigmoid(model(x))[:, 0] > 0.5).cpu().numpy()
+            m = np.asarray(masks[i : i + 16]).astype(bool)
+            inter, total = inter + 2.0 * (p & m).sum(), total + p.sum() + m.sum()
+        return {"dice": round(float(inter / max(total, 1.0)), 4), "slices": int(len(images))}
+
+    out = {"training_slices": pooled(cache.images[rows], cache.masks[rows])}
+    imgs, masks = [], []
+    for cid in train_ids:
+        vol = load_case(cases_by_id[cid], MODALITIES)
+        wt = vol["wt"]
+        for z in np.flatnonzero(wt.reshape(-1, wt.shape[2]).any(0)):
+            if (cid, int(z)) not in seen:
+                img, mask = resize_slice(vol["image"][..., z], wt[..., z], img_size)
+                imgs.append(img)
+                masks.append(mask)
+    out["other_tumour_slices_of_training_cases"] = pooled(np.stack(imgs), np.stack(masks))
+    out["what"] = (
+        "pooled 2-D Dice at the cache size: training slices vs the training cases' other tumour slices "
+        "(close and low: underfitting; far apart: memorising)"
+    )
+    return out
 
 
 def _summary(per_case: dict) -> dict:
@@ -356,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=PROFILE.unet_train.epochs)
     p.add_argument("--lr", type=float, default=PROFILE.unet_train.lr)
     p.add_argument("--base", type=int, default=PROFILE.unet.base_channels)
+    p.add_argument("--dropout", type=float, default=PROFILE.unet.dropout, help="U-Net bottleneck dropout")
     p.add_argument("--aug-strength", type=float, default=1.0)
     p.add_argument(
         "--ema-decay",
@@ -401,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     test_cases = [by_id[c] for c in split["test"]]
     results = {name: {"unet": unet_dice(model, cases, a.img_size, device)} for name, cases in real.items()}
     results["synthetic_test"] = {"unet": unet_dice(model, test_cases, a.img_size, device)}
+    cache = SliceCache.open(work / "slices")
+    train_info["fit"] = training_fit(model, cache, split["train"], by_id, a.img_size, device)
     if a.extra_cases:
         extra, _ = synthetic_data(work, a.extra_cases, a.seed + 1000, a.depth, "extra", a.appearance)
         results["synthetic_extra"] = {"unet": unet_dice(model, discover_cases(extra), a.img_size, device)}
