@@ -209,11 +209,12 @@ def unet_dice(model, cases, img_size: int, device) -> dict:
 @torch.no_grad()
 def training_fit(model, cache, train_ids, cases_by_id: dict, img_size: int, device) -> dict:
     """Does the model fit what it trained on? Pooled 2-D Dice (at the cache size, > 0.5, no augmentation) on
-    the training slices themselves and on the training cases' other tumour slices. Both low and close: the model
-    underfits (more optimizer steps or capacity would help); the first high and the second low: it memorises
-    its few slices (more data or augmentation would help)."""
+    the tumour slices it trained on and on the training cases' other tumour slices (tumour at source resolution,
+    both). Both low and close: the model underfits (more optimizer steps or capacity would help); the first high
+    and the second low: it memorises its few slices (more data or augmentation would help)."""
     rows = cache.rows_for(train_ids)
     seen = {(cache.index["case_id"].iloc[r], int(cache.index["z"].iloc[r])) for r in rows}
+    rows = rows[cache.index["tumour_px"].to_numpy()[rows] > 0]  # tumour-free training slices: not comparable
 
     def pooled(images: np.ndarray, masks: np.ndarray) -> dict:
         inter = total = 0.0
@@ -224,7 +225,7 @@ def training_fit(model, cache, train_ids, cases_by_id: dict, img_size: int, devi
             inter, total = inter + 2.0 * (p & m).sum(), total + p.sum() + m.sum()
         return {"dice": round(float(inter / max(total, 1.0)), 4), "slices": int(len(images))}
 
-    out = {"training_slices": pooled(cache.images[rows], cache.masks[rows])}
+    out = {"training_tumour_slices": pooled(cache.images[rows], cache.masks[rows])}
     imgs, masks = [], []
     for cid in train_ids:
         vol = load_case(cases_by_id[cid], MODALITIES)
@@ -236,7 +237,7 @@ def training_fit(model, cache, train_ids, cases_by_id: dict, img_size: int, devi
                 masks.append(mask)
     out["other_tumour_slices_of_training_cases"] = pooled(np.stack(imgs), np.stack(masks))
     out["what"] = (
-        "pooled 2-D Dice at the cache size: training slices vs the training cases' other tumour slices "
+        "pooled 2-D Dice at the cache size: the tumour slices trained on vs the training cases' other tumour slices "
         "(close and low: underfitting; far apart: memorising)"
     )
     return out

@@ -79,28 +79,30 @@ def test_real_sets_reads_given_folders_and_refuses_unknown_or_empty(tmp_path, mo
 
 
 def test_training_fit_pools_dice_over_seen_and_other_tumour_slices(monkeypatch):
-    """A 'model' that thresholds its input at 0.5; the image equals the mask on the cached slice (z = 0) and
-    shows half the tumour on z = 1, none on z = 2: seen Dice 1, other slices 2 * 8 / (8 + 16 + 16) = 0.4."""
+    """A 'model' that thresholds its input at 0.5; the image equals the mask on the cached tumour slice (z = 0) and
+    shows half the tumour on z = 1, none on z = 2: seen Dice 1, other slices 2 * 8 / (8 + 16 + 16) = 0.4. A cached
+    tumour-free slice (z = 3) where the model fires everywhere is left out of the seen Dice."""
     import pandas as pd
     import torch
 
     s = 8
-    wt = np.zeros((s, s, 3), np.uint8)
-    wt[2:6, 2:6, :] = 1  # 16 px per slice
-    image = np.zeros((1, s, s, 3), np.float32)
+    wt = np.zeros((s, s, 4), np.uint8)
+    wt[2:6, 2:6, :3] = 1  # 16 px per slice on z = 0..2
+    image = np.zeros((1, s, s, 4), np.float32)
+    image[0, :, :, 3] = 1.0  # false positives everywhere on the tumour-free z = 3
     image[0, :, :, 0] = wt[:, :, 0]
     image[0, 2:6, 2:4, 1] = 1.0  # 8 of the 16 tumour pixels visible on z = 1
     monkeypatch.setattr(B, "load_case", lambda case, modalities: {"image": image, "wt": wt})
     cache = SimpleNamespace(
-        images=image[None, :, :, :, 0].astype(np.float16),
-        masks=wt[None, :, :, 0],
-        index=pd.DataFrame({"case_id": ["a"], "z": [0]}),
-        rows_for=lambda ids: np.array([0]) if "a" in ids else np.array([], int),
+        images=np.moveaxis(image[..., [0, 3]], -1, 0).astype(np.float16),
+        masks=np.moveaxis(wt[..., [0, 3]], -1, 0),
+        index=pd.DataFrame({"case_id": ["a", "a"], "z": [0, 3], "tumour_px": [16, 0]}),
+        rows_for=lambda ids: np.array([0, 1]) if "a" in ids else np.array([], int),
     )
 
     def model(x):
         return (x - 0.5) * 20.0
 
     out = B.training_fit(model, cache, ["a"], {"a": object()}, s, torch.device("cpu"))
-    assert out["training_slices"] == {"dice": 1.0, "slices": 1}
+    assert out["training_tumour_slices"] == {"dice": 1.0, "slices": 1}
     assert out["other_tumour_slices_of_training_cases"] == {"dice": 0.4, "slices": 2}
