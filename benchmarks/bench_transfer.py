@@ -60,6 +60,7 @@ from brainseg_utils.data.synthetic import APPEARANCES, SyntheticConfig, generate
 from brainseg_utils.data.transforms import train_augmentation  # noqa: E402
 from brainseg_utils.data.volumes import load_case, normalise_volume  # noqa: E402
 from brainseg_utils.evaluation import metrics as M  # noqa: E402
+from brainseg_utils.evaluation.grid import batched  # noqa: E402
 from brainseg_utils.evaluation.inference import Models, load_unet, predict_case, to_native  # noqa: E402
 from brainseg_utils.models.unet import UNet  # noqa: E402
 from brainseg_utils.parameters import profile_configs  # noqa: E402
@@ -213,17 +214,18 @@ def training_fit(model, cache, train_ids, cases_by_id: dict, img_size: int, devi
     both). Both low and close: the model underfits (more optimizer steps or capacity would help); the first high
     and the second low: it memorises its few slices (more data or augmentation would help)."""
     rows = cache.rows_for(train_ids)
-    seen = {(cache.index["case_id"].iloc[r], int(cache.index["z"].iloc[r])) for r in rows}
-    rows = rows[cache.index["tumour_px"].to_numpy()[rows] > 0]  # tumour-free training slices: not comparable
+    index = cache.index.iloc[rows]
+    seen = set(zip(index["case_id"], index["z"].astype(int), strict=True))
+    rows = rows[index["tumour_px"].to_numpy() > 0]  # tumour-free training slices: not comparable
 
     def pooled(images: np.ndarray, masks: np.ndarray) -> dict:
-        inter = total = 0.0
-        for i in range(0, len(images), 16):
-            x = torch.from_numpy(np.asarray(images[i : i + 16], np.float32)).to(device)
-            p = (torch.sigmoid(model(x))[:, 0] > 0.5).cpu().numpy()
-            m = np.asarray(masks[i : i + 16]).astype(bool)
-            inter, total = inter + 2.0 * (p & m).sum(), total + p.sum() + m.sum()
-        return {"dice": round(float(inter / max(total, 1.0)), 4), "slices": int(len(images))}
+        def predict(i: int, j: int) -> torch.Tensor:
+            return (model(torch.from_numpy(np.asarray(images[i:j], np.float32)).to(device)) > 0).cpu()
+
+        p = batched(predict, len(images), 16)[:, 0].numpy()  # logit > 0 <=> probability > 0.5
+        m = np.asarray(masks).astype(bool)
+        dice = 2.0 * (p & m).sum() / max(p.sum() + m.sum(), 1)
+        return {"dice": round(float(dice), 4), "slices": int(len(images))}
 
     out = {"training_tumour_slices": pooled(cache.images[rows], cache.masks[rows])}
     imgs, masks = [], []
