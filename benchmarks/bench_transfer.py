@@ -67,7 +67,7 @@ from brainseg_utils.parameters import profile_configs  # noqa: E402
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
 from brainseg_utils.training.engine import fit  # noqa: E402
 
-MODALITIES = ("flair",)
+MODALITIES = ("flair",)  # U-Net input channels; --modalities replaces it (set once in main, before any use)
 
 
 PROFILE = profile_configs("quick")  # every default below is the quick profile's (configs/quick.yaml over config.py)
@@ -154,7 +154,7 @@ def train_unet(work: Path, syn: Path, a) -> tuple[Path, dict, dict]:
         progress=False,
     )
     mcfg = {
-        "in_channels": 1,
+        "in_channels": len(MODALITIES),
         "base_channels": a.base,
         "bilinear": PROFILE.unet.bilinear,
         "dropout": a.dropout,
@@ -298,7 +298,7 @@ def sam_box_dice(cases, img_size: int, device, cache_file: Path) -> dict:
     dec = SamDecoderModel(backend, "box", img_size).to(device).eval()
     per_case = {}
     for c in cases:
-        vol = load_case(c, MODALITIES)
+        vol = load_case(c, ("flair",))  # SAM sees FLAIR whatever the U-Net takes
         gt = vol["wt"].astype(bool)
         h, w, d = gt.shape
         zs = np.flatnonzero(gt.reshape(-1, d).any(0))
@@ -362,6 +362,7 @@ def worst_set(results: dict, real: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MODALITIES
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/benchmarks/transfer.json")
     p.add_argument("--work", default="outputs/benchmarks/transfer", help="datasets, cache and models (reused)")
@@ -425,8 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=APPEARANCES,
         help="synthetic contrast: clinical FLAIR ranges per case (fixed, the default) or wider ranges (randomised)",
     )
+    p.add_argument(
+        "--modalities", default=",".join(MODALITIES), help="U-Net input channels, e.g. flair or flair,t1,t1ce,t2"
+    )
     p.add_argument("--label", default="", help="free text stored in the JSON (what this run changed)")
     a = p.parse_args(argv)
+    MODALITIES = tuple(m.strip() for m in a.modalities.split(","))
     torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
