@@ -44,7 +44,8 @@ def test_nifti_volume_loads(tmp_path):
         (lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50), p)[1], "not a readable image"),
         (lambda p: (p.write_bytes(b"\x1f\x8b" + b"not really gzip" * 30), p)[1], "damaged gzip"),
         (lambda p: raw_nifti_header(p, (4000, 4000, 4000)), "over the 512 MiB limit"),
-        (lambda p: raw_nifti_header(p, (8, 8, 8, 3)), "4-D NIfTI volume"),
+        (lambda p: raw_nifti_header(p, (8, 8, 8, 6)), r"4-D NIfTI with 6 volumes .*expected at most 4"),
+        (lambda p: raw_nifti_header(p, (8, 8, 8, 2, 2)), "a 5-D NIfTI volume"),
         (lambda p: raw_nifti_header(p, (240, 240, 155), np.int16, b"\0" * 1000), "truncated"),
     ],
 )

@@ -70,16 +70,30 @@ def _inputs(ui: SimpleNamespace, dataset: str) -> None:
     )
 
 
-def _layout(dataset: str, examples: list[list] | None = None) -> SimpleNamespace:
+def intro(dataset: str, modalities: tuple[str, ...] = ("flair",)) -> str:
+    """The page's first lines: what to upload for this run's U-Net, and what its models were trained on."""
+    if len(modalities) > 1:
+        what = (
+            f"upload one case's {', '.join(modalities)} stacked in that order as a 4-D NIfTI (X, Y, Z, "
+            f"{len(modalities)}; `.nii`, `.nii.gz`: the Medical Segmentation Decathlon's brain-tumour layout); "
+            "the slice shown is the first (FLAIR)"
+        )
+    else:
+        what = "upload a FLAIR slice (PNG/JPG/TIFF) or a NIfTI volume (`.nii`, `.nii.gz`)"
+    return (
+        f"## Brain-tumour segmentation: U-Net vs SAM\nPick a test-split example or {what}; click two corners on "
+        f"the slice for a box. Models trained on **{dataset}** data; not for clinical use."
+    )
+
+
+def _layout(
+    dataset: str, examples: list[list] | None = None, modalities: tuple[str, ...] = ("flair",)
+) -> SimpleNamespace:
     """The page's components, created inside the open ``gr.Blocks``: examples, inputs and the enlarged view on
     top (visible without scrolling at 1280 x 800), the two results, the info line and downloads below."""
     import gradio as gr
 
-    gr.Markdown(
-        "## Brain-tumour segmentation: U-Net vs SAM\nPick a test-split example or upload a FLAIR slice "
-        "(PNG/JPG/TIFF) or a NIfTI volume (`.nii`, `.nii.gz`); click two corners on the slice for a box. "
-        f"Models trained on **{dataset}** data; not for clinical use."
-    )
+    gr.Markdown(intro(dataset, modalities))
     ui = SimpleNamespace(examples=None)
     _inputs(ui, dataset)
     with gr.Row(equal_height=False):
@@ -146,7 +160,7 @@ def build_demo(
     on_click = click_callback(workdir)
     run, run_volume = segment_callback(predictor, workdir, truths), volume_callback(predictor, workdir, truths)
     with gr.Blocks(title="brainseg demo: U-Net vs SAM") as demo:
-        ui = _layout(predictor.dataset, examples)
+        ui = _layout(predictor.dataset, examples, predictor.modalities)
         results = [ui.out_unet, ui.out_sam, ui.info, ui.masks]
         shown = [ui.file, ui.z, ui.view, ui.box, *results]
         # .upload / .clear, not .change: an example sets the file too, and its own slice must win (below)

@@ -1,7 +1,8 @@
 """Example inputs for the demo, from a run's test split, with their ground truth.
 
-``make_examples(run)`` / ``write_examples(cases, folder)`` write FLAIR PNG slices and one NIfTI volume, each with
-its ground truth beside it (whole tumour = labels {1, 2, 4}, in the example's own layout: ``*_truth.png`` for a
+``make_examples(run)`` / ``write_examples(cases, folder)`` write FLAIR PNG slices and one NIfTI volume (for a
+U-Net that takes several modalities: 4-D NIfTI stacks of them instead, as a PNG holds one), each with its
+ground truth beside it (whole tumour = labels {1, 2, 4}, in the example's own layout: ``*_truth.png`` for a
 slice, a uint8 ``*_truth.nii.gz`` with the FLAIR's affine and header for the volume). ``Truths`` finds the
 ground truth of a file the page or the API receives: by size and SHA-256 of its bytes, not by name (Gradio
 copies examples under its own paths, and an upload named like an example is not that example).
@@ -19,19 +20,25 @@ import numpy as np
 
 from brainseg_utils.data.brats import Case, discover_cases
 from brainseg_utils.data.volumes import best_slice, normalise_volume, save_mask
+from brainseg_utils.runtime.io import atomic_write
 from brainseg_utils.runtime.paths import RunDir
 from brainseg_utils.workflow.prepare import ensure_run_data, run_split
 
 
-def write_examples(cases: list[Case], folder: str | os.PathLike, n: int = 2) -> list[list]:
+def write_examples(
+    cases: list[Case], folder: str | os.PathLike, n: int = 2, modalities: tuple[str, ...] = ("flair",)
+) -> list[list]:
     """[file, slice, truth] rows: FLAIR PNG slices of the first ``n`` labelled cases at their largest-tumour
     slice (slice None: a 2-D image) and the first case's NIfTI volume at that slice (0-based index, as in the
-    file, like the PNGs' ``_z<index>`` names); ``truth`` is the ground-truth file written beside each."""
+    file, like the PNGs' ``_z<index>`` names); ``truth`` is the ground-truth file written beside each.
+    Several ``modalities`` (the U-Net's input): the first ``n`` cases as 4-D NIfTI stacks of them, in that order."""
     from PIL import Image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cases = [c for c in cases if c.seg is not None]
+    if len(modalities) > 1:
+        return [_write_stack(case, folder, tuple(modalities)) for case in cases[:n]]
     rows = []
     for case in cases[:n]:
         wt = np.asarray(nib.load(case.seg).dataobj) > 0
@@ -54,17 +61,49 @@ def write_examples(cases: list[Case], folder: str | os.PathLike, n: int = 2) -> 
     return rows
 
 
-def make_examples(output_dir: str | os.PathLike = "outputs", n: int = 2) -> list[list]:
-    """``write_examples`` on the run's test split, under <run>/demo/examples.
+def _write_stack(case: Case, folder: Path, modalities: tuple[str, ...]) -> list:
+    """[file, slice, truth]: the case's ``modalities`` as one 4-D NIfTI (X, Y, Z, C; the first modality's affine
+    and header, on-disk values kept), at its largest-tumour slice, and its ground truth beside it."""
+    first = nib.load(case.images[modalities[0]])
+    wt = np.asarray(nib.load(case.seg).dataobj) > 0
+    nii = folder / f"{case.case_id}_{'_'.join(modalities)}.nii.gz"
+    truth = folder / f"{case.case_id}_truth.nii.gz"
+    if not (nii.exists() and truth.exists()):
+        vols = [np.asarray(nib.load(case.images[m]).dataobj) for m in modalities]
+        stack = np.stack(vols, axis=-1).astype(np.result_type(*vols), copy=False)
+        header = first.header.copy()
+        header.set_data_dtype(stack.dtype)
+        img = nib.Nifti1Image(stack, first.affine, header)
+        atomic_write(nii, lambda tmp: nib.save(img, tmp), suffix=".nii.gz")
+        save_mask(wt, first.affine, first.header, truth)
+    return [str(nii), best_slice(wt), str(truth)]
+
+
+def unet_modalities(run: RunDir) -> tuple[str, ...]:
+    """The modalities the run's U-Net was trained on (its checkpoint's record; FLAIR when none is recorded)."""
+    from brainseg_utils.runtime.checkpoints import load_checkpoint
+
+    if not run.unet_best.exists():
+        return ("flair",)
+    meta = load_checkpoint(run.unet_best, expect_arch="unet").get("meta", {})
+    return tuple(meta.get("modalities") or ("flair",))
+
+
+def make_examples(
+    output_dir: str | os.PathLike = "outputs", n: int = 2, modalities: tuple[str, ...] | None = None
+) -> list[list]:
+    """``write_examples`` on the run's test split, under <run>/demo/examples, for the ``modalities`` of the run's
+    U-Net (read from its checkpoint when not given).
 
     The split is read with its hash checked against the one notebook 01 recorded (``prepare.run_split``)."""
     run = RunDir(output_dir)
+    modalities = tuple(modalities) if modalities else unet_modalities(run)
     split, info = run_split(run)
     if not Path(info["root"]).is_dir():  # a fresh VM: synthetic volumes went with /kaggle/temp or the VM
         ensure_run_data(run)
         split, info = run_split(run)
     cases = {c.case_id: c for c in discover_cases(info["root"])}
-    return write_examples([cases[cid] for cid in split["test"] if cid in cases], run.demo_examples, n)
+    return write_examples([cases[cid] for cid in split["test"] if cid in cases], run.demo_examples, n, modalities)
 
 
 def _sha256(path: Path) -> str:

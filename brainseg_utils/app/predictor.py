@@ -31,12 +31,22 @@ class Predictor:
     """U-Net + optional SAM (a box-prompt decoder and/or a no-prompt decoder) on one 2-D slice."""
 
     def __init__(
-        self, unet, img_size: int, sam_box=None, sam_none=None, backend=None, device="cpu", dataset: str = "synthetic"
+        self,
+        unet,
+        img_size: int,
+        sam_box=None,
+        sam_none=None,
+        backend=None,
+        device="cpu",
+        dataset: str = "synthetic",
+        modalities: tuple[str, ...] | None = None,
     ):
-        if unet.config.get("in_channels", 1) != 1:
+        self.in_channels = int(unet.config.get("in_channels", 1))
+        self.modalities = tuple(modalities) if modalities else (("flair",) if self.in_channels == 1 else ())
+        if len(self.modalities) != self.in_channels:
             raise ValueError(
-                "the demo runs single-channel (FLAIR) U-Nets; this checkpoint expects "
-                f"{unet.config['in_channels']} channels"
+                f"the U-Net takes {self.in_channels} input channels but its checkpoint names the modalities "
+                f"{self.modalities}: retrain it (notebook 02) or pass the modalities it was trained on"
             )
         self.unet, self.img_size, self.sam_box, self.sam_none = unet.eval(), img_size, sam_box, sam_none
         self.backend, self.device, self.dataset = backend, torch.device(device), dataset
@@ -53,11 +63,12 @@ class Predictor:
         sl = ((np.hypot(yy - 120, xx - 110) < 90) * 0.4 + (np.hypot(yy - 100, xx - 140) < 20) * 0.5).astype(np.float32)
         box = np.array([115, 75, 165, 125], np.float32)
         prompt = "box" if self.sam_box is not None else "none"
+        sl = np.repeat(sl[None], self.in_channels, 0) if self.in_channels > 1 else sl
         first, steady = self(sl, box, prompt), self(sl, box, prompt)
         if self.sam_none is not None and prompt != "none":
             self(sl, None, "none")
         with torch.no_grad():
-            self.unet(torch.zeros(volume_batch, 1, self.img_size, self.img_size, device=self.device))
+            self.unet(torch.zeros(volume_batch, self.in_channels, self.img_size, self.img_size, device=self.device))
         self.warmup = {
             "unet_first_ms": first["unet_ms"],
             "unet_ms": steady["unet_ms"],
@@ -66,13 +77,48 @@ class Predictor:
         }
         return self.warmup
 
+    def needs(self) -> str:
+        """What an upload must be for this U-Net, in words (for messages and the page)."""
+        if self.in_channels == 1:
+            return "a FLAIR image or volume"
+        return (
+            f"a 4-D NIfTI stacking the {self.in_channels} modalities {', '.join(self.modalities)} of one case in "
+            "that order (X, Y, Z, C; the Medical Segmentation Decathlon's brain-tumour layout)"
+        )
+
+    def model_slice(self, sl: np.ndarray) -> np.ndarray:
+        """(C, H, W) float32 for the U-Net from a slice (H, W) or a stack (C', H, W); a single-channel U-Net takes
+        the first (FLAIR). Raises ``UploadError`` when the upload lacks the modalities the U-Net needs."""
+        sl = np.asarray(sl, dtype=np.float32)
+        if sl.ndim == 2:
+            sl = sl[None]
+        if sl.ndim != 3:
+            raise UploadError(f"expected a slice (H, W) or a stack of modalities (C, H, W), got shape {sl.shape}")
+        if self.in_channels == 1:
+            return sl[:1]
+        if sl.shape[0] != self.in_channels:
+            found = "a single image or volume" if sl.shape[0] == 1 else f"a stack of {sl.shape[0]} volumes"
+            raise UploadError(f"this run's U-Net needs {self.needs()}; the upload is {found}")
+        return sl
+
+    def volume_input(self, up) -> np.ndarray:
+        """(C, H, W, D) for the U-Net from an ``Upload`` (views, no copy); ``UploadError`` as ``model_slice``."""
+        if self.in_channels == 1:
+            return up.volume[None]
+        if up.n_channels != self.in_channels:
+            found = "a single volume" if up.n_channels == 1 else f"a stack of {up.n_channels} volumes"
+            raise UploadError(f"{up.name}: this run's U-Net needs {self.needs()}; the upload is {found}")
+        return up.model_input()
+
     @torch.no_grad()
     def __call__(self, sl: np.ndarray, box: np.ndarray | None = None, prompt: str = "unet_box") -> dict:
-        """``sl`` float32 (H, W) in [0, 1]. Returns bool masks (H, W), latencies (ms) and the box used."""
+        """``sl`` float32 (H, W) or (C, H, W) in [0, 1] (``model_slice``). Returns bool masks (H, W), latencies
+        (ms) and the box used."""
         if prompt not in PROMPTS:
             raise UploadError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
-        h, w = sl.shape
-        img, _ = resize_slice(sl[None].astype(np.float32), np.zeros((h, w), np.uint8), self.img_size)
+        sl = self.model_slice(sl)
+        h, w = sl.shape[1:]
+        img, _ = resize_slice(sl, np.zeros((h, w), np.uint8), self.img_size)
         x = torch.from_numpy(img[None]).to(self.device)
         t0 = time.perf_counter()
         logits = self.unet(x)[:, 0].cpu()
@@ -143,7 +189,8 @@ def predictor_from_run(
                 sam_box = dec
             else:
                 sam_none = dec
-    pred = Predictor(unet, img_size, sam_box, sam_none, backend, dev, dataset)
+    mods = ckpt["meta"].get("modalities")
+    pred = Predictor(unet, img_size, sam_box, sam_none, backend, dev, dataset, tuple(mods) if mods else None)
     pred.cleanup = _cleanup(run, unet_path)
     return pred
 

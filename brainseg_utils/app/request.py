@@ -179,7 +179,8 @@ def segment(
         raise UploadError("click a second corner to finish the box (or clear it)")
     sl = display_slice(up, z)
     box = parse_box(box_text, *sl.shape)
-    res = predict_shown(predictor, sl, box, prompt)
+    stack = None if up.channels is None else np.moveaxis(up.channels[:, :, z, :], 2, 0)  # (C, H, W), file plane
+    res = predict_shown(predictor, sl, box, prompt, stack)
     out_dir = Path(tempfile.mkdtemp(prefix=REQUEST_PREFIX, dir=workdir))
     masks = {"unet": res["unet"], "sam": res["sam"]}
     files = _save_masks(
@@ -208,12 +209,14 @@ def segment(
     }
 
 
-def predict_shown(predictor: Predictor, sl: np.ndarray, box, prompt: str) -> dict:
+def predict_shown(predictor: Predictor, sl: np.ndarray, box, prompt: str, stack: np.ndarray | None = None) -> dict:
     """``predictor`` on a slice as the page shows it: run in the orientation the models were trained in (the
     file's, ``display.to_model_plane``; a 2-D picture is taken to be shown that way too), masks and box
-    returned in the shown frame."""
+    returned in the shown frame. ``stack``: (C, H, W) every modality of this slice in the file's plane (a 4-D
+    upload), given to the predictor instead of the shown slice."""
     h = sl.shape[0]
-    res = predictor(np.ascontiguousarray(to_model_plane(sl)), None if box is None else box_to_model(box, h), prompt)
+    x = to_model_plane(sl) if stack is None else stack
+    res = predictor(np.ascontiguousarray(x), None if box is None else box_to_model(box, h), prompt)
     for key in ("unet", "sam"):
         if res[key] is not None:
             res[key] = np.ascontiguousarray(np.rot90(res[key]))

@@ -6,7 +6,9 @@ keeps the UI and the Predictor.
 What an upload is checked against, before anything large is allocated:
   * size on disk <= ``MAX_UPLOAD_BYTES``; not empty; magic bytes of PNG / JPEG / TIFF or NIfTI-1
     (single file ``n+1``; header-only ``.hdr``/``.img`` pairs are refused);
-  * NIfTI header: 2-D or 3-D (trailing singleton dims dropped), every dim >= 1, a real integer or float
+  * NIfTI header: 2-D or 3-D (trailing singleton dims dropped), or 4-D with ``MAX_CHANNELS`` or fewer
+    volumes (X, Y, Z, C: one case's modalities stacked, as the Medical Segmentation Decathlon stores BraTS;
+    each is normalised on its own), every dim >= 1, a real integer or float
     data type, ``vox_offset`` inside [352, 352 + ``MAX_HEADER_EXTENSION_BYTES``] (extensions are skipped,
     never parsed or kept), and the memory loading will take (``WORKING_BYTES_PER_VOXEL``: the float32
     volume plus fixed-size chunks; no whole-volume temporary) <= ``MAX_ARRAY_BYTES``;
@@ -41,6 +43,7 @@ import numpy as np
 from brainseg_utils.data.volumes import normalise_volume
 
 MAX_UPLOAD_BYTES = 256 * 1024**2  # on disk
+MAX_CHANNELS = 4  # volumes of a 4-D NIfTI (flair, t1, t1ce, t2)
 MAX_ARRAY_BYTES = 512 * 1024**2  # what loading will allocate (the float32 volume and working memory)
 WORKING_BYTES_PER_VOXEL = 4 + 1  # float32 volume + 1 byte/voxel for the fixed-size chunks (a few MiB in all)
 MAX_HEADER_EXTENSION_BYTES = 1024**2  # NIfTI extensions between the 352-byte header and the data
@@ -58,13 +61,24 @@ class UploadError(ValueError):
 
 @dataclass
 class Upload:
-    """A validated upload: ``volume`` float32 (H, W, D) in [0, 1] (D = 1 for a 2-D image)."""
+    """A validated upload: ``volume`` float32 (H, W, D) in [0, 1] (D = 1 for a 2-D image), what is shown and
+    checked; for a 4-D NIfTI its first volume (FLAIR, in the order flair, t1, t1ce, t2), and ``channels`` holds
+    all of them, float32 (H, W, D, C), each normalised on its own (``volume`` is a view of channel 0)."""
 
     kind: str  # "image" or "nifti"
     volume: np.ndarray
     name: str
     affine: np.ndarray | None = None
     header: object = None  # nib.Nifti1Header without extensions (NIfTI only)
+    channels: np.ndarray | None = None  # (H, W, D, C) of a 4-D NIfTI, else None
+
+    @property
+    def n_channels(self) -> int:
+        return 1 if self.channels is None else int(self.channels.shape[3])
+
+    def model_input(self) -> np.ndarray:
+        """(C, H, W, D): what a U-Net with C input channels takes (a view, no copy)."""
+        return self.volume[None] if self.channels is None else np.moveaxis(self.channels, 3, 0)
 
 
 # ----------------------------------------------------------------------------- header checks
@@ -106,8 +120,16 @@ def _nifti_layout(hdr: nib.Nifti1Header, name: str) -> _NiftiLayout:
     dims = tuple(raw)
     while len(dims) > 3 and dims[-1] == 1:
         dims = dims[:-1]
-    if len(dims) not in (2, 3):
-        raise UploadError(f"{name}: a {len(dims)}-D NIfTI volume {dims}; upload a 2-D slice or a 3-D volume")
+    if len(dims) == 4 and dims[3] > MAX_CHANNELS:
+        raise UploadError(
+            f"{name}: a 4-D NIfTI with {dims[3]} volumes {dims}; expected at most {MAX_CHANNELS} "
+            "(the modalities flair, t1, t1ce, t2 of one case, stacked in that order)"
+        )
+    if len(dims) not in (2, 3, 4):
+        raise UploadError(
+            f"{name}: a {len(dims)}-D NIfTI volume {dims}; upload a 2-D slice, a 3-D volume or a 4-D stack of "
+            "modalities (X, Y, Z, C)"
+        )
     try:
         dtype = hdr.get_data_dtype()
     except Exception as exc:
@@ -186,8 +208,9 @@ def _read_exact(fh, n: int) -> bytes:
 
 
 def _read_nifti(path: Path, layout: _NiftiLayout) -> np.ndarray:
-    """float32 (X, Y, Z), Fortran order as on disk, header scaling applied; read one z-slice at a time."""
-    dims = layout.dims if len(layout.dims) == 3 else (*layout.dims, 1)
+    """float32 (X, Y, Z) or (X, Y, Z, C), Fortran order as on disk, header scaling applied; read one z-slice at a
+    time (a 4-D file's volumes one after the other, as stored)."""
+    dims = (*layout.dims, 1) if len(layout.dims) == 2 else layout.dims
     nx, ny, nz = dims[0], dims[1], int(np.prod(dims[2:], dtype=np.int64))
     per_slice = nx * ny * layout.dtype.itemsize
     out = np.empty((nx, ny, nz), np.float32, order="F")
@@ -218,7 +241,7 @@ def _read_nifti(path: Path, layout: _NiftiLayout) -> np.ndarray:
         out *= np.float32(slope)
     if inter is not None and inter != 0:
         out += np.float32(inter)
-    return out
+    return out.reshape(dims, order="F") if len(dims) == 4 else out  # a view: F order keeps z, then c, slowest
 
 
 def _to_grey(img) -> np.ndarray:
@@ -287,12 +310,22 @@ def load_upload(path: str | os.PathLike) -> Upload:
     bad = _count_non_finite(vol)
     if bad:
         raise UploadError(f"{path.name}: {bad} NaN or infinite values")
+    if vol.ndim == 4:
+        for c in range(vol.shape[3]):  # each modality normalised on its own, in place (F order: contiguous)
+            if not vol[..., c].any():
+                raise UploadError(f"{path.name}: volume {c} of the 4-D stack is blank (all zeros)")
+            normalise_volume(vol[..., c], copy=False)
+        return Upload(kind, vol[..., 0], path.name, affine, header, channels=vol)
     if not vol.any():
         raise UploadError(f"{path.name}: the image is blank (all zeros)")
     return Upload(kind, normalise_volume(vol, copy=False), path.name, affine, header)
 
 
 # ----------------------------------------------------------------------------- cache
+def _nbytes(up: Upload) -> int:
+    return (up.volume if up.channels is None else up.channels).nbytes
+
+
 class UploadCache:
     """Least-recently-used uploads, bounded by the bytes of their volumes (not by a count of entries).
 
@@ -308,7 +341,7 @@ class UploadCache:
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return sum(u.volume.nbytes for u in self._items.values())
+            return sum(_nbytes(u) for u in self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)
@@ -326,15 +359,17 @@ class UploadCache:
                 return self._items[key]
         up = load_upload(path)  # outside the lock: other users are not blocked by a slow load
         up.volume.setflags(write=False)  # shared between requests: nobody may modify it
-        size = up.volume.nbytes
+        if up.channels is not None:
+            up.channels.setflags(write=False)
+        size = _nbytes(up)
         with self._lock:
             if size <= self.max_bytes:
                 self._items[key] = up
                 self._items.move_to_end(key)
-                total = sum(u.volume.nbytes for u in self._items.values())
+                total = sum(_nbytes(u) for u in self._items.values())
                 while total > self.max_bytes:
                     _, old = self._items.popitem(last=False)
-                    total -= old.volume.nbytes
+                    total -= _nbytes(old)
         return up
 
 

@@ -73,6 +73,7 @@ def segment_volume(predictor: Predictor, path: str, workdir: Path, truth=None, p
         )
     if truth is not None and truth.shape != up.volume.shape:
         raise UploadError(f"{up.name}: its ground truth has shape {truth.shape}, the volume {up.volume.shape}")
+    image = predictor.volume_input(up)  # refuses an upload without the U-Net's modalities
     brain = up.volume > 0
     n_slices = int(brain.reshape(-1, depth).any(0).sum())
     if n_slices == 0:
@@ -81,7 +82,7 @@ def segment_volume(predictor: Predictor, path: str, workdir: Path, truth=None, p
     spacing = tuple(float(s) for s in up.header.get_zooms()[:3])
     t0 = time.perf_counter()
     out = predict_volume(
-        models, up.volume[None], brain, spacing, predictor.img_size, predictor.device, BATCH, progress=progress
+        models, image, brain, spacing, predictor.img_size, predictor.device, BATCH, progress=progress
     )  # no truth: the oracle variants stay out; Dice is taken below
     seconds = time.perf_counter() - t0
     del brain
