@@ -154,12 +154,12 @@ class SamBackend:
 
     @staticmethod
     def three_channels(images: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, 3, S, S): FLAIR repeated, or (FLAIR, T1ce, T2) from the four modalities."""
+        """(B, C, S, S) -> (B, 3, S, S): FLAIR repeated, also when the U-Net takes all four modalities (channel 0
+        is FLAIR: flair, t1, t1ce, t2), as SAM/MedSAM were given grey MR slices (MedSAM's preprocessing repeats a
+        grey slice to 3 channels); SAM therefore sees the same input whatever the U-Net's modalities."""
         c = images.shape[1]
-        if c == 1:
-            return images.expand(-1, 3, -1, -1)
-        if c == 4:  # channel order flair, t1, t1ce, t2
-            return images[:, [0, 2, 3]]
+        if c in (1, 4):
+            return images[:, :1].expand(-1, 3, -1, -1)
         if c == 3:
             return images
         raise ValueError(f"expected 1, 3 or 4 input channels, got {c}")
