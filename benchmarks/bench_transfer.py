@@ -4,7 +4,7 @@
                                         [--sets NAME|NAME=PATH ...] [--sam] [--epochs N] [--cases N] [--no-mr-intensity]
 
 1. Generates the default synthetic dataset (the quick profile's ``configs/quick.yaml``: cases, depth,
-   seed 0), builds the slice cache (FLAIR, its image size, tumour-free fraction and slice step), writes the
+   seed 0), builds the slice cache (its modalities, image size, tumour-free fraction and slice step), writes the
    patient split and trains the quick-profile U-Net (its base channels, epochs, batch and learning rate;
    AdamW, the package's augmentation), all with the package's own functions as notebooks 01-02 do. Every
    default comes from ``configs/quick.yaml``, so the benchmark follows the profile the run uses. The trained
@@ -67,10 +67,8 @@ from brainseg_utils.parameters import profile_configs  # noqa: E402
 from brainseg_utils.runtime.io import atomic_write_json, canonical_sha256, file_fingerprint  # noqa: E402
 from brainseg_utils.training.engine import fit  # noqa: E402
 
-MODALITIES = ("flair",)  # U-Net input channels; --modalities replaces it (set once in main, before any use)
-
-
 PROFILE = profile_configs("quick")  # every default below is the quick profile's (configs/quick.yaml over config.py)
+MODALITIES = tuple(PROFILE.data.modalities)  # U-Net input channels; --modalities replaces it (set once in main)
 
 
 def _source_sha(*names: str) -> str:
