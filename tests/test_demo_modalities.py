@@ -95,7 +95,9 @@ def test_a_four_channel_unet_refuses_what_lacks_its_modalities(tmp_path):
     three = nifti(tmp_path / "three.nii", np.random.default_rng(0).integers(1, 200, (32, 32, 4, 3), np.int16))
     with pytest.raises(UploadError, match="the upload is a stack of 3 volumes"):
         R.segment(pred, str(three), 1, "", "unet_box", tmp_path)
-    with pytest.raises(ValueError, match=r"takes 4 input channels but its checkpoint names the modalities \('flair',\)"):
+    with pytest.raises(
+        ValueError, match=r"takes 4 input channels but its checkpoint names the modalities \('flair',\)"
+    ):
         Predictor(ChannelProbe(3), 64, modalities=("flair",))
     assert "4-D NIfTI (X, Y, Z, 4" in D.intro("synthetic", MODS) and "FLAIR slice (PNG" in D.intro("synthetic")
 
