@@ -262,19 +262,34 @@ def profile_path(profile: str) -> Path:
     return path
 
 
-def load_profile(profile: str) -> dict:
-    """A profile's parameters (NAME -> value). Unknown names and run-specific names are refused, naming the file."""
+BASE_KEY = "BASE"  # a profile may start from another: ``BASE: quick`` (a name in configs/ or a .yaml path)
+
+
+def load_profile(profile: str, _seen: tuple[Path, ...] = ()) -> dict:
+    """A profile's parameters (NAME -> value). Unknown names and run-specific names are refused, naming the file.
+    ``BASE: other`` takes every value of the profile ``other`` first (a name in configs/, or a .yaml path relative
+    to this file); the profile's own values override them. Chains are followed; a cycle is refused."""
     import yaml
 
     path = profile_path(profile)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise ValueError(f"{path}: {BASE_KEY} makes a cycle ({chain})")
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping of PARAMETER: value, found {type(params).__name__}")
+    base = params.pop(BASE_KEY, None)
     allowed = set(profile_parameters())
     bad = sorted(set(params) - allowed)
     if bad:
         raise ValueError(f"{path}: {bad} cannot be set by a profile; profile parameters: {sorted(allowed)}")
-    return params
+    if base is None:
+        return params
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: {BASE_KEY} must name a profile (e.g. quick), found {base!r}")
+    if base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
+        base = str(path.parent / base)
+    return {**load_profile(base, (*_seen, path.resolve())), **params}
 
 
 def profile_configs(profile: str, **overrides) -> SimpleNamespace:

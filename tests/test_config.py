@@ -142,7 +142,7 @@ def test_profiles_load_and_build_every_config(path):
 
 
 def test_profile_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'quick'"):
+    with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'longer', 'quick'"):
         P.load_profile("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("OUTPUT_DIR: /tmp/x\nUNET_EPOCHS: 2\n")
@@ -151,6 +151,33 @@ def test_profile_errors_name_the_file(tmp_path):
     bad.write_text("- 1\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         P.load_profile(str(bad))
+
+
+def test_profile_base_starts_from_another_profile(tmp_path):
+    """``BASE: quick``: every value of quick.yaml, the profile's own on top; chains followed, cycles refused."""
+    quick = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+    longer = yaml.safe_load((ROOT / "configs" / "longer.yaml").read_text())
+    assert longer.pop("BASE") == "quick"
+    assert P.load_profile("longer") == {**quick, **longer}
+    assert P.load_profile("longer")["UNET_EPOCHS"] == 30 and quick["UNET_EPOCHS"] == 24
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text("BASE: longer\nUNET_EPOCHS: 5\n")
+    two.write_text("BASE: one.yaml\nSEED: 3\n")  # a .yaml BASE is relative to the file naming it
+    got = P.load_profile(str(two))
+    assert (got["SEED"], got["UNET_EPOCHS"], got["SLICE_STEP"], got["IMG_SIZE"]) == (3, 5, 2, quick["IMG_SIZE"])
+    assert "BASE" not in got
+    one.write_text("BASE: two.yaml\n")
+    with pytest.raises(ValueError, match=r"two.yaml: BASE makes a cycle \(two.yaml -> one.yaml -> two.yaml\)"):
+        P.load_profile(str(two))
+    one.write_text("BASE: [quick]\n")
+    with pytest.raises(ValueError, match=r"one.yaml: BASE must name a profile .*\['quick'\]"):
+        P.load_profile(str(one))
+    one.write_text("BASE: nope\n")
+    with pytest.raises(FileNotFoundError, match="profile 'nope'"):
+        P.load_profile(str(one))
+    one.write_text("BASE: quick\nOUTPUT_DIR: x\n")
+    with pytest.raises(ValueError, match=r"one.yaml: \['OUTPUT_DIR'\] cannot be set by a profile"):
+        P.load_profile(str(one))
 
 
 def test_profile_configs_apply_overrides():

@@ -19,15 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_profile_table_lists_every_profile_and_the_comparable_column():
     table = protocol.profile_table()
     header = table.splitlines()[0]
-    for p in ("seed", "full", "quick", "auto"):
+    for p in ("seed", "full", "quick", "longer", "auto"):
         assert f"`{p}`" in header
-    assert "| image size (`IMG_SIZE`) | 256 px | same | 240 | 128 | 240 |" in table
+    assert "| image size (`IMG_SIZE`) | 256 px | same | 240 | 128 | 128 | 240 |" in table
+    # longer = quick (its BASE) with every 2nd tumour slice and 30 epochs (the seed's 30: "same")
+    assert "| tumour slices kept (`SLICE_STEP`) | every one | same | same | 8 | 2 | same |" in table
+    assert "| U-Net epochs (`UNET_EPOCHS`) | 30 | same | same | 24 | same | same |" in table
     assert "| upsampling (`UNET_BILINEAR`) | bilinear (28.9 M parameters) | same | transposed convolutions |" in table
     for param in ("TUMOUR_FREE_FRACTION", "UNET_WEIGHT_DECAY", "GRAD_CLIP", "UNET_LR_SCHEDULE", "UNET_MR_AUGMENT"):
         row = next(line for line in table.splitlines() if f"`{param}`" in line)
         assert row.split(" | ")[2] == "same" and row.split(" | ")[3] != "same", row  # seed: same; full: differs
     last = table.splitlines()[-1]
-    assert last.count("`Dice (tumour slices)`") == 4
+    assert last.count("`Dice (tumour slices)`") == 5
     assert not protocol.deviations(protocol.profile_params("seed"))  # the seed profile IS the seed's protocol
 
 

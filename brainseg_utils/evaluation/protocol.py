@@ -7,7 +7,7 @@ rate, no clipping and geometric + noise augmentation, and reported Dice 0.87 —
 over tumour slices. ``SEED`` is that protocol as notebook parameters (``configs/seed.yaml`` sets it); ``ITEMS``
 names every parameter where a profile may differ from it. One source renders:
 
-  * ``profile_table()``: every profile (seed, full, quick, auto) x every difference, for docs/evaluation.md
+  * ``profile_table()``: every profile (seed, full, quick, longer, auto) x every difference, for docs/evaluation.md
     (``python -m brainseg_utils.evaluation.protocol`` prints it; a test checks the docs hold the same table);
   * ``run_deviations(...)``: the differences of one run, from what the run recorded, not from a profile name:
     the data parameters of ``dataset.json`` (``params``) and the U-Net checkpoint's stored training and model
@@ -29,7 +29,7 @@ from brainseg_utils.config import TrainConfig, UNetConfig
 COMPARABLE_COLUMN = "Dice (tumour slices)"  # the results.md column comparable with the seed's reported Dice
 SEED_METRIC = "per-slice Dice on tumour slices (most likely; reported 0.87)"
 HEADLINE = "per-patient 3-D Dice over every brain slice (headline), per-slice Dice beside it"
-PROFILES = ("seed", "full", "quick", "auto")
+PROFILES = ("seed", "full", "quick", "longer", "auto")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ PROFILE_DATA = {
     "full": "BraTS 2020 training (369 cases)",
     "auto": "BraTS 2020 training (369 cases); the planner may cut SLICE_STEP, epochs (listed under each results.md)",
     "quick": "synthetic, 16 cases (BraTS when DATA_ROOT points at it)",
+    "longer": "synthetic, 32 cases (BraTS when DATA_ROOT points at it)",
 }
 
 
@@ -138,8 +139,9 @@ def recorded_params(data_params: dict | None, unet_config: dict | None) -> dict:
 
 
 def matching_profiles(params: dict) -> list[str]:
-    """The profiles (seed, full, quick) whose values of ``ITEMS`` the run's ``params`` equal."""
-    return [p for p in PROFILES[:3] if all(params.get(i.param) == profile_params(p).get(i.param) for i in ITEMS)]
+    """The profiles (every one but auto) whose values of ``ITEMS`` the run's ``params`` equal."""
+    named = [p for p in PROFILES if p != "auto"]
+    return [p for p in named if all(params.get(i.param) == profile_params(p).get(i.param) for i in ITEMS)]
 
 
 def run_deviations(data_params: dict | None, unet_config: dict | None, dataset: str) -> dict:
