@@ -91,7 +91,7 @@ def test_profile_from_data_and_device(clean):
     clean.setenv("PROFILE", "full")
     assert data.choose_profile("synthetic", cuda=False) == "full"
     assert set(prepare.profile_params("quick")) <= set(DataConfig.PARAMS)
-    with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'quick', 'seed'\]"):
+    with pytest.raises(FileNotFoundError, match=r"profile 'nope'.*options: \['full', 'longer', 'quick', 'seed'\]"):
         prepare.profile_params("nope")
 
 
