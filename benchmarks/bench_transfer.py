@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--label", default="", help="free text stored in the JSON (what this run changed)")
     a = p.parse_args(argv)
-    MODALITIES = tuple(m.strip() for m in a.modalities.split(","))
+    MODALITIES = profile_configs("quick", MODALITIES=a.modalities).data.modalities  # parsed and checked there
     torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
