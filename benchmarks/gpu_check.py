@@ -12,7 +12,8 @@ check and writes every figure to JSON; exits 1 when any check fails.
      loss below the first's), ``unet_checkpoint_reloads`` (``last.pt`` loaded with
      ``weights_only=True`` into a fresh model gives the same logits).
   3. SAM mask decoder on LiteMedSAM embeddings (bundled weights, embedding cache, jittered GT boxes):
-     ``sam_finite_losses``, ``sam_loss_falls``, ``sam_checkpoint_reloads``.
+     ``sam_finite_losses``, ``sam_loss_falls``, ``sam_checkpoint_reloads``; ``sam_wise_ft``: the WiSE-FT blend
+     (``SAM_WISE_FT`` 0.5) scored on the device as notebook 03 does and loaded as notebook 04 does.
   4. ``unet_inference``: images/s at 240 x 240, batch 64, autocast (bf16/fp16) + channels_last,
      after warm-up, ``torch.cuda.synchronize`` around the timed loop. Target on an H100: >= 2,000.
   5. ``vit_b_encoder``: SAM ViT-B image encoder (random weights, timing only) images/s at
@@ -49,6 +50,7 @@ from brainseg_utils.data.dataset import SliceDataset
 from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
 from brainseg_utils.models.sam.backends import build_backend
+from brainseg_utils.evaluation.inference import load_sam_decoder
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.checkpoints import amp_dtype, load_checkpoint, load_model_state
@@ -56,6 +58,7 @@ from brainseg_utils.runtime.encoder_runtime import build_runtime
 from brainseg_utils.runtime.env import device_summary
 from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache
+from brainseg_utils.training.finetune import record_wise_ft
 from brainseg_utils.training.engine import TrainConfig, fit
 
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.
@@ -186,6 +189,30 @@ def _reload_check(
         f"{path.name} (epoch {ckpt['epoch']}, amp {ckpt['amp_dtype']}) reloaded with weights_only=True; "
         f"max |logit difference| {diff:.2e}",
     )
+
+
+def _wise_ft_check(checks: Checks, best: Path, backend, emb, cache, rows, scfg) -> dict:
+    """``SAM_WISE_FT`` on the device: notebook 03's ``record_wise_ft`` (the blend scored under the engine's AMP)
+    then notebook 04's loader; the loaded weights must be 0.5 x pretrained + 0.5 x trained."""
+    ckpt = load_checkpoint(best)
+    rec = record_wise_ft(best, backend, EmbeddingDataset(emb, cache, rows, "box", 0), scfg, 0.5)
+    blended, _ = load_sam_decoder(best, backend, device=scfg.device)
+    pre = SamDecoderModel(backend, "box", ckpt["config"]["model"]["img_size"]).state_dict()
+    got = blended.state_dict()
+    diff = max(
+        float((got[k].cpu().float() - 0.5 * (pre[k].cpu().float() + v.cpu().float())).abs().max())
+        for k, v in ckpt["model"].items()
+        if v.is_floating_point()
+    )
+    on = {t.device.type for t in got.values()}
+    ok = math.isfinite(rec["val_dice"]) and diff <= 1e-6 and on == {torch.device(scfg.device).type}
+    checks.add(
+        "sam_wise_ft",
+        ok,
+        f"alpha 0.5: val Dice {rec['val_dice']:.4f} (as trained {rec['val_dice_finetuned']:.4f}); loaded weights "
+        f"within {diff:.1e} of the blend, on {', '.join(sorted(on))}",
+    )
+    return {**rec, "max_abs_weight_diff": diff}
 
 
 def vit_b_encoder(size: int, depth: int) -> torch.nn.Module:
@@ -370,6 +397,7 @@ def run(profile: str, workdir: Path, out: Path) -> dict:
         (e_val, b_val),
         device,
     )
+    res["sam_wise_ft"] = _wise_ft_check(checks, workdir / "sam" / "best.pt", backend, emb, cache, s_va, scfg)
     del backend, sam, emb
 
     # ---- SAM ViT-B encoder throughput (random weights)

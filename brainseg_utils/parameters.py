@@ -86,7 +86,7 @@ NOTEBOOKS: dict[str, Notebook] = {
         (
             "OUTPUT_DIR", "SAM_BACKEND", "SAM_CHECKPOINT", "SAM_PROMPTS", "SAM_EPOCHS", "SAM_BATCH_SIZE", "SAM_LR",
             "SAM_BOX_JITTER_PX", "SAM_BOX_NEGATIVES", "SAM_CACHE_BUDGET_GB", "SAM_OVERFLOW", "SAM_ENCODE_BATCH",
-            "AMP", "RESUME", "DEVICE", "NUM_GPUS", "SEED",
+            "SAM_WISE_FT", "AMP", "RESUME", "DEVICE", "NUM_GPUS", "SEED",
         ),
         (RUN, SAM, SAM_TRAIN),
     ),

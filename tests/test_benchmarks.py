@@ -55,6 +55,7 @@ def test_gpu_check_cpu_small_end_to_end(tmp_path):
         "sam_finite_losses",
         "sam_loss_falls",
         "sam_checkpoint_reloads",
+        "sam_wise_ft",
         "vit_b_encoder",
         "peak_memory",
     ]

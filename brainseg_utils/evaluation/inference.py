@@ -26,11 +26,12 @@ from brainseg_utils.data.volumes import load_case
 from brainseg_utils.evaluation.cascade import boxes_for_masks, clean_volume
 from brainseg_utils.evaluation.grid import batched, to_cache_size, to_native
 from brainseg_utils.evaluation.stopwatch import Stages
+from brainseg_utils.models.sam import wise
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.sam.discovery import backend_for_decoder
 from brainseg_utils.models.sam.prompts import mask_to_box
 from brainseg_utils.models.unet import UNet
-from brainseg_utils.runtime.checkpoints import load_checkpoint, load_model_state
+from brainseg_utils.runtime.checkpoints import checkpoint_arch, load_checkpoint, load_model_state
 from brainseg_utils.runtime.encoder_runtime import RuntimeModule
 from brainseg_utils.runtime.env import missing_hint
 from brainseg_utils.runtime.io import file_sha256
@@ -77,8 +78,7 @@ def load_sam_decoder(
     cfg = ckpt["config"]["model"]
     if cfg.get("backend") != backend.name:
         raise ValueError(f"{path} was trained with backend {cfg.get('backend')!r}, not {backend.name!r}")
-    model = SamDecoderModel(backend, cfg["prompt"], cfg["img_size"])
-    load_model_state(model, ckpt["model"], str(path))
+    model = wise.decoder_from_checkpoint(backend, ckpt, path)  # meta.wise_ft.alpha < 1: blended (WiSE-FT)
     return model.to(device).eval(), ckpt
 
 
@@ -86,8 +86,10 @@ def training_data(ckpt: dict) -> dict:
     """What a checkpoint's model learnt from: ``{train_slices, val_slices, train_cases, val_cases}``
     (None where unknown), plus ``note`` when the checkpoint recorded one (e.g. a subsample)."""
     data = dict(ckpt.get("meta", {}).get("data") or {})
+    blend = wise.note(wise.checkpoint_alpha(ckpt)) if checkpoint_arch(ckpt) == "sam_decoder" else ""
+    text = "; ".join(t for t in (data.get("note"), blend) if t)
     return {k: data.get(k) for k in ("train_slices", "val_slices", "train_cases", "val_cases")} | (
-        {"note": data["note"]} if data.get("note") else {}
+        {"note": text} if text else {}
     )
 
 

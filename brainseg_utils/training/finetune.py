@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from brainseg_utils.config import OVERFLOW, TrainConfig
 from brainseg_utils.data.dataset import training_meta
 from brainseg_utils.data.slices import SliceCache
+from brainseg_utils.models.sam import wise
 from brainseg_utils.models.sam.backends import SamBackend
 from brainseg_utils.models.sam.decoder import SamDecoderModel
-from brainseg_utils.runtime.checkpoints import resolve_device
+from brainseg_utils.runtime.checkpoints import load_checkpoint, resolve_device, save_checkpoint
 from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.training import distributed
 from brainseg_utils.training.embeddings import EmbeddingCache, EmbeddingDataset, build_embedding_cache
@@ -139,13 +140,16 @@ def finetune_variant(
     jitter_px: int = 5,
     seed: int = 0,
     negatives: float = 0.1,
+    wise_alpha: float = 1.0,
 ) -> tuple[list[dict], dict]:
     """Zero-shot score, then decoder training for one prompt mode. Returns (history, zero-shot record).
 
     Box mode: trained with ``negatives`` (tumour-free slices and, with that probability, tumour slices get a box
     on tumour-free tissue and an empty target); validated, and its checkpoint selected, on the validation slices
     prompted as the automatic cascade prompts them (``unet_validation_boxes``: the cleaned U-Net mask's
-    component boxes) when notebook 02's U-Net is there, else on oracle ground-truth boxes (said, and recorded)."""
+    component boxes) when notebook 02's U-Net is there, else on oracle ground-truth boxes (said, and recorded).
+    ``wise_alpha`` < 1: the decoder is used as a WiSE-FT blend with the pretrained one (``record_wise_ft``); the
+    returned record's ``"wise_ft"`` holds it with its validation Dice."""
     variant = f"sam_{backend.name}_{prompt}"
     on_the_fly = backend if emb.overflow == "encode" else None
     neg = negatives if prompt == "box" else 0.0
@@ -198,4 +202,24 @@ def finetune_variant(
     history = fit_processes(  # cfg.num_gpus > 1: DDP processes; one device: exactly train.fit
         model, train_ds, val_ds, run.sam(variant), cfg, meta=meta, params=model.trainable_parameters()
     )
+    zero_shot["wise_ft"] = record_wise_ft(run.sam(variant) / "best.pt", backend, val_ds, cfg, wise_alpha)
     return history, zero_shot
+
+
+def record_wise_ft(best, backend: SamBackend, val_ds, cfg: TrainConfig, alpha: float = 1.0) -> dict:
+    """Record WiSE-FT's ``alpha`` (``models/sam/wise.py``) in ``best``'s meta, with the validation Dice of the
+    blended decoder beside the as-trained one; the stored weights stay those training selected, so a later run
+    with another ``alpha`` (or a resumed run) re-records without retraining. Returns the record."""
+    alpha = wise.check_alpha(alpha)
+    ckpt = load_checkpoint(best, expect_arch="sam_decoder")
+    trained = float(ckpt.get("best_metric", float("nan")))
+    blended = trained
+    if alpha < 1:
+        model = wise.decoder_from_checkpoint(backend, ckpt, best, alpha)
+        blended = evaluate_dataset(model, val_ds, cfg.batch_size, cfg.device, cfg.amp)["dice"]
+    rec = wise.record(alpha, blended, trained)
+    ckpt["meta"] = {**ckpt.get("meta", {}), "wise_ft": rec}
+    save_checkpoint(best, ckpt)
+    if alpha < 1:
+        print(f"  {wise.note(alpha)}: validation Dice {blended:.4f} (as trained {trained:.4f})")
+    return rec

@@ -1,0 +1,100 @@
+"""WiSE-FT for the SAM mask decoder: a weight-space ensemble of the fine-tuned decoder and the pretrained one.
+
+Wortsman et al., "Robust fine-tuning of zero-shot models" (CVPR 2022): fine-tune as usual, then use
+``(1 - alpha) * pretrained + alpha * fine-tuned`` weights. The pretrained decoder keeps what it learnt from real
+scans; fine-tuning on data unlike them (here: synthetic tumours on synthetic anatomy) drifts away from it. The
+paper's mixing coefficient alpha = 0.5 kept most of the in-distribution gain while recovering robustness under
+distribution shift; alpha = 1 is plain fine-tuning.
+
+A decoder checkpoint keeps the weights training produced (so resuming, selection and ``last.pt`` are unchanged)
+and records the coefficient in ``meta["wise_ft"]`` (``record``); every loader builds the pretrained decoder,
+loads the checkpoint and blends (``blend_state`` via ``checkpoint_alpha``), so notebook 04, the demo and the
+benchmarks all evaluate the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from brainseg_utils.models.sam.decoder import SamDecoderModel
+from brainseg_utils.runtime.checkpoints import load_model_state
+
+PARAM = "SAM_WISE_FT"
+REFERENCE = "WiSE-FT (Wortsman et al., CVPR 2022): (1 - alpha) x pretrained + alpha x fine-tuned decoder weights"
+
+
+def check_alpha(alpha, where: str = PARAM) -> float:
+    """``alpha`` as a float in (0, 1]; a ``ValueError`` naming ``where`` otherwise (0 would be the pretrained
+    decoder, which notebook 04 reports anyway as the zero-shot row)."""
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number in (0, 1], got {alpha!r}") from None
+    if not (math.isfinite(a) and 0 < a <= 1):
+        raise ValueError(
+            f"{where} must be in (0, 1] (1: the fine-tuned decoder as trained; 0.5: halfway back to the pretrained "
+            f"one), got {alpha!r}"
+        )
+    return a
+
+
+def blend_state(
+    pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) * pretrained + alpha * finetuned`` for every floating-point tensor (computed in float32 or
+    wider, returned in the fine-tuned tensor's dtype); other tensors (integer buffers) are the fine-tuned ones.
+    Both must hold the same keys and shapes (a clear error lists what differs)."""
+    alpha = check_alpha(alpha, "alpha")
+    missing, extra = sorted(set(finetuned) - set(pretrained)), sorted(set(pretrained) - set(finetuned))
+    if missing or extra:
+        raise ValueError(f"cannot blend decoder weights: only fine-tuned {missing[:5]}, only pretrained {extra[:5]}")
+    out = {}
+    for key, ft in finetuned.items():
+        pre = pretrained[key]
+        if pre.shape != ft.shape:
+            raise ValueError(f"cannot blend {key}: pretrained {tuple(pre.shape)}, fine-tuned {tuple(ft.shape)}")
+        if alpha == 1 or not ft.is_floating_point():
+            out[key] = ft.clone()
+            continue
+        wide = torch.promote_types(ft.dtype, torch.float32)
+        mixed = (1 - alpha) * pre.to(ft.device, wide) + alpha * ft.to(wide)
+        out[key] = mixed.to(ft.dtype)
+    return out
+
+
+def checkpoint_alpha(ckpt: dict, path=None) -> float:
+    """The coefficient a decoder checkpoint records (``meta["wise_ft"]["alpha"]``; 1 when it records none)."""
+    rec = (ckpt.get("meta") or {}).get("wise_ft") or {}
+    return check_alpha(rec.get("alpha", 1.0), f"{path or 'checkpoint'}: meta.wise_ft.alpha")
+
+
+def record(alpha: float, val_dice: float, val_dice_finetuned: float) -> dict:
+    """What ``meta["wise_ft"]`` holds: the coefficient, the blended and the as-trained validation Dice."""
+    return {
+        "alpha": check_alpha(alpha),
+        "val_dice": float(val_dice),
+        "val_dice_finetuned": float(val_dice_finetuned),
+        "method": REFERENCE,
+    }
+
+
+def note(alpha: float) -> str:
+    """One line for tables and model notes ("" for plain fine-tuning)."""
+    return "" if alpha == 1 else f"WiSE-FT alpha {alpha:g}: {1 - alpha:g} x pretrained + {alpha:g} x fine-tuned weights"
+
+
+def decoder_from_checkpoint(backend, ckpt: dict, path="checkpoint", alpha: float | None = None) -> SamDecoderModel:
+    """The decoder a loaded checkpoint describes, on the CPU: the pretrained decoder of ``backend`` with the
+    checkpoint's weights loaded, blended back towards the pretrained ones by ``alpha`` (None: the checkpoint's own,
+    ``checkpoint_alpha``)."""
+    cfg = ckpt["config"]["model"]
+    alpha = checkpoint_alpha(ckpt, path) if alpha is None else check_alpha(alpha)
+    model = SamDecoderModel(backend, cfg["prompt"], cfg["img_size"])
+    pretrained = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if alpha < 1 else None
+    load_model_state(model, ckpt["model"], str(path))
+    if pretrained is not None:
+        model.load_state_dict(blend_state(pretrained, model.state_dict(), alpha))
+    return model
