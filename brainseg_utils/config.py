@@ -268,8 +268,8 @@ class SamConfig:
     # the fly, so the decoders see every slice the U-Net sees (a subsample would be stated in every table).
     overflow: str = "encode"  # beyond the budget: encode (on the fly, slow) or subsample (seeded)
     encode_batch: int = 8  # slices per encoder batch when building the cache
-    # WiSE-FT (models/sam/wise.py): below 1, decoders are used as (1 - a) x pretrained + a x fine-tuned weights
-    wise_ft: float = 1.0  # WiSE-FT coefficient a in (0, 1]: 1 = the fine-tuned decoder as trained
+    # WiSE-FT (models/sam/wise.py): decoders used as (1 - a) x pretrained + a x fine-tuned weights; auto picks a
+    wise_ft: float | str = "auto"  # WiSE-FT a: auto (0.25/0.5/0.75/1, best on validation) or a number in (0, 1]
 
     PARAMS: ClassVar[dict[str, str]] = {
         "SAM_BACKEND": "backend",
@@ -286,7 +286,7 @@ class SamConfig:
     def __post_init__(self) -> None:
         from brainseg_utils.models.sam.backends import BACKENDS  # torch: only when a SAM config is built
         from brainseg_utils.models.sam.prompts import parse_prompts
-        from brainseg_utils.models.sam.wise import check_alpha
+        from brainseg_utils.models.sam.wise import parse_setting
 
         if self.backend != "auto" and self.backend not in BACKENDS:
             raise ValueError(f"SAM_BACKEND must be one of {['auto', *sorted(BACKENDS)]}, got {self.backend!r}")
@@ -298,7 +298,7 @@ class SamConfig:
             raise ValueError(f"SAM_BOX_JITTER_PX must be >= 0, got {self.box_jitter_px}")
         if not 0 <= self.box_negatives < 1:
             raise ValueError(f"SAM_BOX_NEGATIVES must be in [0, 1), got {self.box_negatives}")
-        object.__setattr__(self, "wise_ft", check_alpha(self.wise_ft))
+        object.__setattr__(self, "wise_ft", parse_setting(self.wise_ft))
         if not self.cache_budget_gb >= 0:
             raise ValueError(f"SAM_CACHE_BUDGET_GB must be >= 0, got {self.cache_budget_gb}")
         if self.encode_batch < 1:

@@ -53,3 +53,14 @@ def test_missing_markers(tmp_path):
     readme.write_text("no markers here")
     with pytest.raises(ValueError, match="no <!-- results:start -->"):
         report.update_readme(readme, _metrics())
+
+
+def test_wise_ft_blends_are_stated():
+    m = _metrics()
+    assert "WiSE-FT" not in report.results_table(m)
+    tuned = {**m["models"]["unet"], "prompt": "none", "data": {**m["models"]["unet"]["data"], "wise_ft_alpha": 0.25}}
+    cascade = {**tuned, "prompt": "U-Net box"}
+    m["models"].update(sam_x_none=tuned, sam_x_unet_box=cascade)
+    text = report.results_table(m)
+    assert "WiSE-FT blends" in text and "`sam_x_none` a = 0.25 (the cascade" in text
+    assert "`sam_x_unet_box` a" not in text

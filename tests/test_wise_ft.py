@@ -63,6 +63,7 @@ def test_load_sam_decoder_applies_the_recorded_alpha(lite, tmp_path, alpha):
     torch.testing.assert_close(got[name], pre[name] + a)  # (1 - a) x pre + a x (pre + 1)
     note = inf.training_data(ckpt).get("note", "")
     assert ("WiSE-FT alpha" in note) == (a < 1), note
+    assert inf.training_data(ckpt).get("wise_ft_alpha") == alpha, "what metrics.json and the README state"
     assert ckpt["model"][name].equal(ft[name]), "the file keeps the weights training produced"
 
 
@@ -103,10 +104,39 @@ def test_record_wise_ft_scores_the_blend_and_can_be_redone(lite, tmp_path, monke
     torch.testing.assert_close(loaded.state_dict()[name], ft[name])
 
 
+def test_auto_chooses_the_coefficient_on_validation(lite, tmp_path, monkeypatch):
+    best = tmp_path / "best.pt"
+    pre, _ = _perturbed_checkpoint(lite, best)
+    name = "mask_decoder.output_upscaling.0.weight"
+    dice_at = {0.25: 0.50, 0.5: 0.70, 0.75: 0.65, 1.0: 0.60}  # validation prefers the halfway blend
+
+    def fake_eval(model, ds, batch_size, device, amp):
+        return {"dice": dice_at[round((model.state_dict()[name] - pre[name]).mean().item(), 4)]}
+
+    monkeypatch.setattr(finetune, "evaluate_dataset", fake_eval)
+    rec = finetune.record_wise_ft(best, lite, None, finetune.TrainConfig(device="cpu"), "auto")
+    assert rec["alpha"] == 0.5 and rec["val_dice"] == 0.70 and rec["val_dice_finetuned"] == 0.60
+    assert rec["chosen_on_validation"] == {"0.25": 0.5, "0.5": 0.7, "0.75": 0.65, "1": 0.6}
+    loaded, _ = inf.load_sam_decoder(best, lite)
+    torch.testing.assert_close(loaded.state_dict()[name], pre[name] + 0.5)
+    dice_at.update({1.0: 0.70})  # a tie goes to the larger coefficient: the decoder as trained
+    assert finetune.record_wise_ft(best, lite, None, finetune.TrainConfig(device="cpu"), "auto")["alpha"] == 1.0
+
+
+def test_settings_parse():
+    assert wise.parse_setting("auto") == "auto" == wise.parse_setting(" AUTO ")
+    assert wise.parse_setting("0.25") == 0.25 and wise.candidates("auto") == wise.GRID and wise.candidates(1) == (1.0,)
+    assert 1.0 in wise.GRID
+    with pytest.raises(ValueError, match=r"SAM_WISE_FT must be 'auto' or a number in \(0, 1\], got 'best'"):
+        wise.parse_setting("best")
+    assert wise.choose({0.5: 0.7, 1.0: 0.7, 0.25: 0.1}) == 1.0
+
+
 def test_sam_config_checks_the_parameter():
     from brainseg_utils.config import SamConfig
 
-    assert SamConfig(backend="litemedsam").wise_ft == 1.0
+    assert SamConfig(backend="litemedsam").wise_ft == "auto"  # the default: chosen on validation
     assert SamConfig(backend="litemedsam", wise_ft=0.5).wise_ft == 0.5
-    with pytest.raises(ValueError, match=r"SAM_WISE_FT must be in \(0, 1\]"):
+    assert SamConfig(backend="litemedsam", wise_ft="auto").wise_ft == "auto"
+    with pytest.raises(ValueError, match=r"SAM_WISE_FT must be 'auto' or a number in \(0, 1\]"):
         SamConfig(backend="litemedsam", wise_ft=0)

@@ -84,12 +84,16 @@ def load_sam_decoder(
 
 def training_data(ckpt: dict) -> dict:
     """What a checkpoint's model learnt from: ``{train_slices, val_slices, train_cases, val_cases}``
-    (None where unknown), plus ``note`` when the checkpoint recorded one (e.g. a subsample)."""
+    (None where unknown), plus ``note`` when the checkpoint recorded one (e.g. a subsample) and, for a SAM decoder
+    that records WiSE-FT, ``wise_ft_alpha`` (its blend is named in the note when below 1)."""
     data = dict(ckpt.get("meta", {}).get("data") or {})
-    blend = wise.note(wise.checkpoint_alpha(ckpt)) if checkpoint_arch(ckpt) == "sam_decoder" else ""
-    text = "; ".join(t for t in (data.get("note"), blend) if t)
-    return {k: data.get(k) for k in ("train_slices", "val_slices", "train_cases", "val_cases")} | (
-        {"note": text} if text else {}
+    recorded = checkpoint_arch(ckpt) == "sam_decoder" and "wise_ft" in ckpt.get("meta", {})
+    alpha = wise.checkpoint_alpha(ckpt) if recorded else None  # a SAM decoder's WiSE-FT coefficient
+    text = "; ".join(t for t in (data.get("note"), wise.note(alpha) if alpha else "") if t)
+    return (
+        {k: data.get(k) for k in ("train_slices", "val_slices", "train_cases", "val_cases")}
+        | ({"note": text} if text else {})
+        | ({"wise_ft_alpha": alpha} if alpha else {})
     )
 
 

@@ -9,7 +9,8 @@ What each stage counts (``workload.Workload`` counts, ``calibrate`` costs, all i
       the per-image parts shared among GPUs); 2 figures
   03  the SAM backend built; embedding cache (cached slices x encoder + its bytes written); per prompt mode:
       zero-shot on validation, then epochs x (train slices x sam_epoch_train [+ encoder for slices re-encoded
-      on the fly] + val slices x sam_epoch_val + sam_epoch_fixed); 1 figure
+      on the fly] + val slices x sam_epoch_val + sam_epoch_fixed), then one validation pass per WiSE-FT
+      coefficient tried; 1 figure
   04  models loaded (backend, U-Net conversion, first calls); prediction (per test case: reading it, every brain
       slice through the U-Net, the encoded slices through the encoder, each decoder on its slices: no prompt on
       every brain slice, box variants on the tumour slices); predicted volumes written; metrics; latency
@@ -92,7 +93,8 @@ def stages_03(w: Workload, c: dict, gpus: int) -> list[Stage]:
     for prompt in w.prompts:
         val = w.val_slices * c["sam_epoch_val"]  # box: every validation slice, prompted with the U-Net's boxes
         train = w.sam_train_slices(prompt) * c["sam_epoch_train"] + w.encoded_on_the_fly(prompt) * c["encoder"]
-        seconds = val + w.sam_epochs * ((train + val) / gpus + c["sam_epoch_fixed"])
+        # zero-shot before training, WiSE-FT's coefficients after it (w.wise_passes), epochs in between
+        seconds = (1 + w.wise_passes) * val + w.sam_epochs * ((train + val) / gpus + c["sam_epoch_fixed"])
         out.append(Stage(f"decoder epochs ({prompt})", "03_finetune_sam", seconds, 2 * 16e6, kept=True))
     # zero-shot vs fine-tuned on 4 validation slices per prompt mode (finetune.validation_previews): the box mode's
     # U-Net boxes need the U-Net on the validation cases again

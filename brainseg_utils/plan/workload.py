@@ -76,6 +76,7 @@ class Workload:
     embedding_bytes: int = EMBEDDING_BYTES  # one cached SAM embedding
     cells: dict = field(default_factory=dict)  # code cells per notebook (papermill saves after each)
     box_negatives: float = 0.0  # > 0: the box decoder also trains on tumour-free slices (negative boxes)
+    wise_passes: int = 0  # validation passes per decoder after training (SAM_WISE_FT: one per coefficient tried)
 
     @property
     def train_slices(self) -> float:
@@ -153,4 +154,14 @@ def workload(configs, cases: int, shape: CaseShape, cells: dict | None = None) -
         case=asdict(shape),
         cells=dict(cells or {}),
         box_negatives=float(configs.sam.box_negatives),
+        wise_passes=wise_passes(configs.sam.wise_ft),
     )
+
+
+def wise_passes(setting) -> int:
+    """Validation passes ``finetune.record_wise_ft`` makes per decoder: none for plain fine-tuning (1), else one
+    per coefficient tried (``"auto"``: the whole grid)."""
+    from brainseg_utils.models.sam.wise import candidates
+
+    tried = candidates(setting)
+    return 0 if tried == (1.0,) else len(tried)

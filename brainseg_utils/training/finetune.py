@@ -140,7 +140,7 @@ def finetune_variant(
     jitter_px: int = 5,
     seed: int = 0,
     negatives: float = 0.1,
-    wise_alpha: float = 1.0,
+    wise_alpha: float | str = 1.0,
 ) -> tuple[list[dict], dict]:
     """Zero-shot score, then decoder training for one prompt mode. Returns (history, zero-shot record).
 
@@ -148,8 +148,9 @@ def finetune_variant(
     on tumour-free tissue and an empty target); validated, and its checkpoint selected, on the validation slices
     prompted as the automatic cascade prompts them (``unet_validation_boxes``: the cleaned U-Net mask's
     component boxes) when notebook 02's U-Net is there, else on oracle ground-truth boxes (said, and recorded).
-    ``wise_alpha`` < 1: the decoder is used as a WiSE-FT blend with the pretrained one (``record_wise_ft``); the
-    returned record's ``"wise_ft"`` holds it with its validation Dice."""
+    ``wise_alpha`` (``SAM_WISE_FT``: a coefficient, or "auto" to choose it on the validation slices): below 1 the
+    decoder is used as a WiSE-FT blend with the pretrained one (``record_wise_ft``); the returned record's
+    ``"wise_ft"`` holds the coefficient with its validation Dice."""
     variant = f"sam_{backend.name}_{prompt}"
     on_the_fly = backend if emb.overflow == "encode" else None
     neg = negatives if prompt == "box" else 0.0
@@ -206,20 +207,24 @@ def finetune_variant(
     return history, zero_shot
 
 
-def record_wise_ft(best, backend: SamBackend, val_ds, cfg: TrainConfig, alpha: float = 1.0) -> dict:
-    """Record WiSE-FT's ``alpha`` (``models/sam/wise.py``) in ``best``'s meta, with the validation Dice of the
-    blended decoder beside the as-trained one; the stored weights stay those training selected, so a later run
-    with another ``alpha`` (or a resumed run) re-records without retraining. Returns the record."""
-    alpha = wise.check_alpha(alpha)
+def record_wise_ft(best, backend: SamBackend, val_ds, cfg: TrainConfig, setting: float | str = 1.0) -> dict:
+    """Record WiSE-FT's coefficient (``models/sam/wise.py``) in ``best``'s meta with its validation Dice beside the
+    as-trained one. ``setting`` "auto": every coefficient of ``wise.GRID`` is scored on ``val_ds`` (the slices and
+    prompts that selected the checkpoint) and the best kept. The stored weights stay those training selected, so a
+    later run with another setting (or a resumed run) re-records without retraining. Returns the record."""
     ckpt = load_checkpoint(best, expect_arch="sam_decoder")
     trained = float(ckpt.get("best_metric", float("nan")))
-    blended = trained
-    if alpha < 1:
-        model = wise.decoder_from_checkpoint(backend, ckpt, best, alpha)
-        blended = evaluate_dataset(model, val_ds, cfg.batch_size, cfg.device, cfg.amp)["dice"]
-    rec = wise.record(alpha, blended, trained)
+    tried = wise.candidates(setting)
+    scores = {1.0: trained} if tried == (1.0,) else {}  # plain fine-tuning: nothing to score
+    for a in (t for t in tried if t not in scores):
+        model = wise.decoder_from_checkpoint(backend, ckpt, best, a)
+        scores[a] = evaluate_dataset(model, val_ds, cfg.batch_size, cfg.device, cfg.amp)["dice"]
+    alpha = wise.choose(scores)
+    rec = wise.record(alpha, scores[alpha], scores.get(1.0, trained), scores)
     ckpt["meta"] = {**ckpt.get("meta", {}), "wise_ft": rec}
     save_checkpoint(best, ckpt)
+    if len(tried) > 1:
+        print("  WiSE-FT on the validation slices: " + ", ".join(f"alpha {a:g} {d:.4f}" for a, d in scores.items()))
     if alpha < 1:
-        print(f"  {wise.note(alpha)}: validation Dice {blended:.4f} (as trained {trained:.4f})")
+        print(f"  {wise.note(alpha)}: validation Dice {scores[alpha]:.4f} (as trained {rec['val_dice_finetuned']:.4f})")
     return rec

@@ -4,7 +4,8 @@ Wortsman et al., "Robust fine-tuning of zero-shot models" (CVPR 2022): fine-tune
 ``(1 - alpha) * pretrained + alpha * fine-tuned`` weights. The pretrained decoder keeps what it learnt from real
 scans; fine-tuning on data unlike them (here: synthetic tumours on synthetic anatomy) drifts away from it. The
 paper's mixing coefficient alpha = 0.5 kept most of the in-distribution gain while recovering robustness under
-distribution shift; alpha = 1 is plain fine-tuning.
+distribution shift; alpha = 1 is plain fine-tuning. ``SAM_WISE_FT="auto"`` chooses alpha per decoder from ``GRID``
+by the validation Dice that selects its checkpoint (1 included: the blend is used only where validation prefers it).
 
 A decoder checkpoint keeps the weights training produced (so resuming, selection and ``last.pt`` are unchanged)
 and records the coefficient in ``meta["wise_ft"]`` (``record``); every loader builds the pretrained decoder,
@@ -23,6 +24,8 @@ from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.runtime.checkpoints import load_model_state
 
 PARAM = "SAM_WISE_FT"
+AUTO = "auto"
+GRID = (0.25, 0.5, 0.75, 1.0)  # what "auto" tries; 1 (the decoder as trained) is always a candidate
 REFERENCE = "WiSE-FT (Wortsman et al., CVPR 2022): (1 - alpha) x pretrained + alpha x fine-tuned decoder weights"
 
 
@@ -71,14 +74,40 @@ def checkpoint_alpha(ckpt: dict, path=None) -> float:
     return check_alpha(rec.get("alpha", 1.0), f"{path or 'checkpoint'}: meta.wise_ft.alpha")
 
 
-def record(alpha: float, val_dice: float, val_dice_finetuned: float) -> dict:
-    """What ``meta["wise_ft"]`` holds: the coefficient, the blended and the as-trained validation Dice."""
-    return {
+def parse_setting(value, where: str = PARAM) -> float | str:
+    """``SAM_WISE_FT`` as given: ``"auto"`` (the coefficient chosen on the validation slices from ``GRID``) or a
+    coefficient in (0, 1]."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return check_alpha(value, where)
+    except ValueError:
+        raise ValueError(f"{where} must be {AUTO!r} or a number in (0, 1], got {value!r}") from None
+
+
+def candidates(setting: float | str) -> tuple[float, ...]:
+    """The coefficients a setting tries: ``GRID`` for ``"auto"``, else the one given."""
+    s = parse_setting(setting)
+    return GRID if s == AUTO else (s,)
+
+
+def choose(scores: dict[float, float]) -> float:
+    """The coefficient with the highest validation Dice (a tie goes to the larger: closer to the trained weights)."""
+    return max(scores, key=lambda a: (scores[a], a))
+
+
+def record(alpha: float, val_dice: float, val_dice_finetuned: float, scores: dict | None = None) -> dict:
+    """What ``meta["wise_ft"]`` holds: the coefficient, the blended and the as-trained validation Dice, and (when
+    it was chosen on validation) every candidate's validation Dice."""
+    out = {
         "alpha": check_alpha(alpha),
         "val_dice": float(val_dice),
         "val_dice_finetuned": float(val_dice_finetuned),
         "method": REFERENCE,
     }
+    if scores and len(scores) > 1:
+        out["chosen_on_validation"] = {f"{a:g}": float(d) for a, d in sorted(scores.items())}
+    return out
 
 
 def note(alpha: float) -> str:
