@@ -138,6 +138,28 @@ def test_dataset_written_by_an_earlier_generator_is_regenerated(tmp_path):
     assert json.loads((out / synthetic.MARKER).read_text())["generator_version"] == synthetic.GENERATOR_VERSION
 
 
+def test_an_interrupted_regeneration_is_resumed_not_refused(tmp_path, monkeypatch):
+    """Regenerating for another config, killed after some cases: the folder holds cases and the previous
+    name_mapping.csv but no marker; the next run must regenerate it, not refuse it as foreign (seen here: a killed
+    `plan_seed_fits.py` left data/synthetic so, and `bash run_all.sh` then stopped)."""
+    out = generate_dataset(tmp_path / "d", SyntheticConfig(cases=2, depth=16), workers=1, progress=False)
+
+    def killed(cfg, i, folder):
+        if i == 1:
+            raise KeyboardInterrupt("killed")
+        return real(cfg, i, folder)
+
+    real = synthetic._write_case
+    monkeypatch.setattr(synthetic, "_write_case", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(out, SyntheticConfig(cases=2, depth=16, seed=1), workers=1, progress=False)
+    assert not (out / synthetic.MARKER).exists()
+    monkeypatch.setattr(synthetic, "_write_case", real)
+    generate_dataset(out, SyntheticConfig(cases=2, depth=16, seed=1), workers=1, progress=False)
+    assert json.loads((out / synthetic.MARKER).read_text())["config"]["seed"] == 1
+    assert (out / synthetic.MAPPING).read_text().count("BraTS20_Training_") == 2
+
+
 def test_refuses_to_overwrite_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a synthetic dataset"):

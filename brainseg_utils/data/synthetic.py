@@ -53,6 +53,7 @@ DEFAULT_DEPTH = 155
 ALIAS_355 = "W39_1998.09.19_Segm.nii"
 KNOWN_QUIRKS = ("alias355", "gz", "float32")
 MARKER = "SYNTHETIC.json"
+MAPPING = "name_mapping.csv"  # written last but one (before MARKER), as BraTS ships it
 # Bumped whenever the same config draws different volumes; a dataset written by another version is regenerated.
 # 2: anatomy from skull base to vertex, normal FLAIR hyperintensities, BraTS-range tumours, per-case contrast.
 # 3: edema rendered over the tissue it replaced, with its labelled margin visible (1.12-1.3x that tissue on FLAIR).
@@ -161,11 +162,12 @@ def generate_dataset(
         out.exists()
         and any(out.iterdir())
         and not (out / MARKER).exists()
-        and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) for p in out.iterdir())
+        and not all(p.name.startswith(("BraTS20_Training_", ".tmp-")) or p.name == MAPPING for p in out.iterdir())
     ):
         raise FileExistsError(f"{out} exists and is not a synthetic dataset folder; choose an empty --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).unlink(missing_ok=True)
+    (out / MARKER).unlink(missing_ok=True)  # first: an interrupted regeneration is then recognised as ours
+    (out / MAPPING).unlink(missing_ok=True)
     for stale in out.glob("BraTS20_Training_*"):
         shutil.rmtree(stale)
     workers = workers or min(len(case_ids(cfg)), os.cpu_count() or 1)
@@ -216,7 +218,7 @@ def _write_name_mapping(out: Path, grades: dict[str, str]) -> None:
     def _write(tmp: str) -> None:
         Path(tmp).write_text(buf.getvalue())
 
-    atomic_write(out / "name_mapping.csv", _write)
+    atomic_write(out / MAPPING, _write)
 
 
 def _progress(total: int, desc: str, enabled: bool):
