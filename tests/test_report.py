@@ -55,12 +55,11 @@ def test_missing_markers(tmp_path):
         report.update_readme(readme, _metrics())
 
 
-def test_wise_ft_blends_are_stated():
+def test_wise_ft_blends_are_stated_where_the_training_data_are():
     m = _metrics()
-    assert "WiSE-FT" not in report.results_table(m)
     tuned = {**m["models"]["unet"], "prompt": "none", "data": {**m["models"]["unet"]["data"], "wise_ft_alpha": 0.25}}
-    cascade = {**tuned, "prompt": "U-Net box"}
-    m["models"].update(sam_x_none=tuned, sam_x_unet_box=cascade)
-    text = report.results_table(m)
-    assert "WiSE-FT blends" in text and "`sam_x_none` a = 0.25 (the cascade" in text
-    assert "`sam_x_unet_box` a" not in text
+    plain = {**tuned, "data": {**tuned["data"], "wise_ft_alpha": 1.0}}
+    m["models"].update(sam_x_none=tuned, sam_y_none=plain)
+    rows = {r.split(" | ")[0]: r for r in report.results_table(m).splitlines() if r.startswith("| `")}
+    assert "| 518 / 64 slices, 11 cases; WiSE-FT a = 0.25 |" in rows["| `sam_x_none`"]
+    assert "| 518 / 64 slices, 11 cases |" in rows["| `sam_y_none`"], "a = 1: as trained, nothing to say"

@@ -76,16 +76,6 @@ def results_table(metrics: dict, command: str | None = None) -> str:
     ]
     if CLEAN in metrics["models"]:
         lines += ["", f"`{CLEAN}` is {cleanup_convention(metrics.get('cleanup'))}."]
-    blends = {n: (m.get("data") or {}).get("wise_ft_alpha") for n, m in metrics["models"].items()}
-    blends = {n: a for n, a in blends.items() if a is not None and not n.endswith("_unet_box")}
-    if blends:
-        lines += [
-            "",
-            "Fine-tuned SAM decoders are used as WiSE-FT blends, (1 - a) × pretrained + a × fine-tuned weights (a = 1: "
-            "as trained; `SAM_WISE_FT`, [why](docs/models-and-training.md#sam)): "
-            + ", ".join(f"`{n}` a = {a:g}" for n, a in sorted(blends.items()))
-            + " (the cascade uses the box decoder's).",
-        ]
     if seen:
         lines += [
             "",

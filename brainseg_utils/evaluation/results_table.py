@@ -31,13 +31,15 @@ def fmt_fp(fp: dict) -> str:
 
 
 def fmt_data(data: dict | None) -> str:
-    """ "518 / 64 slices, 11 cases" (train / val slices, training cases)."""
+    """ "518 / 64 slices, 11 cases" (train / val slices, training cases), "; WiSE-FT a = 0.25" for a blended decoder."""
     d = data or {}
     if d.get("train_slices") is None:
         return "unknown"
     if d["train_slices"] == 0:
         return "pretrained only"
-    return f"{d['train_slices']} / {d['val_slices']} slices, {d['train_cases']} cases"
+    blend = d.get("wise_ft_alpha")  # a SAM decoder used as a WiSE-FT blend (docs/models-and-training.md#sam)
+    wise = f"; WiSE-FT a = {blend:g}" if blend is not None and blend < 1 else ""
+    return f"{d['train_slices']} / {d['val_slices']} slices, {d['train_cases']} cases{wise}"
 
 
 def fmt_p(test: dict | None) -> str:
