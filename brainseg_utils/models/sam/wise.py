@@ -3,7 +3,7 @@
 Wortsman et al., "Robust fine-tuning of zero-shot models" (CVPR 2022): fine-tune as usual, then use
 ``(1 - alpha) * pretrained + alpha * fine-tuned`` weights. The pretrained decoder keeps what it learnt from real
 scans; fine-tuning on data unlike them (here: synthetic tumours on synthetic anatomy) drifts away from it. The
-paper's mixing coefficient alpha = 0.5 kept most of the in-distribution gain while recovering robustness under
+paper reports that such blends keep much of the in-distribution gain while recovering robustness under
 distribution shift; alpha = 1 is plain fine-tuning. ``SAM_WISE_FT="auto"`` chooses alpha per decoder from ``GRID``
 by the validation Dice that selects its checkpoint (1 included: the blend is used only where validation prefers it).
 
@@ -116,9 +116,9 @@ def note(alpha: float) -> str:
 
 
 def decoder_from_checkpoint(backend, ckpt: dict, path="checkpoint", alpha: float | None = None) -> SamDecoderModel:
-    """The decoder a loaded checkpoint describes, on the CPU: the pretrained decoder of ``backend`` with the
-    checkpoint's weights loaded, blended back towards the pretrained ones by ``alpha`` (None: the checkpoint's own,
-    ``checkpoint_alpha``)."""
+    """The decoder a loaded checkpoint describes, on ``backend``'s device: the pretrained decoder of ``backend``
+    with the checkpoint's weights loaded, blended back towards the pretrained ones by ``alpha`` (None: the
+    checkpoint's own, ``checkpoint_alpha``)."""
     cfg = ckpt["config"]["model"]
     alpha = checkpoint_alpha(ckpt, path) if alpha is None else check_alpha(alpha)
     model = SamDecoderModel(backend, cfg["prompt"], cfg["img_size"])
