@@ -49,8 +49,8 @@ from brainseg_utils.data.brats import discover_cases
 from brainseg_utils.data.dataset import SliceDataset
 from brainseg_utils.data.slices import SliceConfig, build_cache, write_split_once
 from brainseg_utils.data.synthetic import SyntheticConfig, generate_dataset
-from brainseg_utils.models.sam.backends import build_backend
 from brainseg_utils.evaluation.inference import load_sam_decoder
+from brainseg_utils.models.sam.backends import build_backend
 from brainseg_utils.models.sam.decoder import SamDecoderModel
 from brainseg_utils.models.unet import UNet
 from brainseg_utils.runtime.checkpoints import amp_dtype, load_checkpoint, load_model_state
@@ -58,8 +58,8 @@ from brainseg_utils.runtime.encoder_runtime import build_runtime
 from brainseg_utils.runtime.env import device_summary
 from brainseg_utils.runtime.io import atomic_write_json
 from brainseg_utils.training.embeddings import EmbeddingDataset, build_embedding_cache
-from brainseg_utils.training.finetune import record_wise_ft
 from brainseg_utils.training.engine import TrainConfig, fit
+from brainseg_utils.training.finetune import record_wise_ft
 
 # name -> sizes; "gpu" is the full profile (configs/full.yaml), "cpu_small" a smoke-test stand-in.
 PROFILES = {
