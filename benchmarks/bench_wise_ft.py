@@ -95,8 +95,9 @@ def parse_args(argv):
     return args
 
 
-def decoders_at(run: RunDir, backend, prompts, alpha: float, device) -> dict:
-    """{prompt: the run's fine-tuned decoder blended at ``alpha``} (+ the pretrained box decoder as box_zeroshot)."""
+def decoders_at(run: RunDir, backend, prompts, alpha: float, device, zeroshot: bool = True) -> dict:
+    """{prompt: the run's fine-tuned decoder blended at ``alpha``} (+ the pretrained box decoder as box_zeroshot
+    when ``zeroshot``)."""
     from brainseg_utils.models.sam.decoder import SamDecoderModel
 
     out = {}
@@ -104,7 +105,7 @@ def decoders_at(run: RunDir, backend, prompts, alpha: float, device) -> dict:
         path = run.sam(f"sam_{backend.name}_{prompt}") / "best.pt"
         ckpt = load_checkpoint(path, expect_arch="sam_decoder")
         out[prompt] = wise.decoder_from_checkpoint(backend, ckpt, path, alpha).to(device).eval()
-        if prompt == "box":
+        if prompt == "box" and zeroshot:
             size = ckpt["config"]["model"]["img_size"]
             out["box_zeroshot"] = SamDecoderModel(backend, "box", size).to(device).eval()
     return out
@@ -147,7 +148,8 @@ def sweep_case(models, memo, case, img_size, modalities, device, variants: dict)
         gt = res["gt"]
         out[label] = {k: M.dice(v, gt) for k, v in res["pred"].items() if k.startswith("sam_")}
     memo.memo.clear()
-    return out
+    zero = {k: v for row in out.values() for k, v in row.items() if k.endswith("_box_zeroshot")}
+    return {label: {**row, **zero} for label, row in out.items()}  # zero-shot: run once, reported beside each
 
 
 def summarise(per_case: dict) -> dict:
@@ -172,7 +174,9 @@ def main(argv=None) -> dict:
     run = RunDir(Path(args.run).expanduser())
     ((bname, backend),) = models.backends.items()
     memo = MemoEncoder(backend)
-    variants = {f"{a:g}": decoders_at(run, memo, args.prompts, a, device) for a in args.alphas}
+    variants = {  # the pretrained box decoder rides with the first variant only (its score is copied to the others)
+        f"{a:g}": decoders_at(run, memo, args.prompts, a, device, zeroshot=i == 0) for i, a in enumerate(args.alphas)
+    }
     img_size, modalities = run_record["img_size"], tuple(run_record["modalities"])
     t0 = time.perf_counter()
     val = validation_scores(run, models, args.alphas, args.prompts, device)
